@@ -1,0 +1,52 @@
+"""`python -m bot`: load settings, start Dreamboard, and stop cleanly on SIGTERM or Ctrl-C."""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import signal
+import sys
+
+from bot import runtime
+from bot.config import Settings, SettingsError, load_settings
+from bot.logs import configure_logging
+
+log = logging.getLogger("bot")
+
+
+async def serve(settings: Settings) -> None:
+    """Run until SIGTERM/SIGINT, then shut down in order."""
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    running = await runtime.start(settings)
+    await stop.wait()
+    log.info("shutting down: no new work; letting uploads finish")
+    await running.close()
+    log.info("stopped")
+
+
+def main() -> None:
+    """Entry point: exits 2 with a checklist when the settings are incomplete."""
+    try:
+        settings = load_settings()
+    except SettingsError as exc:
+        print(exc.checklist(), file=sys.stderr)
+        sys.exit(2)
+    secrets = [
+        secret.get_secret_value()
+        for secret in (
+            settings.slack_bot_token,
+            settings.slack_app_token,
+            settings.slack_signing_secret,
+            settings.oxen_api_key,
+        )
+        if secret is not None
+    ]
+    configure_logging(settings.log_level, secrets)
+    asyncio.run(serve(settings))
+
+
+if __name__ == "__main__":
+    main()

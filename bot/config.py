@@ -1,0 +1,204 @@
+"""Settings loaded from the environment, validated once at start-up."""
+
+from __future__ import annotations
+
+import ipaddress
+import re
+from enum import StrEnum
+from pathlib import Path
+from typing import Annotated, Any
+from urllib.parse import urlsplit
+
+from pydantic import (
+    Field,
+    ModelWrapValidatorHandler,
+    SecretStr,
+    ValidationError,
+    field_validator,
+    model_validator,
+)
+from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+
+class ReferenceHosting(StrEnum):
+    """How reference images are made fetchable by Oxen (see README)."""
+
+    AUTO = "auto"
+    OXEN_REPO = "oxen_repo"
+    PUBLIC_URL = "public_url"
+    DATA_URI = "data_uri"
+
+
+class Settings(BaseSettings):
+    """Every environment variable Dreamboard reads, with its default."""
+
+    model_config = SettingsConfigDict(env_file=None, extra="ignore", frozen=True)
+
+    slack_bot_token: SecretStr
+    slack_app_token: SecretStr | None = None
+    slack_signing_secret: SecretStr | None = None
+    slack_api_url: str = "https://slack.com/api/"
+    slack_file_hosts: Annotated[tuple[str, ...], NoDecode] = ("files.slack.com",)
+    oxen_api_key: SecretStr
+    oxen_api_url: str = "https://hub.oxen.ai/api"
+    oxen_model: str = "bytedance-seedream-4-5"
+    oxen_size: str = "2K"
+    oxen_poll_interval: float = Field(default=3.0, gt=0, le=60)
+    oxen_job_timeout: float = Field(default=600.0, gt=0)
+    public_base_url: str | None = None
+    oxen_reference_repo: str | None = None
+    reference_hosting: ReferenceHosting = ReferenceHosting.AUTO
+    database_path: Path = Path("data/dreamboard.sqlite3")
+    host: str = "0.0.0.0"  # noqa: S104 - the container's HTTP server must listen on all interfaces
+    port: int = Field(default=3000, ge=0, le=65535)
+    max_concurrent_jobs: int = Field(default=8, ge=1, le=500)
+    max_active_per_user: int = Field(default=3, ge=1, le=100)
+    max_queued_per_user: int = Field(default=10, ge=0, le=1000)
+    log_level: str = "INFO"
+
+    @property
+    def socket_mode(self) -> bool:
+        """Socket Mode when an app-level token is configured, HTTP mode otherwise."""
+        return self.slack_app_token is not None
+
+    @field_validator("slack_bot_token")
+    @classmethod
+    def _bot_token_shape(cls, value: SecretStr) -> SecretStr:
+        if not value.get_secret_value().startswith("xoxb-"):
+            raise ValueError("must be a bot token starting with xoxb-")
+        return value
+
+    @field_validator("slack_app_token")
+    @classmethod
+    def _app_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None and not value.get_secret_value().startswith("xapp-"):
+            raise ValueError("must be an app-level token starting with xapp-")
+        return value
+
+    @field_validator("slack_file_hosts", mode="before")
+    @classmethod
+    def _split_hosts(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return tuple(host.strip().lower() for host in value.split(",") if host.strip())
+        return value
+
+    @field_validator("slack_file_hosts")
+    @classmethod
+    def _hostnames(cls, value: tuple[str, ...]) -> tuple[str, ...]:
+        for host in value:
+            if not re.fullmatch(r"[a-z0-9.-]+|\[?[0-9a-f:]+\]?", host):
+                raise ValueError(f"{host!r} is not a hostname")
+        return value
+
+    @field_validator("slack_api_url", "oxen_api_url", "public_base_url")
+    @classmethod
+    def _http_url(cls, value: str | None) -> str | None:
+        if value is None:
+            return None
+        parts = urlsplit(value)
+        if parts.scheme not in ("http", "https") or not parts.hostname:
+            raise ValueError("must be an http(s) URL")
+        if parts.scheme == "http" and not is_loopback(parts.hostname):
+            raise ValueError("must use https (plain http is only allowed for loopback hosts)")
+        return value
+
+    @field_validator("oxen_size")
+    @classmethod
+    def _size(cls, value: str) -> str:
+        size = value.upper()
+        if size not in ("2K", "4K"):
+            raise ValueError("must be 2K or 4K")
+        return size
+
+    @field_validator("oxen_reference_repo")
+    @classmethod
+    def _repo(cls, value: str | None) -> str | None:
+        if value is not None and value.count("/") != 1:
+            raise ValueError("must look like namespace/repo")
+        return value
+
+    @field_validator("log_level")
+    @classmethod
+    def _log_level(cls, value: str) -> str:
+        level = value.upper()
+        if level not in ("DEBUG", "INFO", "WARNING", "ERROR"):
+            raise ValueError("must be one of DEBUG, INFO, WARNING, ERROR")
+        return level
+
+    @model_validator(mode="wrap")
+    @classmethod
+    def _collect_every_problem(cls, data: Any, handler: ModelWrapValidatorHandler[Settings]) -> Settings:
+        """Report field errors and cross-field errors together, as one checklist."""
+        cross = _cross_field_problems(data if isinstance(data, dict) else {})
+        try:
+            settings = handler(data)
+        except ValidationError as exc:
+            raise SettingsError([_describe(error) for error in exc.errors()] + cross) from None
+        if cross:
+            raise SettingsError(cross)
+        return settings
+
+
+def _cross_field_problems(raw: dict[str, Any]) -> list[str]:
+    problems = []
+    if not raw.get("slack_app_token") and not raw.get("slack_signing_secret"):
+        problems.append(
+            "SLACK_SIGNING_SECRET: missing. Without SLACK_APP_TOKEN the bot runs in HTTP mode and needs "
+            "the signing secret (Basic Information → App Credentials); or set SLACK_APP_TOKEN for Socket Mode"
+        )
+    hosting = str(raw.get("reference_hosting", "auto")).lower()
+    if hosting == ReferenceHosting.PUBLIC_URL and not raw.get("public_base_url"):
+        problems.append("PUBLIC_BASE_URL: required when REFERENCE_HOSTING=public_url")
+    if hosting == ReferenceHosting.OXEN_REPO and not raw.get("oxen_reference_repo"):
+        problems.append("OXEN_REFERENCE_REPO: required when REFERENCE_HOSTING=oxen_repo")
+    return problems
+
+
+def is_loopback(hostname: str) -> bool:
+    """True for localhost and loopback IP literals."""
+    if hostname == "localhost":
+        return True
+    try:
+        return ipaddress.ip_address(hostname).is_loopback
+    except ValueError:
+        return False
+
+
+_HINTS = {
+    "slack_bot_token": "the Bot User OAuth Token (xoxb-…) from OAuth & Permissions",
+    "slack_app_token": "an app-level token (xapp-…) with connections:write, or leave unset for HTTP mode",
+    "oxen_api_key": "your Oxen.ai API key from https://oxen.ai/settings/profile",
+}
+
+
+class SettingsError(Exception):
+    """Start-up configuration problems, formatted as one checklist for the operator."""
+
+    def __init__(self, problems: list[str]) -> None:
+        self.problems = problems
+        super().__init__("\n".join(problems))
+
+    def checklist(self) -> str:
+        """The message printed before exiting: one line per problem."""
+        lines = ["Dreamboard cannot start; fix these settings (environment variables):"]
+        lines += [f"  - {problem}" for problem in self.problems]
+        lines.append("See the configuration table in README.md.")
+        return "\n".join(lines)
+
+
+def load_settings(**overrides: Any) -> Settings:
+    """Read Settings from the environment; raises SettingsError listing every problem."""
+    return Settings(**overrides)
+
+
+def _describe(error: Any) -> str:
+    location = [str(part) for part in error["loc"]]
+    if not location:
+        return str(error["msg"]).removeprefix("Value error, ")
+    field = location[0]
+    name = field.upper()
+    if error["type"] == "missing":
+        hint = _HINTS.get(field, "")
+        return f"{name}: missing. Set it to {hint}" if hint else f"{name}: missing"
+    message = str(error["msg"]).removeprefix("Value error, ")
+    return f"{name}: {message}"

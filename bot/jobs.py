@@ -1,0 +1,296 @@
+"""JobRunner: the durable, fair, bounded queue that turns stored jobs into uploaded images.
+
+Every state transition is written to the store before the side effect that follows it, so a
+restart knows where each job stood: an image with an Oxen generation id is polled, never
+re-submitted, and an upload whose files already appear in the channel is not repeated.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import functools
+import logging
+import mimetypes
+import tempfile
+import time
+from collections import Counter, OrderedDict, deque
+from pathlib import Path
+
+from slack_sdk.errors import SlackApiError
+
+from bot import views
+from bot.config import Settings
+from bot.metrics import Metrics
+from bot.model_schema import PayloadPlan, plan_payload
+from bot.oxen import FailureKind, OxenClient, OxenError, QueueUnavailableError, classify_failure
+from bot.slack_files import ResultFile, SlackFiles, UploadError
+from bot.slack_messages import NOT_A_MEMBER, SlackMessages, slack_error
+from bot.store import ImageState, Job, JobImage, JobState, Store
+
+log = logging.getLogger(__name__)
+
+UserKey = tuple[str, str]
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+
+
+class JobRunner:
+    """Runs jobs with a global concurrency limit and a per-user running cap, round-robin across users."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        oxen: OxenClient,
+        messages: SlackMessages,
+        files: SlackFiles,
+        settings: Settings,
+        metrics: Metrics,
+    ) -> None:
+        self._store = store
+        self._oxen = oxen
+        self._messages = messages
+        self._files = files
+        self._settings = settings
+        self._metrics = metrics
+        self._waiting: OrderedDict[UserKey, deque[str]] = OrderedDict()
+        self._running: dict[str, asyncio.Task[None]] = {}
+        self._running_by_user: Counter[UserKey] = Counter()
+        self._delivering: set[str] = set()
+        self._finished: Counter[str] = Counter()
+        self._accepting = False
+        metrics.gauge("dreamboard_jobs", "state", self._state_counts)
+
+    async def start(self) -> None:
+        """Resume every job left queued or running by a previous process, then accept new ones."""
+        self._accepting = True
+        resumed = await self._store.unfinished_jobs()
+        for job in resumed:
+            self._waiting.setdefault((job.team_id, job.user_id), deque()).append(job.id)
+        if resumed:
+            log.info("resuming %d unfinished jobs", len(resumed))
+        self._pump()
+
+    def queued_for(self, team_id: str, user_id: str) -> int:
+        """How many of this user's jobs are waiting for a slot."""
+        return len(self._waiting.get((team_id, user_id), ()))
+
+    def next_position(self) -> int:
+        """The queue position a job submitted now would have."""
+        return sum(len(queue) for queue in self._waiting.values()) + 1
+
+    def submit(self, job: Job) -> None:
+        """Queue a stored job."""
+        if not self._accepting:
+            raise RuntimeError("the job runner is not accepting work")
+        self._waiting.setdefault((job.team_id, job.user_id), deque()).append(job.id)
+        self._pump()
+
+    async def stop(self, grace: float = 20.0) -> None:
+        """Stop taking work; cancel jobs that are waiting on Oxen (their state is recorded) and give
+        jobs that are uploading up to `grace` seconds to finish."""
+        self._accepting = False
+        self._waiting.clear()
+        for job_id, task in self._running.items():
+            if job_id not in self._delivering:
+                task.cancel()
+        tasks = list(self._running.values())
+        if tasks:
+            _, pending = await asyncio.wait(tasks, timeout=grace)
+            for task in pending:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+
+    def _state_counts(self) -> dict[str, float]:
+        counts: dict[str, float] = {"queued": self.next_position() - 1, "running": len(self._running)}
+        counts.update({state: float(count) for state, count in self._finished.items()})
+        return counts
+
+    def _pump(self) -> None:
+        while self._accepting and len(self._running) < self._settings.max_concurrent_jobs:
+            user = next(
+                (
+                    key
+                    for key in self._waiting
+                    if self._running_by_user[key] < self._settings.max_active_per_user
+                ),
+                None,
+            )
+            if user is None:
+                return
+            queue = self._waiting[user]
+            job_id = queue.popleft()
+            if queue:
+                self._waiting.move_to_end(user)
+            else:
+                del self._waiting[user]
+            self._running_by_user[user] += 1
+            task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
+            self._running[job_id] = task
+            task.add_done_callback(functools.partial(self._done, job_id, user))
+
+    def _done(self, job_id: str, user: UserKey, _: asyncio.Task[None]) -> None:
+        self._running.pop(job_id, None)
+        self._delivering.discard(job_id)
+        self._running_by_user[user] -= 1
+        if self._running_by_user[user] <= 0:
+            del self._running_by_user[user]
+        self._pump()
+
+    async def _run(self, job_id: str) -> None:
+        job = await self._store.get_job(job_id)
+        if job is None or job.finished:
+            return
+        started = time.perf_counter()
+        try:
+            async with asyncio.timeout(self._settings.oxen_job_timeout):
+                await self._execute(job)
+        except OxenError as exc:
+            await self._fail(job, exc.user_message)
+        except TimeoutError:
+            await self._cancel_generations(job)
+            minutes = self._settings.oxen_job_timeout / 60
+            await self._fail(
+                job, f"Oxen.ai did not finish within {minutes:g} minutes, so the job was stopped."
+            )
+        except SlackApiError as exc:
+            error = slack_error(exc)
+            if error in NOT_A_MEMBER:
+                await self._fail(
+                    job, "I can't post files here. Invite me with `/invite @Dreamboard` and retry."
+                )
+            else:
+                log.warning("job %s: slack error %s", job.id, error)
+                await self._fail(job, f"Slack refused the upload ({error}).")
+        except UploadError as exc:
+            await self._fail(job, str(exc))
+        except Exception:
+            log.exception("job %s crashed", job.id)
+            await self._fail(
+                job, f"Something went wrong inside Dreamboard; it is logged under job `{job.id}`."
+            )
+        else:
+            self._metrics.observe("dreamboard_generation_seconds", time.perf_counter() - started)
+
+    async def _execute(self, job: Job) -> None:
+        if job.status_ts is None:
+            ts = await self._messages.post_status(job, position=1)
+            await self._store.set_status_ts(job.id, ts, thread_ts=ts)
+        schema = await self._oxen.model_schema(job.model)
+        plan = plan_payload(schema, prompt=job.prompt, size=job.size, aspect_ratio=job.aspect_ratio)
+        if job.size not in schema.limits.sizes:
+            raise OxenError(FailureKind.INVALID, f"`{job.model}` does not offer size {job.size}.")
+        if len(plan.base["prompt"]) > schema.limits.prompt_max:
+            raise OxenError(
+                FailureKind.INVALID,
+                f"The prompt is longer than the {schema.limits.prompt_max:,} characters allowed.",
+            )
+        await self._store.mark_running(job.id, plan.notes)
+        job = await self._reload(job)
+        await self._messages.update_status(job)
+        images = await self._store.images(job.id)
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(self._produce(job, plan, image)) for image in images]
+        urls = {image.idx: task.result() for image, task in zip(images, tasks, strict=True)}
+        images = await self._store.images(job.id)
+        if not any(urls.values()):
+            raise classify_failure(None, images[0].error or "no image was produced")
+        self._delivering.add(job.id)
+        await self._deliver(job, images, urls)
+
+    async def _produce(self, job: Job, plan: PayloadPlan, image: JobImage) -> str | None:
+        """Submit (unless already submitted) and await one image; returns its URL, or None on failure."""
+        if image.state is ImageState.FAILED:
+            return None
+        generation_id = image.oxen_generation_id
+        if generation_id is None:
+            body = plan.body_for(image.seed)
+            try:
+                [generation_id] = await self._oxen.enqueue(body)
+            except QueueUnavailableError:
+                url = await self._oxen.generate_sync(body, has_references=False)
+                await self._store.set_image_outcome(job.id, image.idx, error=None)
+                return url
+            await self._store.set_generation_id(job.id, image.idx, generation_id)
+        while True:
+            row = await self._oxen.poll(generation_id)
+            if row.finished:
+                break
+            await asyncio.sleep(self._settings.oxen_poll_interval)
+        if row.status == "succeeded" and row.result_url:
+            await self._store.set_image_outcome(job.id, image.idx, error=None)
+            return row.result_url
+        reason = row.error_message or f"the generation ended {row.status}"
+        await self._store.set_image_outcome(
+            job.id, image.idx, error=classify_failure(None, reason).user_message
+        )
+        return None
+
+    async def _deliver(self, job: Job, images: list[JobImage], urls: dict[int, str | None]) -> None:
+        made = [image for image in images if urls.get(image.idx)]
+        already = all(image.file_id for image in made) and await self._files.is_shared(
+            str(made[0].file_id), job.channel_id
+        )
+        if not already:
+            with tempfile.TemporaryDirectory(prefix=f"dreamboard-{job.id}-") as folder:
+                async with asyncio.TaskGroup() as group:
+                    downloads = [
+                        group.create_task(self._download(job, image, str(urls[image.idx]), Path(folder)))
+                        for image in made
+                    ]
+                results = [task.result() for task in downloads]
+                file_ids = await self._files.send_bytes(results)
+                await self._store.set_file_ids(job.id, file_ids)
+                await self._files.share(
+                    [(file_ids[result.idx], result.title) for result in results],
+                    channel_id=job.channel_id,
+                    thread_ts=str(job.thread_ts or job.status_ts),
+                    comment=views.upload_comment(job, len(results)),
+                )
+        await self._store.finish(job.id, JobState.UPLOADED)
+        self._finished[JobState.UPLOADED] += 1
+        job = await self._reload(job)
+        card_ts = await self._messages.post_in_thread(
+            job, views.result_card(job, await self._store.images(job.id))
+        )
+        await self._store.set_card_ts(job.id, card_ts)
+        await self._messages.update_status(job)
+
+    async def _download(self, job: Job, image: JobImage, url: str, folder: Path) -> ResultFile:
+        async with self._oxen.download(url) as response:
+            content_type = response.headers.get("content-type", "image/jpeg").split(";")[0].strip()
+            extension = mimetypes.guess_extension(content_type) or ".jpg"
+            path = folder / f"{job.id}-{image.idx + 1}{extension}"
+            written = 0
+            with path.open("wb") as sink:
+                async for chunk in response.aiter_bytes(256 * 1024):
+                    written += len(chunk)
+                    if written > MAX_RESULT_BYTES:
+                        raise OxenError(FailureKind.UNAVAILABLE, "Oxen.ai sent an implausibly large image.")
+                    sink.write(chunk)
+        return ResultFile(
+            idx=image.idx,
+            path=path,
+            filename=path.name,
+            title=f"{job.prompt[:60]} · seed {image.seed}",
+            alt_text=job.prompt,
+        )
+
+    async def _cancel_generations(self, job: Job) -> None:
+        for image in await self._store.images(job.id):
+            if image.oxen_generation_id and image.state is ImageState.SUBMITTED:
+                try:
+                    await self._oxen.cancel(image.oxen_generation_id)
+                except OxenError as exc:
+                    log.warning("job %s: cancelling %s failed: %s", job.id, image.oxen_generation_id, exc)
+
+    async def _fail(self, job: Job, problem: str) -> None:
+        await self._store.finish(job.id, JobState.FAILED, error=problem)
+        self._finished[JobState.FAILED] += 1
+        job = await self._reload(job)
+        await self._messages.update_status(job, problem=problem)
+        await self._messages.post_in_thread_quietly(job, views.failure_reply(job, problem))
+
+    async def _reload(self, job: Job) -> Job:
+        fresh = await self._store.get_job(job.id)
+        assert fresh is not None
+        return fresh

@@ -1,0 +1,313 @@
+"""OxenClient: Seedream 4.5 (and other image models) through Oxen.ai's inference API.
+
+One `httpx.AsyncClient` for every call. The async queue is the main path (enqueue, store the
+generation id, poll), the sync route a fallback for when the queue is unavailable.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import re
+import time
+from collections.abc import AsyncIterator, Mapping
+from contextlib import asynccontextmanager
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any, TypeVar
+from urllib.parse import quote, urlsplit
+
+import httpx
+from pydantic import BaseModel, ConfigDict, ValidationError
+
+from bot.metrics import Metrics
+from bot.model_schema import ModelSchema, SchemaError
+
+log = logging.getLogger(__name__)
+
+TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
+_CREDITS = re.compile(r"credit|balance|payment", re.IGNORECASE)
+_CONTENT_POLICY = re.compile(r"sensitive|moderat|safety|policy|nsfw", re.IGNORECASE)
+
+
+class FailureKind(StrEnum):
+    """Why a call to Oxen failed, as far as the user is concerned."""
+
+    AUTH = "auth"
+    CREDITS = "credits"
+    CONTENT_POLICY = "content_policy"
+    INVALID = "invalid"
+    NOT_FOUND = "not_found"
+    UNAVAILABLE = "unavailable"
+
+
+class OxenError(Exception):
+    """A failed Oxen call; `user_message` is readable and never contains the API key."""
+
+    def __init__(self, kind: FailureKind, user_message: str) -> None:
+        super().__init__(user_message)
+        self.kind = kind
+        self.user_message = user_message
+
+
+class QueueUnavailableError(OxenError):
+    """The async queue route is missing; callers fall back to the sync route."""
+
+
+def classify_failure(status: int | None, detail: str, *, model_id: str = "") -> OxenError:
+    """Turn an HTTP status and Oxen's message into an OxenError with a readable explanation."""
+    detail = detail.strip()[:300] or "no details given"
+    if _CREDITS.search(detail) or status == 402:
+        return OxenError(
+            FailureKind.CREDITS, "The Oxen.ai account is out of credits; an admin needs to top it up."
+        )
+    if _CONTENT_POLICY.search(detail):
+        return OxenError(
+            FailureKind.CONTENT_POLICY,
+            "The model's content filter blocked this prompt or image. Try rephrasing it.",
+        )
+    if status in (401, 403):
+        return OxenError(
+            FailureKind.AUTH, "Oxen.ai refused Dreamboard's API key; an admin needs to check it."
+        )
+    if status == 404 and detail.startswith("Model not found"):
+        return OxenError(FailureKind.NOT_FOUND, f"Oxen.ai has no model called `{model_id or detail[17:]}`.")
+    if status is None or status in (400, 404, 409, 422):
+        return OxenError(FailureKind.INVALID, f"Oxen.ai refused the request: {detail}")
+    return OxenError(
+        FailureKind.UNAVAILABLE, f"Oxen.ai is unavailable right now (HTTP {status}). Try again later."
+    )
+
+
+def error_detail(response: httpx.Response) -> str:
+    """Oxen's explanation from either error envelope: detail, message, title, then type."""
+    try:
+        payload = response.json()
+    except ValueError:
+        return response.text[:300]
+    error = payload.get("error") if isinstance(payload, dict) else None
+    if isinstance(error, dict):
+        for key in ("detail", "message", "title", "type"):
+            if error.get(key):
+                return str(error[key])
+    if isinstance(error, str):
+        return error
+    return str(payload)[:300]
+
+
+@dataclass(frozen=True)
+class RetryPolicy:
+    """Bounded retries with full-jitter exponential backoff; `Retry-After` wins when sent."""
+
+    attempts: int = 4
+    base_delay: float = 0.5
+    max_delay: float = 8.0
+    max_retry_after: float = 60.0
+
+    def delay(self, attempt: int, retry_after: str | None = None) -> float:
+        """Seconds to wait before retry number `attempt` (1-based)."""
+        if retry_after is not None:
+            try:
+                return min(max(float(retry_after), 0.0), self.max_retry_after)
+            except ValueError:
+                pass
+        return random.uniform(0, min(self.max_delay, self.base_delay * 2 ** (attempt - 1)))
+
+
+class QueueRow(BaseModel):
+    """One generation as `GET /ai/queue/{id}` reports it (extra fields are kept)."""
+
+    model_config = ConfigDict(extra="allow")
+
+    generation_id: str
+    status: str
+    result_url: str | None = None
+    error_message: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the generation reached a terminal state."""
+        return self.status in TERMINAL_STATUSES
+
+
+class _Queued(BaseModel):
+    generation_id: str
+    status: str
+
+
+class _EnqueueResponse(BaseModel):
+    generations: list[_Queued]
+
+
+class _SyncImage(BaseModel):
+    url: str | None = None
+    b64_json: str | None = None
+
+
+class _SyncResponse(BaseModel):
+    images: list[_SyncImage] = []
+    image_url: str | None = None
+
+
+class OxenClient:
+    """Typed access to the Oxen inference endpoints Dreamboard uses."""
+
+    def __init__(
+        self,
+        base_url: str,
+        api_key: str,
+        *,
+        metrics: Metrics,
+        retry: RetryPolicy | None = None,
+        schema_ttl: float = 3600.0,
+    ) -> None:
+        self._base = base_url.rstrip("/")
+        self._api_host = urlsplit(self._base).hostname
+        self._key = api_key
+        self._retry = retry or RetryPolicy()
+        self._metrics = metrics
+        self._schema_ttl = schema_ttl
+        self._schemas: dict[str, tuple[float, ModelSchema]] = {}
+        self._http = httpx.AsyncClient(
+            timeout=httpx.Timeout(30.0, read=180.0),
+            headers={"User-Agent": "dreamboard/0.1"},
+            follow_redirects=True,
+        )
+
+    async def aclose(self) -> None:
+        """Close the HTTP connection pool."""
+        await self._http.aclose()
+
+    def cached_schema(self, model_id: str) -> ModelSchema | None:
+        """The last schema fetched for `model_id`, however old, without any I/O."""
+        entry = self._schemas.get(model_id)
+        return entry[1] if entry else None
+
+    async def model_schema(self, model_id: str) -> ModelSchema:
+        """The model's request schema from `GET /ai/models/{id}`, cached for `schema_ttl` seconds."""
+        entry = self._schemas.get(model_id)
+        if entry and time.monotonic() - entry[0] < self._schema_ttl:
+            return entry[1]
+        response = await self._call(
+            "GET", f"/ai/models/{quote(model_id, safe='')}", route="models", model=model_id
+        )
+        try:
+            schema = ModelSchema.from_model_object(model_id, response.json())
+        except (SchemaError, ValueError) as exc:
+            raise OxenError(
+                FailureKind.INVALID, f"Oxen.ai described `{model_id}` unexpectedly: {exc}"
+            ) from None
+        self._schemas[model_id] = (time.monotonic(), schema)
+        return schema
+
+    async def enqueue(self, body: Mapping[str, Any], *, count: int = 1) -> list[str]:
+        """`POST /ai/queue`: returns the new generation ids (one per image)."""
+        payload = {**body, "num_generations": count}
+        response = await self._call(
+            "POST", "/ai/queue", route="queue", json=payload, model=str(body["model"])
+        )
+        return [generation.generation_id for generation in _parse(_EnqueueResponse, response).generations]
+
+    async def poll(self, generation_id: str) -> QueueRow:
+        """`GET /ai/queue/{id}`: the generation's current state."""
+        response = await self._call("GET", f"/ai/queue/{quote(generation_id, safe='')}", route="poll")
+        return _parse(QueueRow, response)
+
+    async def cancel(self, generation_id: str) -> None:
+        """`DELETE /ai/queue/{id}`: cancel a generation that is still active (no effect otherwise)."""
+        await self._call("DELETE", f"/ai/queue/{quote(generation_id, safe='')}", route="cancel")
+
+    async def generate_sync(self, body: Mapping[str, Any], *, has_references: bool) -> str:
+        """Sync fallback: `/ai/images/edit` with references, `/ai/images/generate` without; returns a URL."""
+        path = "/ai/images/edit" if has_references else "/ai/images/generate"
+        response = await self._call("POST", path, route="sync", json=dict(body), model=str(body["model"]))
+        parsed = _parse(_SyncResponse, response)
+        for image in parsed.images:
+            if image.url:
+                return image.url
+            if image.b64_json:
+                return "data:image/png;base64," + image.b64_json
+        if parsed.image_url:
+            return parsed.image_url
+        raise OxenError(FailureKind.UNAVAILABLE, "Oxen.ai answered without an image.")
+
+    @asynccontextmanager
+    async def download(self, url: str) -> AsyncIterator[httpx.Response]:
+        """Stream a result image. The API key is sent only to Oxen's own host, and only after a 401/403."""
+        for with_key in (False, True):
+            headers = {"Authorization": f"Bearer {self._key}"} if with_key else {}
+            started = time.perf_counter()
+            async with self._http.stream("GET", url, headers=headers) as response:
+                if response.status_code in (401, 403) and not with_key and self._owns(url):
+                    continue
+                if response.status_code != 200:
+                    raise OxenError(
+                        FailureKind.UNAVAILABLE,
+                        f"Downloading the result from Oxen.ai failed (HTTP {response.status_code}).",
+                    )
+                self._metrics.observe(
+                    "dreamboard_oxen_request_seconds", time.perf_counter() - started, route="download"
+                )
+                yield response
+                return
+
+    def _owns(self, url: str) -> bool:
+        return urlsplit(url).hostname == self._api_host
+
+    async def _call(
+        self, method: str, path: str, *, route: str, json: Any = None, model: str = ""
+    ) -> httpx.Response:
+        attempt = 0
+        while True:
+            attempt += 1
+            started = time.perf_counter()
+            retry_after: str | None = None
+            try:
+                response = await self._http.request(
+                    method, self._base + path, json=json, headers={"Authorization": f"Bearer {self._key}"}
+                )
+            except httpx.TransportError as exc:
+                failure: OxenError = OxenError(
+                    FailureKind.UNAVAILABLE, f"Oxen.ai did not answer ({type(exc).__name__})."
+                )
+                outcome = "transport_error"
+            else:
+                outcome = str(response.status_code)
+                if response.status_code < 400:
+                    self._record(route, outcome, started)
+                    return response
+                if (
+                    route == "queue"
+                    and response.status_code in (404, 405)
+                    and "Model not found" not in response.text
+                ):
+                    self._record(route, outcome, started)
+                    raise QueueUnavailableError(FailureKind.UNAVAILABLE, "The Oxen.ai queue is unavailable.")
+                failure = classify_failure(response.status_code, error_detail(response), model_id=model)
+                retry_after = response.headers.get("Retry-After")
+                if response.status_code != 429 and response.status_code < 500:
+                    self._record(route, outcome, started)
+                    raise failure
+            self._record(route, outcome, started)
+            if attempt >= self._retry.attempts:
+                raise failure
+            delay = self._retry.delay(attempt, retry_after)
+            log.warning("oxen %s %s: %s, retry %d in %.1fs", method, route, outcome, attempt, delay)
+            await asyncio.sleep(delay)
+
+    def _record(self, route: str, outcome: str, started: float) -> None:
+        self._metrics.observe("dreamboard_oxen_request_seconds", time.perf_counter() - started, route=route)
+        self._metrics.inc("dreamboard_oxen_requests_total", route=route, outcome=outcome)
+
+
+_Model = TypeVar("_Model", bound=BaseModel)
+
+
+def _parse(model: type[_Model], response: httpx.Response) -> _Model:
+    try:
+        return model.model_validate_json(response.content)
+    except ValidationError:
+        raise OxenError(
+            FailureKind.UNAVAILABLE, "Oxen.ai sent an answer Dreamboard does not understand."
+        ) from None

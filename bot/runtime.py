@@ -1,0 +1,62 @@
+"""Start and stop a whole Dreamboard process: services, Bolt app, HTTP server, transport, runner."""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+from aiohttp import web
+
+from bot.app import build_app
+from bot.config import Settings
+from bot.oxen import OxenError, RetryPolicy
+from bot.server import build_web_app, start_server
+from bot.services import Services
+from bot.socket_mode import SocketModeTransport
+from handlers import register
+
+log = logging.getLogger(__name__)
+
+
+@dataclass
+class Runtime:
+    """A running Dreamboard: what `python -m bot` holds between start and shutdown."""
+
+    services: Services
+    web: web.AppRunner
+    port: int
+    socket: SocketModeTransport | None
+
+    async def close(self, grace: float = 20.0) -> None:
+        """Stop taking work (socket, then HTTP), let running uploads finish, close every client."""
+        if self.socket is not None:
+            await self.socket.close()
+        await self.web.cleanup()
+        await self.services.aclose(grace)
+
+
+async def start(settings: Settings, *, oxen_retry: RetryPolicy | None = None) -> Runtime:
+    """Build everything, resume unfinished jobs and start listening."""
+    services = await Services.build(settings, oxen_retry=oxen_retry)
+    try:
+        await services.oxen.model_schema(settings.oxen_model)
+    except OxenError as exc:
+        log.warning("could not fetch the %s schema yet (%s); will retry per job", settings.oxen_model, exc)
+    bolt = build_app(services, register=register)
+    socket = None
+    if settings.slack_app_token is not None:
+        socket = SocketModeTransport(bolt, settings.slack_app_token.get_secret_value())
+    app = build_web_app(services, bolt, socket_connected=socket.is_connected if socket else None)
+    runner, port = await start_server(app, settings.host, settings.port)
+    await services.runner.start()
+    if socket is not None:
+        await socket.start()
+    log.info(
+        "dreamboard ready: %s, http on %s:%d, model %s, reference hosting %s",
+        "socket mode" if socket else "http mode (POST /slack/events)",
+        settings.host,
+        port,
+        settings.oxen_model,
+        settings.reference_hosting.value,
+    )
+    return Runtime(services, runner, port, socket)

@@ -1,0 +1,51 @@
+"""The aiohttp server: `POST /slack/events` (HTTP mode), `GET /healthz` and `GET /metrics` (both modes)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+from aiohttp import web
+from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.async_app import AsyncApp
+
+from bot.services import Services
+
+
+def build_web_app(
+    services: Services, bolt: AsyncApp, *, socket_connected: Callable[[], bool] | None = None
+) -> web.Application:
+    """Routes for the HTTP server; events are only served when there is no Socket Mode connection."""
+
+    async def healthz(_: web.Request) -> web.Response:
+        checks = {"store": "open" if services.store.is_open else "closed"}
+        healthy = services.store.is_open
+        if socket_connected is not None:
+            connected = socket_connected()
+            checks["socket"] = "connected" if connected else "disconnected"
+            healthy = healthy and connected
+        return web.json_response({"ok": healthy, **checks}, status=200 if healthy else 503)
+
+    async def metrics(_: web.Request) -> web.Response:
+        return web.Response(text=services.metrics.render(), content_type="text/plain", charset="utf-8")
+
+    async def events(request: web.Request) -> web.Response:
+        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+
+    app = web.Application(client_max_size=1024 * 1024)
+    app.router.add_get("/healthz", healthz)
+    app.router.add_get("/metrics", metrics)
+    if socket_connected is None:
+        app.router.add_post("/slack/events", events)
+    return app
+
+
+async def start_server(app: web.Application, host: str, port: int) -> tuple[web.AppRunner, int]:
+    """Start serving `app`; returns the runner (for cleanup) and the bound port (port 0 picks one)."""
+    runner = web.AppRunner(app, access_log=None)
+    await runner.setup()
+    site = web.TCPSite(runner, host, port)
+    await site.start()
+    server = site._server
+    sockets = getattr(server, "sockets", None) or []
+    bound = int(sockets[0].getsockname()[1]) if sockets else port
+    return runner, bound

@@ -1,0 +1,72 @@
+"""Services: the one object that holds every long-lived client, built once in `__main__`."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import aiohttp
+from slack_sdk.http_retry.builtin_async_handlers import (
+    AsyncConnectionErrorRetryHandler,
+    AsyncRateLimitErrorRetryHandler,
+)
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.config import Settings
+from bot.intake import Intake
+from bot.jobs import JobRunner
+from bot.metrics import Metrics
+from bot.oxen import OxenClient, RetryPolicy
+from bot.slack_files import SlackFiles
+from bot.slack_messages import SlackMessages
+from bot.store import Store
+
+
+@dataclass
+class Services:
+    """Everything handlers and transports need; no module-level globals anywhere."""
+
+    settings: Settings
+    metrics: Metrics
+    store: Store
+    http: aiohttp.ClientSession
+    slack: AsyncWebClient
+    oxen: OxenClient
+    runner: JobRunner
+    intake: Intake
+
+    @classmethod
+    async def build(cls, settings: Settings, *, oxen_retry: RetryPolicy | None = None) -> Services:
+        """Open the store and create the clients (inside the running event loop)."""
+        metrics = Metrics()
+        store = await Store.open(settings.database_path)
+        http = aiohttp.ClientSession()
+        slack = AsyncWebClient(
+            token=settings.slack_bot_token.get_secret_value(),
+            base_url=settings.slack_api_url,
+            session=http,
+            retry_handlers=[
+                AsyncConnectionErrorRetryHandler(),
+                AsyncRateLimitErrorRetryHandler(max_retry_count=3),
+            ],
+        )
+        oxen = OxenClient(
+            settings.oxen_api_url, settings.oxen_api_key.get_secret_value(), metrics=metrics, retry=oxen_retry
+        )
+        messages = SlackMessages(slack)
+        runner = JobRunner(
+            store=store,
+            oxen=oxen,
+            messages=messages,
+            files=SlackFiles(slack, http),
+            settings=settings,
+            metrics=metrics,
+        )
+        intake = Intake(settings=settings, store=store, oxen=oxen, runner=runner, messages=messages)
+        return cls(settings, metrics, store, http, slack, oxen, runner, intake)
+
+    async def aclose(self, grace: float = 20.0) -> None:
+        """Stop the runner (letting uploads finish), then close every client and the store."""
+        await self.runner.stop(grace)
+        await self.oxen.aclose()
+        await self.http.close()
+        await self.store.close()

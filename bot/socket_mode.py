@@ -1,0 +1,75 @@
+"""Socket Mode transport with a watchdog: the SDK client can go deaf after reconnects (slack.md §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import time
+
+from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.async_app import AsyncApp
+
+log = logging.getLogger(__name__)
+
+
+class SocketModeTransport:
+    """Keeps one Socket Mode connection alive; rebuilds the handler when it is disconnected or silent."""
+
+    def __init__(
+        self, app: AsyncApp, app_token: str, *, check_every: float = 15.0, max_silence: float = 90.0
+    ) -> None:
+        self._app = app
+        self._token = app_token
+        self._check_every = check_every
+        self._max_silence = max_silence
+        self._handler: AsyncSocketModeHandler | None = None
+        self._watchdog: asyncio.Task[None] | None = None
+
+    async def start(self) -> None:
+        """Connect, then watch the connection in the background."""
+        await self._connect()
+        self._watchdog = asyncio.create_task(self._watch(), name="socket-mode-watchdog")
+
+    def is_connected(self) -> bool:
+        """Whether the socket is connected and has exchanged a ping recently (for /healthz)."""
+        return self._handler is not None and self._healthy(self._handler)
+
+    async def close(self) -> None:
+        """Stop the watchdog and close the connection."""
+        if self._watchdog is not None:
+            self._watchdog.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watchdog
+        if self._handler is not None:
+            await self._handler.client.close()
+            self._handler = None
+
+    async def _connect(self) -> None:
+        self._handler = AsyncSocketModeHandler(self._app, self._token)
+        await self._handler.client.connect()
+
+    def _healthy(self, handler: AsyncSocketModeHandler) -> bool:
+        client = handler.client
+        last_ping = client.last_ping_pong_time
+        silent = last_ping is not None and time.time() - last_ping > self._max_silence
+        return bool(client.is_connected()) and not silent
+
+    async def _watch(self) -> None:
+        strikes = 0
+        while True:
+            await asyncio.sleep(self._check_every)
+            if self._handler is not None and self._healthy(self._handler):
+                strikes = 0
+                continue
+            strikes += 1
+            if strikes < 2:
+                continue
+            log.warning("socket mode connection unhealthy; reconnecting")
+            strikes = 0
+            try:
+                if self._handler is not None:
+                    await self._handler.client.close()
+                await self._connect()
+            except Exception:
+                log.exception("socket mode reconnect failed; will retry")

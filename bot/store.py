@@ -1,0 +1,363 @@
+"""Store: Dreamboard's durable state in SQLite (aiosqlite, WAL), with numbered migrations."""
+
+from __future__ import annotations
+
+import json
+import sqlite3
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from enum import StrEnum
+from pathlib import Path
+from typing import Any
+
+import aiosqlite
+
+
+class JobState(StrEnum):
+    """A job's lifecycle: queued → running → uploaded, or failed / cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    UPLOADED = "uploaded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class ImageState(StrEnum):
+    """One image of a job, as far as Oxen is concerned."""
+
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
+
+_MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE generations (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        thread_ts TEXT,
+        status_ts TEXT,
+        card_ts TEXT,
+        user_id TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        model TEXT NOT NULL,
+        size TEXT NOT NULL,
+        aspect_ratio TEXT,
+        seed INTEGER NOT NULL,
+        seed_given INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}',
+        notes TEXT NOT NULL DEFAULT '[]',
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'uploaded', 'failed', 'cancelled')),
+        error TEXT,
+        parent_id TEXT REFERENCES generations(id),
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE INDEX generations_by_user ON generations (team_id, user_id, created_at DESC);
+    CREATE INDEX generations_unfinished ON generations (state) WHERE state IN ('queued', 'running');
+    CREATE TABLE generation_images (
+        job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        seed INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'submitted', 'succeeded', 'failed')),
+        oxen_generation_id TEXT,
+        error TEXT,
+        file_id TEXT,
+        PRIMARY KEY (job_id, idx)
+    );
+    CREATE TABLE processed_events (
+        key TEXT PRIMARY KEY,
+        created_at REAL NOT NULL
+    );
+    """,
+)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated request about to become a stored job."""
+
+    id: str
+    team_id: str
+    channel_id: str
+    user_id: str
+    prompt: str
+    model: str
+    size: str
+    aspect_ratio: str | None
+    seed: int
+    seed_given: bool
+    n: int
+    thread_ts: str | None = None
+    parent_id: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobImage:
+    """One image of a job: its seed, its Oxen generation and its Slack file."""
+
+    job_id: str
+    idx: int
+    seed: int
+    state: ImageState
+    oxen_generation_id: str | None
+    error: str | None
+    file_id: str | None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stored generation job."""
+
+    id: str
+    team_id: str
+    channel_id: str
+    thread_ts: str | None
+    status_ts: str | None
+    card_ts: str | None
+    user_id: str
+    prompt: str
+    model: str
+    size: str
+    aspect_ratio: str | None
+    seed: int
+    seed_given: bool
+    n: int
+    params: dict[str, Any]
+    notes: list[str]
+    state: JobState
+    error: str | None
+    parent_id: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached a terminal state."""
+        return self.state not in UNFINISHED
+
+
+class Store:
+    """All SQL lives here. One connection; aiosqlite runs it on its own thread."""
+
+    def __init__(self, db: aiosqlite.Connection) -> None:
+        self._db = db
+        self._open = True
+
+    @classmethod
+    async def open(cls, path: Path) -> Store:
+        """Open (creating parents and schema as needed) the database at `path`."""
+        path.parent.mkdir(parents=True, exist_ok=True)
+        db = await aiosqlite.connect(path, isolation_level=None)
+        db.row_factory = sqlite3.Row
+        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
+            await db.execute(f"PRAGMA {pragma}")
+        store = cls(db)
+        await store._migrate()
+        return store
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the connection is usable (for /healthz)."""
+        return self._open
+
+    async def close(self) -> None:
+        """Close the connection."""
+        if self._open:
+            self._open = False
+            await self._db.close()
+
+    async def _migrate(self) -> None:
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        version = int(row[0]) if row else 0
+        if version > len(_MIGRATIONS):
+            raise RuntimeError(
+                f"database schema {version} is newer than this Dreamboard ({len(_MIGRATIONS)})"
+            )
+        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+            await self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
+
+    async def schema_version(self) -> int:
+        """The applied migration number."""
+        async with self._db.execute("PRAGMA user_version") as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def claim_event(self, key: str) -> bool:
+        """Record that `key` was handled; False when it already was (a duplicate delivery)."""
+        cursor = await self._db.execute(
+            "INSERT OR IGNORE INTO processed_events (key, created_at) VALUES (?, ?)", (key, time.time())
+        )
+        return cursor.rowcount == 1
+
+    async def prune_events(self, older_than: float) -> None:
+        """Forget dedupe keys older than `older_than` (Unix time)."""
+        await self._db.execute("DELETE FROM processed_events WHERE created_at < ?", (older_than,))
+
+    async def insert_job(self, job: NewJob) -> Job:
+        """Store a queued job and its images (seeds seed, seed+1, …)."""
+        now = time.time()
+        await self._db.execute("BEGIN")
+        try:
+            await self._db.execute(
+                "INSERT INTO generations (id, team_id, channel_id, thread_ts, user_id, prompt, model, size,"
+                " aspect_ratio, seed, seed_given, n, params, state, parent_id, created_at)"
+                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?)",
+                (
+                    job.id, job.team_id, job.channel_id, job.thread_ts, job.user_id, job.prompt, job.model,
+                    job.size, job.aspect_ratio, job.seed, job.seed_given, job.n, json.dumps(job.params),
+                    job.parent_id, now,
+                ),
+            )  # fmt: skip
+            await self._db.executemany(
+                "INSERT INTO generation_images (job_id, idx, seed, state) VALUES (?, ?, ?, 'pending')",
+                [(job.id, idx, job.seed + idx) for idx in range(job.n)],
+            )
+            await self._db.execute("COMMIT")
+        except BaseException:
+            await self._db.execute("ROLLBACK")
+            raise
+        stored = await self.get_job(job.id)
+        assert stored is not None
+        return stored
+
+    async def discard_unstarted(self, job_id: str) -> None:
+        """Delete a job that never left `queued` and produced nothing (e.g. its channel refused us)."""
+        await self._db.execute("DELETE FROM generations WHERE id = ? AND state = 'queued'", (job_id,))
+
+    async def get_job(self, job_id: str) -> Job | None:
+        """One job by id."""
+        async with self._db.execute("SELECT * FROM generations WHERE id = ?", (job_id,)) as cursor:
+            row = await cursor.fetchone()
+        return _job(row) if row else None
+
+    async def images(self, job_id: str) -> list[JobImage]:
+        """A job's images in order."""
+        async with self._db.execute(
+            "SELECT * FROM generation_images WHERE job_id = ? ORDER BY idx", (job_id,)
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_image(row) for row in rows]
+
+    async def unfinished_jobs(self) -> list[Job]:
+        """Jobs left queued or running (to resume at start-up), oldest first."""
+        async with self._db.execute(
+            "SELECT * FROM generations WHERE state IN ('queued', 'running') ORDER BY created_at"
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_job(row) for row in rows]
+
+    async def recent_jobs(self, team_id: str, user_id: str, limit: int = 10) -> list[Job]:
+        """A user's most recent jobs, newest first."""
+        async with self._db.execute(
+            "SELECT * FROM generations WHERE team_id = ? AND user_id = ?"
+            " ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (team_id, user_id, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_job(row) for row in rows]
+
+    async def set_status_ts(self, job_id: str, ts: str, *, thread_ts: str) -> None:
+        """Remember the status message (and the thread it anchors)."""
+        await self._db.execute(
+            "UPDATE generations SET status_ts = ?, thread_ts = COALESCE(thread_ts, ?) WHERE id = ?",
+            (ts, thread_ts, job_id),
+        )
+
+    async def mark_running(self, job_id: str, notes: Sequence[str]) -> None:
+        """queued → running, with the notes about flags the model's schema could not honour."""
+        await self._db.execute(
+            "UPDATE generations SET state = 'running', notes = ?, started_at = COALESCE(started_at, ?)"
+            " WHERE id = ? AND state IN ('queued', 'running')",
+            (json.dumps(list(notes)), time.time(), job_id),
+        )
+
+    async def set_generation_id(self, job_id: str, idx: int, generation_id: str) -> None:
+        """Record an Oxen generation id: from now on the image is polled, never re-submitted."""
+        await self._db.execute(
+            "UPDATE generation_images SET oxen_generation_id = ?, state = 'submitted'"
+            " WHERE job_id = ? AND idx = ?",
+            (generation_id, job_id, idx),
+        )
+
+    async def set_image_outcome(self, job_id: str, idx: int, *, error: str | None) -> None:
+        """Mark an image succeeded (no error) or failed."""
+        state = ImageState.FAILED if error else ImageState.SUCCEEDED
+        await self._db.execute(
+            "UPDATE generation_images SET state = ?, error = ? WHERE job_id = ? AND idx = ?",
+            (state, error, job_id, idx),
+        )
+
+    async def set_file_ids(self, job_id: str, file_ids: dict[int, str]) -> None:
+        """Record the Slack file ids of uploaded images (before the upload is completed)."""
+        await self._db.executemany(
+            "UPDATE generation_images SET file_id = ? WHERE job_id = ? AND idx = ?",
+            [(file_id, job_id, idx) for idx, file_id in file_ids.items()],
+        )
+
+    async def finish(self, job_id: str, state: JobState, *, error: str | None = None) -> None:
+        """running → uploaded, failed or cancelled."""
+        await self._db.execute(
+            "UPDATE generations SET state = ?, error = ?, finished_at = ? WHERE id = ?",
+            (state, error, time.time(), job_id),
+        )
+
+    async def set_card_ts(self, job_id: str, ts: str) -> None:
+        """Remember the result card message."""
+        await self._db.execute("UPDATE generations SET card_ts = ? WHERE id = ?", (ts, job_id))
+
+    async def count_by_state(self) -> dict[str, int]:
+        """Number of jobs in each state."""
+        async with self._db.execute("SELECT state, COUNT(*) FROM generations GROUP BY state") as cursor:
+            rows = await cursor.fetchall()
+        return {str(row[0]): int(row[1]) for row in rows}
+
+
+def _job(row: sqlite3.Row) -> Job:
+    return Job(
+        id=row["id"],
+        team_id=row["team_id"],
+        channel_id=row["channel_id"],
+        thread_ts=row["thread_ts"],
+        status_ts=row["status_ts"],
+        card_ts=row["card_ts"],
+        user_id=row["user_id"],
+        prompt=row["prompt"],
+        model=row["model"],
+        size=row["size"],
+        aspect_ratio=row["aspect_ratio"],
+        seed=row["seed"],
+        seed_given=bool(row["seed_given"]),
+        n=row["n"],
+        params=json.loads(row["params"]),
+        notes=json.loads(row["notes"]),
+        state=JobState(row["state"]),
+        error=row["error"],
+        parent_id=row["parent_id"],
+        created_at=row["created_at"],
+        started_at=row["started_at"],
+        finished_at=row["finished_at"],
+    )
+
+
+def _image(row: sqlite3.Row) -> JobImage:
+    return JobImage(
+        job_id=row["job_id"],
+        idx=row["idx"],
+        seed=row["seed"],
+        state=ImageState(row["state"]),
+        oxen_generation_id=row["oxen_generation_id"],
+        error=row["error"],
+        file_id=row["file_id"],
+    )

@@ -1,0 +1,13 @@
+"""Thin Bolt listeners: parse → ack → validate → persist → enqueue → reply."""
+
+from __future__ import annotations
+
+from slack_bolt.async_app import AsyncApp
+
+from bot.services import Services
+from handlers import commands
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    """Wire every listener onto `app`."""
+    commands.register(app, services)

@@ -1,0 +1,68 @@
+"""Classifying Oxen failures and the retry policy."""
+
+from __future__ import annotations
+
+import httpx
+import pytest
+
+from bot.oxen import FailureKind, RetryPolicy, classify_failure, error_detail
+
+
+@pytest.mark.parametrize(
+    ("status", "detail", "kind"),
+    [
+        (None, "Insufficient credits", FailureKind.CREDITS),
+        (402, "Payment required", FailureKind.CREDITS),
+        (400, "Getting model response error: 400 - InputTextSensitiveContentDetected", FailureKind.CONTENT_POLICY),
+        (None, "OutputImageSensitiveContentDetected", FailureKind.CONTENT_POLICY),
+        (401, "unauthenticated", FailureKind.AUTH),
+        (404, "Model not found: nope", FailureKind.NOT_FOUND),
+        (400, "Prompt cannot be empty", FailureKind.INVALID),
+        (None, "Getting model response error: 422 - bad size", FailureKind.INVALID),
+        (503, "Service Unavailable", FailureKind.UNAVAILABLE),
+    ],
+)
+def test_failures_are_classified(status: int | None, detail: str, kind: FailureKind) -> None:
+    error = classify_failure(status, detail, model_id="nope")
+    assert error.kind is kind
+    assert error.user_message
+
+
+def test_messages_are_readable() -> None:
+    assert "out of credits" in classify_failure(None, "Insufficient credits").user_message
+    assert "content filter" in classify_failure(400, "SensitiveContentDetected").user_message
+    assert "`nope`" in classify_failure(404, "Model not found: nope", model_id="nope").user_message
+    assert "Prompt cannot be empty" in classify_failure(400, "Prompt cannot be empty").user_message
+
+
+@pytest.mark.parametrize(
+    ("body", "detail"),
+    [
+        ({"error": {"type": "invalid_params", "title": "Invalid", "detail": "size must be 2K"}}, "size must be 2K"),
+        ({"error": {"message": "Model not found: x"}}, "Model not found: x"),
+        ({"error": {"type": "unauthenticated", "title": "Not signed in"}}, "Not signed in"),
+        ({"error": "Insufficient credits"}, "Insufficient credits"),
+    ],
+)
+def test_error_detail_reads_both_envelopes(body: object, detail: str) -> None:
+    assert error_detail(httpx.Response(400, json=body)) == detail
+
+
+def test_error_detail_of_non_json() -> None:
+    assert error_detail(httpx.Response(502, text="Bad Gateway")) == "Bad Gateway"
+
+
+def test_retry_after_wins_and_is_capped() -> None:
+    policy = RetryPolicy(max_retry_after=30)
+    assert policy.delay(1, "2") == 2.0
+    assert policy.delay(1, "0.5") == 0.5
+    assert policy.delay(1, "3600") == 30
+
+
+def test_backoff_is_jittered_and_bounded() -> None:
+    policy = RetryPolicy(base_delay=0.5, max_delay=4)
+    for attempt in range(1, 8):
+        delays = {policy.delay(attempt) for _ in range(50)}
+        assert all(0 <= delay <= min(4, 0.5 * 2 ** (attempt - 1)) for delay in delays)
+        assert len(delays) > 1
+    assert 0 <= policy.delay(1, "Wed, 21 Oct 2026 07:28:00 GMT") <= 0.5

@@ -1,0 +1,103 @@
+"""Store: migrations, job lifecycle, dedupe keys and the per-user index."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+from pathlib import Path
+
+import pytest
+
+from bot.store import ImageState, JobState, NewJob, Store
+
+
+@pytest.fixture
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
+    opened = await Store.open(tmp_path / "nested" / "db.sqlite3")
+    yield opened
+    await opened.close()
+
+
+def new_job(job_id: str = "j1", *, user: str = "U1", n: int = 2) -> NewJob:
+    return NewJob(
+        id=job_id,
+        team_id="T1",
+        channel_id="C1",
+        user_id=user,
+        prompt="fox",
+        model="bytedance-seedream-4-5",
+        size="2K",
+        aspect_ratio="16:9",
+        seed=41,
+        seed_given=False,
+        n=n,
+    )
+
+
+async def test_schema_is_versioned_and_reopening_keeps_data(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    first = await Store.open(path)
+    await first.insert_job(new_job())
+    assert await first.schema_version() == 1
+    await first.close()
+    second = await Store.open(path)
+    assert [job.id for job in await second.unfinished_jobs()] == ["j1"]
+    await second.close()
+
+
+async def test_job_lifecycle_is_recorded(store: Store) -> None:
+    job = await store.insert_job(new_job())
+    assert job.state is JobState.QUEUED
+    assert [(image.idx, image.seed, image.state) for image in await store.images("j1")] == [
+        (0, 41, ImageState.PENDING),
+        (1, 42, ImageState.PENDING),
+    ]
+    await store.set_status_ts("j1", "1.5", thread_ts="1.5")
+    await store.mark_running("j1", ["a note"])
+    await store.set_generation_id("j1", 0, "gen-0")
+    await store.set_image_outcome("j1", 0, error=None)
+    await store.set_image_outcome("j1", 1, error="blocked")
+    await store.set_file_ids("j1", {0: "F1"})
+    await store.finish("j1", JobState.UPLOADED)
+    job_after = await store.get_job("j1")
+    assert job_after is not None
+    assert (job_after.state, job_after.thread_ts, job_after.notes) == (JobState.UPLOADED, "1.5", ["a note"])
+    assert job_after.finished_at is not None
+    images = await store.images("j1")
+    assert (images[0].state, images[0].oxen_generation_id, images[0].file_id) == (ImageState.SUCCEEDED, "gen-0", "F1")
+    assert (images[1].state, images[1].error) == (ImageState.FAILED, "blocked")
+    assert await store.unfinished_jobs() == []
+
+
+async def test_events_are_claimed_once(store: Store) -> None:
+    assert await store.claim_event("event:Ev1")
+    assert not await store.claim_event("event:Ev1")
+    await store.prune_events(older_than=float("inf"))
+    assert await store.claim_event("event:Ev1")
+
+
+async def test_only_unstarted_jobs_can_be_discarded(store: Store) -> None:
+    await store.insert_job(new_job("a"))
+    await store.insert_job(new_job("b"))
+    await store.mark_running("b", [])
+    await store.discard_unstarted("a")
+    await store.discard_unstarted("b")
+    assert await store.get_job("a") is None
+    assert await store.get_job("b") is not None
+    assert await store.images("a") == []
+
+
+async def test_recent_jobs_are_per_user_newest_first(store: Store) -> None:
+    for index in range(3):
+        await store.insert_job(new_job(f"mine{index}"))
+    await store.insert_job(new_job("theirs", user="U2"))
+    assert [job.id for job in await store.recent_jobs("T1", "U1", limit=2)] == ["mine2", "mine1"]
+    assert [job.id for job in await store.recent_jobs("T1", "U2")] == ["theirs"]
+
+
+async def test_bad_state_is_refused_by_the_schema(store: Store) -> None:
+    await store.insert_job(new_job())
+    with pytest.raises(Exception, match="CHECK constraint failed"):
+        await store.finish("j1", "exploded")  # type: ignore[arg-type]
+    job = await store.get_job("j1")
+    assert job is not None
+    assert job.state is JobState.QUEUED
