@@ -13,8 +13,10 @@ import logging
 import mimetypes
 import tempfile
 import time
-from collections import Counter, OrderedDict, deque
+from collections import Counter, deque
+from collections.abc import Coroutine
 from pathlib import Path
+from typing import Any, TypeVar
 
 from slack_sdk.errors import SlackApiError
 
@@ -30,11 +32,12 @@ from bot.store import ImageState, Job, JobImage, JobState, Store
 log = logging.getLogger(__name__)
 
 UserKey = tuple[str, str]
+_T = TypeVar("_T")
 MAX_RESULT_BYTES = 64 * 1024 * 1024
 
 
 class JobRunner:
-    """Runs jobs with a global concurrency limit and a per-user running cap, round-robin across users."""
+    """Runs jobs with a global concurrency limit and a per-user running cap, fairly across users."""
 
     def __init__(
         self,
@@ -52,7 +55,9 @@ class JobRunner:
         self._files = files
         self._settings = settings
         self._metrics = metrics
-        self._waiting: OrderedDict[UserKey, deque[str]] = OrderedDict()
+        self._waiting: dict[UserKey, deque[str]] = {}
+        self._last_served: dict[UserKey, int] = {}
+        self._served = 0
         self._running: dict[str, asyncio.Task[None]] = {}
         self._running_by_user: Counter[UserKey] = Counter()
         self._delivering: set[str] = set()
@@ -105,24 +110,27 @@ class JobRunner:
         counts.update({state: float(count) for state, count in self._finished.items()})
         return counts
 
+    def _next_user(self) -> UserKey | None:
+        """The waiting user with the fewest running jobs, least recently served first."""
+        cap = self._settings.max_active_per_user
+        eligible = [user for user in self._waiting if self._running_by_user[user] < cap]
+        return min(
+            eligible,
+            key=lambda user: (self._running_by_user[user], self._last_served.get(user, -1)),
+            default=None,
+        )
+
     def _pump(self) -> None:
         while self._accepting and len(self._running) < self._settings.max_concurrent_jobs:
-            user = next(
-                (
-                    key
-                    for key in self._waiting
-                    if self._running_by_user[key] < self._settings.max_active_per_user
-                ),
-                None,
-            )
+            user = self._next_user()
             if user is None:
                 return
             queue = self._waiting[user]
             job_id = queue.popleft()
-            if queue:
-                self._waiting.move_to_end(user)
-            else:
+            if not queue:
                 del self._waiting[user]
+            self._served += 1
+            self._last_served[user] = self._served
             self._running_by_user[user] += 1
             task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
             self._running[job_id] = task
@@ -138,7 +146,12 @@ class JobRunner:
 
     async def _run(self, job_id: str) -> None:
         job = await self._store.get_job(job_id)
-        if job is None or job.finished:
+        if job is None:
+            return
+        if job.state is JobState.UPLOADED:
+            await self._announce(job)
+            return
+        if job.finished:
             return
         started = time.perf_counter()
         try:
@@ -188,9 +201,8 @@ class JobRunner:
         job = await self._reload(job)
         await self._messages.update_status(job)
         images = await self._store.images(job.id)
-        async with asyncio.TaskGroup() as group:
-            tasks = [group.create_task(self._produce(job, plan, image)) for image in images]
-        urls = {image.idx: task.result() for image, task in zip(images, tasks, strict=True)}
+        produced = await _all_or_first_error([self._produce(job, plan, image) for image in images])
+        urls = {image.idx: url for image, url in zip(images, produced, strict=True)}
         images = await self._store.images(job.id)
         if not any(urls.values()):
             raise classify_failure(None, images[0].error or "no image was produced")
@@ -232,12 +244,9 @@ class JobRunner:
         )
         if not already:
             with tempfile.TemporaryDirectory(prefix=f"dreamboard-{job.id}-") as folder:
-                async with asyncio.TaskGroup() as group:
-                    downloads = [
-                        group.create_task(self._download(job, image, str(urls[image.idx]), Path(folder)))
-                        for image in made
-                    ]
-                results = [task.result() for task in downloads]
+                results = await _all_or_first_error(
+                    [self._download(job, image, str(urls[image.idx]), Path(folder)) for image in made]
+                )
                 file_ids = await self._files.send_bytes(results)
                 await self._store.set_file_ids(job.id, file_ids)
                 await self._files.share(
@@ -248,11 +257,12 @@ class JobRunner:
                 )
         await self._store.finish(job.id, JobState.UPLOADED)
         self._finished[JobState.UPLOADED] += 1
-        job = await self._reload(job)
-        card_ts = await self._messages.post_in_thread(
-            job, views.result_card(job, await self._store.images(job.id))
-        )
-        await self._store.set_card_ts(job.id, card_ts)
+        await self._announce(await self._reload(job))
+
+    async def _announce(self, job: Job) -> None:
+        """Post the result card of an uploaded job and mark its status message done."""
+        card = views.result_card(job, await self._store.images(job.id))
+        await self._store.set_card_ts(job.id, await self._messages.post_in_thread(job, card))
         await self._messages.update_status(job)
 
     async def _download(self, job: Job, image: JobImage, url: str, folder: Path) -> ResultFile:
@@ -294,3 +304,13 @@ class JobRunner:
         fresh = await self._store.get_job(job.id)
         assert fresh is not None
         return fresh
+
+
+async def _all_or_first_error(coroutines: list[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Run concurrently; on the first failure cancel the rest and raise that failure itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(coroutine) for coroutine in coroutines]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]

@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import asyncio
 import logging
+import time
 from dataclasses import dataclass
 
 from aiohttp import web
@@ -17,6 +19,8 @@ from handlers import register
 
 log = logging.getLogger(__name__)
 
+DEDUPE_WINDOW = 24 * 3600.0
+
 
 @dataclass
 class Runtime:
@@ -26,9 +30,11 @@ class Runtime:
     web: web.AppRunner
     port: int
     socket: SocketModeTransport | None
+    housekeeping: asyncio.Task[None]
 
     async def close(self, grace: float = 20.0) -> None:
         """Stop taking work (socket, then HTTP), let running uploads finish, close every client."""
+        self.housekeeping.cancel()
         if self.socket is not None:
             await self.socket.close()
         await self.web.cleanup()
@@ -59,4 +65,11 @@ async def start(settings: Settings, *, oxen_retry: RetryPolicy | None = None) ->
         settings.oxen_model,
         settings.reference_hosting.value,
     )
-    return Runtime(services, runner, port, socket)
+    return Runtime(services, runner, port, socket, asyncio.create_task(_housekeeping(services)))
+
+
+async def _housekeeping(services: Services) -> None:
+    """Forget dedupe keys once Slack can no longer retry them (its last retry comes after ~5 minutes)."""
+    while True:
+        await services.store.prune_events(older_than=time.time() - DEDUPE_WINDOW)
+        await asyncio.sleep(3600)

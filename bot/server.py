@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
@@ -12,7 +12,7 @@ from bot.services import Services
 
 
 def build_web_app(
-    services: Services, bolt: AsyncApp, *, socket_connected: Callable[[], bool] | None = None
+    services: Services, bolt: AsyncApp, *, socket_connected: Callable[[], Awaitable[bool]] | None = None
 ) -> web.Application:
     """Routes for the HTTP server; events are only served when there is no Socket Mode connection."""
 
@@ -20,7 +20,7 @@ def build_web_app(
         checks = {"store": "open" if services.store.is_open else "closed"}
         healthy = services.store.is_open
         if socket_connected is not None:
-            connected = socket_connected()
+            connected = await socket_connected()
             checks["socket"] = "connected" if connected else "disconnected"
             healthy = healthy and connected
         return web.json_response({"ok": healthy, **checks}, status=200 if healthy else 503)

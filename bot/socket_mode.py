@@ -31,9 +31,9 @@ class SocketModeTransport:
         await self._connect()
         self._watchdog = asyncio.create_task(self._watch(), name="socket-mode-watchdog")
 
-    def is_connected(self) -> bool:
+    async def is_connected(self) -> bool:
         """Whether the socket is connected and has exchanged a ping recently (for /healthz)."""
-        return self._handler is not None and self._healthy(self._handler)
+        return self._handler is not None and await self._healthy(self._handler)
 
     async def close(self) -> None:
         """Stop the watchdog and close the connection."""
@@ -49,17 +49,17 @@ class SocketModeTransport:
         self._handler = AsyncSocketModeHandler(self._app, self._token)
         await self._handler.client.connect()
 
-    def _healthy(self, handler: AsyncSocketModeHandler) -> bool:
+    async def _healthy(self, handler: AsyncSocketModeHandler) -> bool:
         client = handler.client
         last_ping = client.last_ping_pong_time
         silent = last_ping is not None and time.time() - last_ping > self._max_silence
-        return bool(client.is_connected()) and not silent
+        return bool(await client.is_connected()) and not silent
 
     async def _watch(self) -> None:
         strikes = 0
         while True:
             await asyncio.sleep(self._check_every)
-            if self._handler is not None and self._healthy(self._handler):
+            if self._handler is not None and await self._healthy(self._handler):
                 strikes = 0
                 continue
             strikes += 1

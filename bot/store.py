@@ -62,7 +62,8 @@ _MIGRATIONS: tuple[str, ...] = (
         finished_at REAL
     );
     CREATE INDEX generations_by_user ON generations (team_id, user_id, created_at DESC);
-    CREATE INDEX generations_unfinished ON generations (state) WHERE state IN ('queued', 'running');
+    CREATE INDEX generations_unfinished ON generations (created_at)
+        WHERE state IN ('queued', 'running') OR (state = 'uploaded' AND card_ts IS NULL);
     CREATE TABLE generation_images (
         job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
         idx INTEGER NOT NULL,
@@ -251,9 +252,11 @@ class Store:
         return [_image(row) for row in rows]
 
     async def unfinished_jobs(self) -> list[Job]:
-        """Jobs left queued or running (to resume at start-up), oldest first."""
+        """Jobs to resume at start-up, oldest first: queued, running, or uploaded without a result card."""
         async with self._db.execute(
-            "SELECT * FROM generations WHERE state IN ('queued', 'running') ORDER BY created_at"
+            "SELECT * FROM generations"
+            " WHERE state IN ('queued', 'running') OR (state = 'uploaded' AND card_ts IS NULL)"
+            " ORDER BY created_at"
         ) as cursor:
             rows = await cursor.fetchall()
         return [_job(row) for row in rows]

@@ -26,8 +26,12 @@ def test_defaults_match_the_design_table(monkeypatch: pytest.MonkeyPatch) -> Non
     assert settings.oxen_size == "2K"
     assert settings.reference_hosting == "auto"
     assert settings.database_path == Path("data/dreamboard.sqlite3")
-    assert (settings.host, settings.port) == ("0.0.0.0", 3000)
-    assert (settings.max_concurrent_jobs, settings.max_active_per_user, settings.max_queued_per_user) == (8, 3, 10)
+    assert (settings.host, settings.port) == ("0.0.0.0", 3000)  # noqa: S104
+    assert (settings.max_concurrent_jobs, settings.max_active_per_user, settings.max_queued_per_user) == (
+        8,
+        3,
+        10,
+    )
     assert settings.log_level == "INFO"
     assert not settings.socket_mode
 
@@ -69,7 +73,9 @@ def test_hosting_strategies_need_their_settings(monkeypatch: pytest.MonkeyPatch)
 
 
 def test_file_hosts_are_split_and_loopback_http_is_allowed(monkeypatch: pytest.MonkeyPatch) -> None:
-    configure(monkeypatch, SLACK_FILE_HOSTS=" files.slack.com , 127.0.0.1 ", SLACK_API_URL="http://127.0.0.1:9/api/")
+    configure(
+        monkeypatch, SLACK_FILE_HOSTS=" files.slack.com , 127.0.0.1 ", SLACK_API_URL="http://127.0.0.1:9/api/"
+    )
     settings = load_settings()
     assert settings.slack_file_hosts == ("files.slack.com", "127.0.0.1")
 

@@ -15,7 +15,9 @@ def record(message: str) -> logging.LogRecord:
 
 def test_configured_secrets_and_token_shapes_are_redacted() -> None:
     formatter = RedactingJsonFormatter(["super-secret-oxen-key"])
-    line = formatter.format(record("key super-secret-oxen-key, xoxb-123-abc, xapp-1-A, Authorization: Bearer abc.def"))
+    line = formatter.format(
+        record("key super-secret-oxen-key, xoxb-123-abc, xapp-1-A, Authorization: Bearer abc.def")
+    )
     entry = json.loads(line)
     assert entry["level"] == "INFO"
     for secret in ("super-secret-oxen-key", "xoxb-123-abc", "xapp-1-A", "abc.def"):

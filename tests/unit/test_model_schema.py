@@ -38,7 +38,9 @@ CURRENT = {
 
 
 def schema(properties: dict[str, Any], key: str = "request_schema") -> ModelSchema:
-    return ModelSchema.from_model_object("bytedance-seedream-4-5", {key: {"type": "object", "properties": properties}})
+    return ModelSchema.from_model_object(
+        "bytedance-seedream-4-5", {key: {"type": "object", "properties": properties}}
+    )
 
 
 def test_april_shape_takes_aspect_ratio_and_seed() -> None:
@@ -57,7 +59,12 @@ def test_april_shape_takes_aspect_ratio_and_seed() -> None:
 def test_current_shape_folds_aspect_ratio_into_prompt_and_says_so() -> None:
     plan = plan_payload(schema(CURRENT), prompt="a fox.", size="2K", aspect_ratio="16:9")
     body = plan.body_for(7)
-    assert body == {"model": "bytedance-seedream-4-5", "prompt": "a fox. Aspect ratio 16:9.", "size": "2K", "watermark": False}
+    assert body == {
+        "model": "bytedance-seedream-4-5",
+        "prompt": "a fox. Aspect ratio 16:9.",
+        "size": "2K",
+        "watermark": False,
+    }
     assert not plan.seed_honoured
     assert any("aspect ratio 16:9" in note for note in plan.notes)
     assert any("does not take a seed" in note for note in plan.notes)
@@ -90,13 +97,19 @@ def test_references_go_where_each_shape_wants_them(
 
 
 def test_references_beyond_the_cap_are_dropped_and_counted() -> None:
-    plan = plan_payload(schema(CURRENT), prompt="x", size="2K", aspect_ratio=None, references=[str(i) for i in range(12)])
+    plan = plan_payload(
+        schema(CURRENT), prompt="x", size="2K", aspect_ratio=None, references=[str(i) for i in range(12)]
+    )
     assert len(plan.body_for(1)["input_image"]) == 10
     assert plan.references_dropped == 2
 
 
 def test_limits_follow_the_schema() -> None:
-    properties = {**APRIL, "prompt": {"type": "string", "maxLength": 500}, "seed": {"type": "integer", "maximum": 999}}
+    properties = {
+        **APRIL,
+        "prompt": {"type": "string", "maxLength": 500},
+        "seed": {"type": "integer", "maximum": 999},
+    }
     limits = schema(properties).limits
     assert (limits.prompt_max, limits.seed_range, limits.sizes) == (500, (0, 999), ("2K", "4K"))
 
@@ -105,7 +118,9 @@ def test_catalogue_key_is_accepted() -> None:
     assert schema(CURRENT, key="json_request_schema").references_field == "input_image"
 
 
-@pytest.mark.parametrize("model", [{}, {"request_schema": None}, {"request_schema": {"properties": {"image": {}}}}])
+@pytest.mark.parametrize(
+    "model", [{}, {"request_schema": None}, {"request_schema": {"properties": {"image": {}}}}]
+)
 def test_unusable_schemas_are_refused(model: dict[str, Any]) -> None:
     with pytest.raises(SchemaError):
         ModelSchema.from_model_object("m", model)

@@ -13,7 +13,11 @@ from bot.oxen import FailureKind, RetryPolicy, classify_failure, error_detail
     [
         (None, "Insufficient credits", FailureKind.CREDITS),
         (402, "Payment required", FailureKind.CREDITS),
-        (400, "Getting model response error: 400 - InputTextSensitiveContentDetected", FailureKind.CONTENT_POLICY),
+        (
+            400,
+            "Getting model response error: 400 - InputTextSensitiveContentDetected",
+            FailureKind.CONTENT_POLICY,
+        ),
         (None, "OutputImageSensitiveContentDetected", FailureKind.CONTENT_POLICY),
         (401, "unauthenticated", FailureKind.AUTH),
         (404, "Model not found: nope", FailureKind.NOT_FOUND),
@@ -38,7 +42,10 @@ def test_messages_are_readable() -> None:
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
-        ({"error": {"type": "invalid_params", "title": "Invalid", "detail": "size must be 2K"}}, "size must be 2K"),
+        (
+            {"error": {"type": "invalid_params", "title": "Invalid", "detail": "size must be 2K"}},
+            "size must be 2K",
+        ),
         ({"error": {"message": "Model not found: x"}}, "Model not found: x"),
         ({"error": {"type": "unauthenticated", "title": "Not signed in"}}, "Not signed in"),
         ({"error": "Insufficient credits"}, "Insufficient credits"),

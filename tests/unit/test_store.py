@@ -63,8 +63,14 @@ async def test_job_lifecycle_is_recorded(store: Store) -> None:
     assert (job_after.state, job_after.thread_ts, job_after.notes) == (JobState.UPLOADED, "1.5", ["a note"])
     assert job_after.finished_at is not None
     images = await store.images("j1")
-    assert (images[0].state, images[0].oxen_generation_id, images[0].file_id) == (ImageState.SUCCEEDED, "gen-0", "F1")
+    assert (images[0].state, images[0].oxen_generation_id, images[0].file_id) == (
+        ImageState.SUCCEEDED,
+        "gen-0",
+        "F1",
+    )
     assert (images[1].state, images[1].error) == (ImageState.FAILED, "blocked")
+    assert [job.id for job in await store.unfinished_jobs()] == ["j1"], "no result card yet"
+    await store.set_card_ts("j1", "1.6")
     assert await store.unfinished_jobs() == []
 
 

@@ -68,7 +68,11 @@ def test_result_card_shows_notes_and_partial_failures() -> None:
 
 def test_long_prompts_stay_within_block_limits() -> None:
     job = make_job(prompt="x" * 10_000)
-    for message in (views.result_card(job, [image(0)]), views.status(job, position=3), views.cap_reached(3, job.prompt)):
+    for message in (
+        views.result_card(job, [image(0)]),
+        views.status(job, position=3),
+        views.cap_reached(3, job.prompt),
+    ):
         for block in message["blocks"]:
             if block["type"] == "section" and "text" in block:
                 assert len(block["text"]["text"]) <= 3000

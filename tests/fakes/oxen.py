@@ -1,0 +1,435 @@
+"""FakeOxen: a loopback Oxen.ai inference API (queue + sync + models) with Seedream 4.5's schema
+fixtures, deterministic PNG results, latency and fault injection (oxen-api.md §8)."""
+
+from __future__ import annotations
+
+import asyncio
+import base64
+import time
+import uuid
+from dataclasses import dataclass
+from typing import Any, Literal
+
+from aiohttp import web
+
+from tests.fakes.images import dimensions, render_png
+from tests.fakes.recorder import Call, Recorder
+
+SCHEMA_CURRENT: dict[str, Any] = {
+    "type": "object",
+    "required": ["prompt"],
+    "basic": ["prompt", "input_image"],
+    "properties": {
+        "prompt": {
+            "type": "string",
+            "x-order": 0,
+            "description": (
+                "Text prompt for image generation. Use @Image1, @Image2, etc. to reference the input images."
+            ),
+        },
+        "input_image": {
+            "type": "array",
+            "x-order": 1,
+            "items": {"type": "string", "format": "uri", "renderType": "image-url"},
+            "maxItems": 14,
+            "description": "Optional reference image URLs for image-to-image editing. Up to 14 images.",
+        },
+        "size": {
+            "type": "string",
+            "x-order": 2,
+            "enum": ["2K", "4K"],
+            "default": "2K",
+            "description": "Image resolution.",
+        },
+        "watermark": {
+            "type": "boolean",
+            "x-order": 3,
+            "default": False,
+            "description": "Whether to add an 'AI generated' watermark.",
+        },
+    },
+}
+SCHEMA_APRIL: dict[str, Any] = {
+    "type": "object",
+    "required": ["prompt"],
+    "basic": ["prompt", "input_image", "aspect_ratio", "size"],
+    "properties": {
+        "prompt": {"type": "string", "x-order": 0, "description": "Text prompt for image generation"},
+        "input_image": {
+            "type": "array",
+            "x-order": 1,
+            "items": {"type": "string", "renderType": "image-url"},
+            "description": "Input images to transform or use as reference (supports multiple image urls)",
+        },
+        "aspect_ratio": {
+            "type": "string",
+            "x-order": 2,
+            "enum": ["1:1", "16:9", "9:16", "4:3", "3:4", "3:2", "2:3", "match_input_image"],
+            "default": "1:1",
+            "description": "Image aspect ratio",
+        },
+        "size": {
+            "type": "string",
+            "x-order": 3,
+            "enum": ["2K", "4K"],
+            "default": "4K",
+            "description": "Image resolution: 2K (2048px) or 4K (4096px)",
+        },
+        "seed": {
+            "type": "integer",
+            "x-order": 4,
+            "description": "Random seed. Set for reproducible generation",
+        },
+    },
+}
+QUEUE_FIELDS = frozenset({"model", "num_generations", "target_namespace", "response_format"})
+
+
+@dataclass
+class Generation:
+    """One queued generation."""
+
+    id: str
+    params: dict[str, Any]
+    enqueued_at: float
+    status: str = "queued"
+    error_message: str | None = None
+    started_at: float | None = None
+    completed_at: float | None = None
+    forced_error: str | None = None
+
+
+@dataclass
+class _Fault:
+    status: int
+    times: int
+    retry_after: float | None
+    body: dict[str, Any] | None
+    delay: float
+
+
+class FakeOxen:
+    """Use as `async with FakeOxen() as oxen:`; point the bot at `oxen.url`."""
+
+    def __init__(
+        self,
+        *,
+        api_key: str = "oxen-test-key",
+        schema: Literal["april", "current"] = "current",
+        schema_key: Literal["request_schema", "json_request_schema"] = "request_schema",
+        latency: float = 0.0,
+        image_scale: float = 1 / 64,
+        queue_enabled: bool = True,
+        result_auth_required: bool = False,
+    ) -> None:
+        self.api_key = api_key
+        self.schema = schema
+        self.schema_key = schema_key
+        self.latency = latency
+        self.image_scale = image_scale
+        self.queue_enabled = queue_enabled
+        self.result_auth_required = result_auth_required
+        self.recorder = Recorder()
+        self.generations: dict[str, Generation] = {}
+        self.extra_models: dict[str, dict[str, Any]] = {}
+        self.root = ""
+        self._results: dict[str, bytes] = {}
+        self._faults: dict[str, list[_Fault]] = {}
+        self._fail_next: list[str] = []
+        self._released = asyncio.Event()
+        self._released.set()
+        self._runner: web.AppRunner | None = None
+
+    async def __aenter__(self) -> FakeOxen:
+        app = web.Application(handler_args={"handler_cancellation": True})
+        app.router.add_get("/api/ai/models/{model_id}", self._model)
+        app.router.add_post("/api/ai/queue", self._enqueue)
+        app.router.add_get("/api/ai/queue/{generation_id}", self._get)
+        app.router.add_delete("/api/ai/queue/{generation_id}", self._cancel)
+        app.router.add_post("/api/ai/images/generate", self._sync)
+        app.router.add_post("/api/ai/images/edit", self._sync)
+        app.router.add_get("/results/{name}", self._result)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        self.root = f"http://127.0.0.1:{self._runner.addresses[0][1]}"
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        self._released.set()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        """The OXEN_API_URL value."""
+        return self.root + "/api"
+
+    @property
+    def submissions(self) -> list[dict[str, Any]]:
+        """Bodies of every `POST /ai/queue`, in order."""
+        return [call.params for call in self.recorder.calls_to("POST /ai/queue")]
+
+    @property
+    def sync_calls(self) -> list[Call]:
+        """Every sync generate/edit call."""
+        return [
+            c for c in self.recorder.calls if c.method in ("POST /ai/images/generate", "POST /ai/images/edit")
+        ]
+
+    # -- test controls ---------------------------------------------------------------------------
+
+    def hold(self) -> None:
+        """Keep every generation `processing` until `release()`."""
+        self._released.clear()
+
+    def release(self) -> None:
+        """Let held generations finish."""
+        self._released.set()
+
+    def fail_generations(self, message: str, times: int = 1) -> None:
+        """Make the next `times` generations end `failed` with `message` as error_message."""
+        self._fail_next.extend([message] * times)
+
+    def add_model(self, model_id: str, schema: dict[str, Any]) -> None:
+        """Serve another model with this request schema."""
+        self.extra_models[model_id] = schema
+
+    def fault(
+        self,
+        route: str,
+        *,
+        status: int,
+        times: int = 1,
+        retry_after: float | None = None,
+        body: dict[str, Any] | None = None,
+        delay: float = 0.0,
+    ) -> None:
+        """Answer the next `times` (-1: all) calls of `route` (e.g. "POST /ai/queue") with `status`."""
+        self._faults.setdefault(route, []).append(_Fault(status, times, retry_after, body, delay))
+
+    # -- plumbing --------------------------------------------------------------------------------
+
+    def _schema_for(self, model_id: str) -> dict[str, Any] | None:
+        if model_id == "bytedance-seedream-4-5":
+            return SCHEMA_APRIL if self.schema == "april" else SCHEMA_CURRENT
+        return self.extra_models.get(model_id)
+
+    async def _intercept(
+        self, request: web.Request, route: str, method: str, params: dict[str, Any]
+    ) -> web.Response | None:
+        """Record the call, then apply auth and any injected fault; a response means "answer this"."""
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        await self.recorder.record(Call(method, params, headers))
+        queue = self._faults.get(route)
+        if queue:
+            fault = queue[0]
+            if fault.times > 0:
+                fault.times -= 1
+                if fault.times == 0:
+                    queue.pop(0)
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            extra = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+            return web.json_response(
+                fault.body or _envelope(fault.status), status=fault.status, headers=extra
+            )
+        if route != "GET result" and headers.get("authorization") != f"Bearer {self.api_key}":
+            return web.json_response(_envelope(401, "unauthenticated"), status=401)
+        return None
+
+    def _validate(self, params: dict[str, Any]) -> str | None:
+        """Model-specific validation as the real backend does it (at run time for the queue)."""
+        schema = self._schema_for(str(params.get("model")))
+        if schema is None:
+            return f"Model not found: {params.get('model')}"
+        properties = schema["properties"]
+        for name, value in params.items():
+            if name in QUEUE_FIELDS:
+                continue
+            spec = properties.get(name)
+            if spec is None:
+                return f"Getting model response error: 422 - Extra inputs are not permitted: {name}"
+            if "enum" in spec and value not in spec["enum"]:
+                return f"Getting model response error: 422 - {name} must be one of {spec['enum']}"
+            expected = {"string": str, "array": list, "integer": int, "boolean": bool}.get(
+                spec.get("type", "")
+            )
+            if expected is not None and not isinstance(value, expected):
+                return f"Getting model response error: 422 - {name} must be of type {spec['type']}"
+            if isinstance(value, list) and len(value) > spec.get("maxItems", 10**6):
+                return f"Getting model response error: 422 - {name} allows at most {spec['maxItems']} items"
+        if not str(params.get("prompt") or "").strip():
+            return "Prompt cannot be empty"
+        return None
+
+    def _make_result(self, generation_id: str, params: dict[str, Any]) -> str:
+        width, height = dimensions(
+            str(params.get("size", "2K")), params.get("aspect_ratio"), self.image_scale
+        )
+        seed = params.get("seed")
+        png = render_png(str(params.get("prompt")), seed if isinstance(seed, int) else None, width, height)
+        self._results[generation_id] = png
+        return f"{self.root}/results/{generation_id}.png"
+
+    def _advance(self, generation: Generation) -> None:
+        if generation.status in ("succeeded", "failed", "cancelled"):
+            return
+        now = time.time()
+        if generation.status == "queued":
+            generation.status, generation.started_at = "processing", now
+        if not self._released.is_set() or now - generation.enqueued_at < self.latency:
+            return
+        problem = generation.forced_error or self._validate(generation.params)
+        generation.completed_at = now
+        if problem is not None:
+            generation.status, generation.error_message = "failed", problem
+        else:
+            generation.status = "succeeded"
+            self._make_result(generation.id, generation.params)
+
+    def _row(self, generation: Generation) -> dict[str, Any]:
+        extra = {k: v for k, v in generation.params.items() if k not in QUEUE_FIELDS}
+        succeeded = generation.status == "succeeded"
+        return {
+            **extra,
+            "generation_id": generation.id,
+            "model_name": generation.params.get("model"),
+            "prompt": generation.params.get("prompt"),
+            "media_type": "image",
+            "status": generation.status,
+            "result_url": f"{self.root}/results/{generation.id}.png" if succeeded else None,
+            "error_message": generation.error_message,
+            "enqueued_at": int(generation.enqueued_at),
+            "started_at": int(generation.started_at) if generation.started_at else None,
+            "completed_at": int(generation.completed_at) if generation.completed_at else None,
+        }
+
+    # -- handlers --------------------------------------------------------------------------------
+
+    async def _model(self, request: web.Request) -> web.Response:
+        model_id = request.match_info["model_id"]
+        answer = await self._intercept(
+            request, "GET /ai/models", "GET /ai/models/{id}", {"model_id": model_id}
+        )
+        if answer is not None:
+            return answer
+        schema = self._schema_for(model_id)
+        if schema is None:
+            return web.json_response({"error": {"message": f"Model not found: {model_id}"}}, status=404)
+        return web.json_response(
+            {
+                "id": model_id,
+                "object": "model",
+                "created": 1775090372,
+                "owned_by": "oxen",
+                "display_name": "Seedream 4.5",
+                "model_type": "base",
+                "endpoint": "/images/generate",
+                "capabilities": {"input": ["text", "image"], "output": ["image"]},
+                "pricing": {"method": "per_image", "cost_per_image": 0.04},
+                self.schema_key: schema,
+            }
+        )
+
+    async def _enqueue(self, request: web.Request) -> web.Response:
+        params = await request.json()
+        answer = await self._intercept(request, "POST /ai/queue", "POST /ai/queue", params)
+        if answer is not None:
+            return answer
+        if not self.queue_enabled:
+            return web.Response(status=404)
+        if self._schema_for(str(params.get("model"))) is None:
+            return web.json_response(
+                {"error": {"message": f"Model not found: {params.get('model')}"}}, status=404
+            )
+        count = params.get("num_generations", 1)
+        if not isinstance(count, int) or not 1 <= count <= 4:
+            detail = "num_generations must be an integer between 1 and 4"
+            return web.json_response(_envelope(400, "invalid_params", detail), status=400)
+        created = []
+        for _ in range(count):
+            forced = self._fail_next.pop(0) if self._fail_next else None
+            generation = Generation(str(uuid.uuid4()), dict(params), time.time(), forced_error=forced)
+            self.generations[generation.id] = generation
+            created.append({"generation_id": generation.id, "status": "queued"})
+        return web.json_response({"generations": created})
+
+    async def _get(self, request: web.Request) -> web.Response:
+        generation_id = request.match_info["generation_id"]
+        answer = await self._intercept(
+            request, "GET /ai/queue", "GET /ai/queue/{id}", {"generation_id": generation_id}
+        )
+        if answer is not None:
+            return answer
+        generation = self.generations.get(generation_id) if self.queue_enabled else None
+        if generation is None:
+            return web.json_response(_envelope(404, "resource_not_found"), status=404)
+        self._advance(generation)
+        return web.json_response(self._row(generation))
+
+    async def _cancel(self, request: web.Request) -> web.Response:
+        generation_id = request.match_info["generation_id"]
+        params = {"generation_id": generation_id}
+        answer = await self._intercept(request, "DELETE /ai/queue", "DELETE /ai/queue/{id}", params)
+        if answer is not None:
+            return answer
+        generation = self.generations.get(generation_id)
+        if generation is None:
+            return web.json_response(_envelope(404, "resource_not_found"), status=404)
+        if generation.status in ("queued", "processing"):
+            generation.status, generation.completed_at = "cancelled", time.time()
+        return web.json_response({"status": "success", "generation_id": generation_id})
+
+    async def _sync(self, request: web.Request) -> web.Response:
+        params = await request.json()
+        route = f"POST {request.path.removeprefix('/api')}"
+        answer = await self._intercept(request, route, route, params)
+        if answer is not None:
+            return answer
+        problem = self._fail_next.pop(0) if self._fail_next else self._validate(params)
+        if problem is not None:
+            status = 404 if problem.startswith("Model not found") else 400
+            return web.json_response(_envelope(status, "invalid_params", problem), status=status)
+        if self.latency:
+            await asyncio.sleep(self.latency)
+        await self._released.wait()
+        generation_id = str(uuid.uuid4())
+        url = self._make_result(generation_id, params)
+        image = (
+            {"b64_json": base64.b64encode(self._results[generation_id]).decode()}
+            if params.get("response_format") == "b64_json"
+            else {"url": url}
+        )
+        return web.json_response(
+            {"model": params.get("model"), "created": int(time.time()), "images": [image]}
+        )
+
+    async def _result(self, request: web.Request) -> web.Response:
+        name = request.match_info["name"]
+        answer = await self._intercept(request, "GET result", "GET result", {"name": name})
+        if answer is not None:
+            return answer
+        if self.result_auth_required and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+            return web.json_response(_envelope(401, "unauthenticated"), status=401)
+        result = self._results.get(name.removesuffix(".png"))
+        if result is None:
+            return web.json_response(_envelope(404, "resource_not_found"), status=404)
+        return web.Response(body=result, content_type="image/png")
+
+
+def _envelope(status: int, kind: str | None = None, detail: str | None = None) -> dict[str, Any]:
+    kind = kind or {401: "unauthenticated", 404: "resource_not_found", 429: "rate_limited"}.get(
+        status, "unknown_error"
+    )
+    titles = {
+        "unauthenticated": "You must be signed in to do that.",
+        "resource_not_found": "The requested resource could not be found",
+        "rate_limited": "Rate limit exceeded",
+        "invalid_params": "Invalid parameters supplied, please check your request and try again.",
+    }
+    error: dict[str, Any] = {"type": kind, "title": titles.get(kind, "Internal server error")}
+    if detail:
+        error["detail"] = detail
+    return {"error": error, "status": "error", "status_message": kind}

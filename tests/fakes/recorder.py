@@ -1,0 +1,67 @@
+"""Call recording shared by the fakes, with event-driven waiting (no polling sleeps)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+
+@dataclass(frozen=True)
+class Call:
+    """One request a fake received."""
+
+    method: str
+    params: dict[str, Any]
+    headers: dict[str, str] = field(default_factory=dict)
+
+
+class Recorder:
+    """Every call, in order; `wait_for` wakes on each new call instead of sleeping."""
+
+    def __init__(self) -> None:
+        self.calls: list[Call] = []
+        self._changed = asyncio.Condition()
+
+    async def record(self, call: Call) -> None:
+        """Append a call and wake every waiter."""
+        async with self._changed:
+            self.calls.append(call)
+            self._changed.notify_all()
+
+    def calls_to(self, method: str) -> list[Call]:
+        """The calls of one method, in order."""
+        return [call for call in self.calls if call.method == method]
+
+    async def wait_for(
+        self,
+        method: str,
+        *,
+        count: int = 1,
+        where: Callable[[Call], bool] | None = None,
+        timeout: float = 5.0,
+    ) -> list[Call]:
+        """Wait until `count` calls of `method` (matching `where`) were seen; returns the first `count`."""
+
+        def matching() -> list[Call]:
+            return [call for call in self.calls_to(method) if where is None or where(call)]
+
+        try:
+            await self.wait_until(lambda: len(matching()) >= count, timeout=timeout)
+        except TimeoutError:
+            seen = "\n".join(f"  {call.method} {call.params}"[:300] for call in self.calls)
+            raise AssertionError(
+                f"expected {count} × {method} within {timeout}s; calls seen:\n{seen}"
+            ) from None
+        return matching()[:count]
+
+    async def wait_until(self, predicate: Callable[[], bool], timeout: float = 5.0) -> None:
+        """Wait until `predicate()` holds, re-checking after every recorded call."""
+        async with asyncio.timeout(timeout), self._changed:
+            await self._changed.wait_for(predicate)
+
+    async def notify(self) -> None:
+        """Wake waiters after a state change that is not a call (e.g. a socket connecting)."""
+        async with self._changed:
+            self._changed.notify_all()

@@ -1,0 +1,627 @@
+"""FakeSlack: a loopback Slack Web API, private file host, response URLs, Socket Mode endpoint and a
+signed-request sender, recording every call (DESIGN.md, "Test harness")."""
+
+from __future__ import annotations
+
+import asyncio
+import itertools
+import json
+import time
+import uuid
+from dataclasses import dataclass, field
+from typing import Any
+from urllib.parse import urlencode
+
+import aiohttp
+from aiohttp import web
+
+from tests.fakes.recorder import Call, Recorder
+from tests.fakes.signing import slack_signature
+
+SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to continue</body></html>"
+
+
+@dataclass
+class FakeFile:
+    """A file Slack holds: reserved by getUploadURLExternal or added by a test as a user upload."""
+
+    id: str
+    filename: str
+    length: int
+    content: bytes = b""
+    uploaded: bool = False
+    completed: bool = False
+    title: str = ""
+    mimetype: str = "application/octet-stream"
+    user: str = ""
+    channel: str | None = None
+    thread_ts: str | None = None
+    shares: dict[str, dict[str, list[dict[str, str]]]] = field(default_factory=dict)
+
+
+@dataclass
+class Fault:
+    """What the next call(s) of a method answer instead of the real thing."""
+
+    error: str | None = None
+    status: int | None = None
+    retry_after: int | None = None
+    delay: float = 0.0
+    times: int = 1
+
+
+@dataclass(frozen=True)
+class SignedResponse:
+    """The bot's answer to a request the fake sent."""
+
+    status: int
+    text: str
+    elapsed: float
+
+
+class FakeSlack:
+    """Use as `async with FakeSlack() as slack:`; point the bot at `slack.api_url`."""
+
+    def __init__(
+        self,
+        *,
+        bot_token: str = "xoxb-test-token",
+        app_token: str = "xapp-test-token",
+        signing_secret: str = "test-signing-secret",
+        team_id: str = "T0TEAM",
+        bot_user_id: str = "U0BOT",
+        bot_id: str = "B0BOT",
+    ) -> None:
+        self.bot_token = bot_token
+        self.app_token = app_token
+        self.signing_secret = signing_secret
+        self.team_id = team_id
+        self.bot_user_id = bot_user_id
+        self.bot_id = bot_id
+        self.admins: set[str] = set()
+        self.recorder = Recorder()
+        self.uploaded_files: dict[str, FakeFile] = {}
+        self.file_host = "127.0.0.1"
+        self.url = ""
+        self._messages: dict[str, list[dict[str, Any]]] = {}
+        self._channel_errors: dict[str, str] = {}
+        self._faults: dict[str, list[Fault]] = {}
+        self._html_instead: set[str] = set()
+        self._ids = itertools.count(1)
+        self._sockets: list[web.WebSocketResponse] = []
+        self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
+        self._runner: web.AppRunner | None = None
+        self._session: aiohttp.ClientSession | None = None
+
+    # -- lifecycle -------------------------------------------------------------------------------
+
+    async def __aenter__(self) -> FakeSlack:
+        app = web.Application(handler_args={"handler_cancellation": True})
+        app.router.add_route("*", "/api/{method}", self._api)
+        app.router.add_post("/upload/{file_id}", self._upload)
+        app.router.add_get("/files-pri/{path:.*}", self._download)
+        app.router.add_post("/response/{n}", self._response_url)
+        app.router.add_get("/socket-mode", self._socket)
+        self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
+        await self._runner.setup()
+        site = web.TCPSite(self._runner, "127.0.0.1", 0)
+        await site.start()
+        port = self._runner.addresses[0][1]
+        self.url = f"http://127.0.0.1:{port}"
+        self._session = aiohttp.ClientSession()
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        for ws in list(self._sockets):
+            await ws.close()
+        if self._session is not None:
+            await self._session.close()
+        if self._runner is not None:
+            await self._runner.cleanup()
+
+    @property
+    def api_url(self) -> str:
+        """The Web API base URL (slack_sdk's `base_url`)."""
+        return self.url + "/api/"
+
+    # -- recorder shortcuts ----------------------------------------------------------------------
+
+    @property
+    def calls(self) -> list[Call]:
+        """Every call received, in order."""
+        return self.recorder.calls
+
+    def calls_to(self, method: str) -> list[Call]:
+        """Calls of one Web API method (or "response_url", "upload", "file_download")."""
+        return self.recorder.calls_to(method)
+
+    async def wait_for(self, method: str, **kwargs: Any) -> list[Call]:
+        """See Recorder.wait_for."""
+        return await self.recorder.wait_for(method, **kwargs)
+
+    # -- test controls ---------------------------------------------------------------------------
+
+    def messages(self, channel: str) -> list[dict[str, Any]]:
+        """Messages in a channel (roots and replies), oldest first."""
+        return self._messages.get(channel, [])
+
+    def set_channel_error(self, channel: str, error: str) -> None:
+        """Make posting into `channel` fail with `not_in_channel` or `channel_not_found`."""
+        self._channel_errors[channel] = error
+
+    def fault(
+        self,
+        method: str,
+        *,
+        error: str | None = None,
+        status: int | None = None,
+        retry_after: int | None = None,
+        delay: float = 0.0,
+        times: int = 1,
+    ) -> None:
+        """Make the next `times` calls of `method` fail (or be slow)."""
+        self._faults.setdefault(method, []).append(Fault(error, status, retry_after, delay, times))
+
+    def add_file(
+        self,
+        content: bytes,
+        *,
+        name: str = "ref.png",
+        mimetype: str = "image/png",
+        user: str = "U1",
+        channel: str | None = None,
+    ) -> dict[str, Any]:
+        """Store a user's file on the private host; returns its Slack file object."""
+        file = FakeFile(
+            id=self._file_id(),
+            filename=name,
+            length=len(content),
+            content=content,
+            uploaded=True,
+            completed=True,
+            title=name,
+            mimetype=mimetype,
+            user=user,
+            channel=channel,
+        )
+        self.uploaded_files[file.id] = file
+        return self._file_object(file)
+
+    def serve_html_instead(self, file_id: str) -> None:
+        """Serve the sign-in page for this file even with a valid token."""
+        self._html_instead.add(file_id)
+
+    def new_response_url(self) -> str:
+        """A fresh `response_url` for a command or action."""
+        return f"{self.url}/response/{next(self._ids)}"
+
+    # -- sending to the bot ----------------------------------------------------------------------
+
+    async def post_signed(
+        self,
+        events_url: str,
+        body: str,
+        *,
+        content_type: str,
+        retry_num: int | None = None,
+        retry_reason: str | None = None,
+        bad_signature: bool = False,
+    ) -> SignedResponse:
+        """POST `body` to the bot signed with the signing secret, as Slack does."""
+        assert self._session is not None
+        timestamp = str(int(time.time()))
+        secret = "not-the-secret" if bad_signature else self.signing_secret
+        headers = {
+            "Content-Type": content_type,
+            "X-Slack-Request-Timestamp": timestamp,
+            "X-Slack-Signature": slack_signature(secret, timestamp, body),
+        }
+        if retry_num is not None:
+            headers["X-Slack-Retry-Num"] = str(retry_num)
+            headers["X-Slack-Retry-Reason"] = retry_reason or "http_timeout"
+        started = time.perf_counter()
+        async with self._session.post(events_url, data=body.encode(), headers=headers) as response:
+            text = await response.text()
+        return SignedResponse(response.status, text, time.perf_counter() - started)
+
+    def command_payload(
+        self,
+        text: str,
+        *,
+        user_id: str = "U1",
+        user_name: str = "alice",
+        channel_id: str = "C1",
+        channel_name: str = "general",
+        command: str = "/imagine",
+        trigger_id: str | None = None,
+    ) -> dict[str, str]:
+        """The fields of a slash command invocation."""
+        return {
+            "token": "verification-token-unused",
+            "team_id": self.team_id,
+            "team_domain": "dreamteam",
+            "channel_id": channel_id,
+            "channel_name": channel_name,
+            "user_id": user_id,
+            "user_name": user_name,
+            "command": command,
+            "text": text,
+            "api_app_id": "A0APP",
+            "is_enterprise_install": "false",
+            "response_url": self.new_response_url(),
+            "trigger_id": trigger_id or f"{next(self._ids)}.{uuid.uuid4().hex}",
+        }
+
+    async def send_command(self, events_url: str, text: str, **fields: Any) -> SignedResponse:
+        """Invoke `/imagine <text>` (form-encoded, signed)."""
+        return await self.send_command_payload(events_url, self.command_payload(text, **fields))
+
+    async def send_command_payload(self, events_url: str, payload: dict[str, str]) -> SignedResponse:
+        """Send a prepared command payload (again, to simulate a duplicate delivery)."""
+        return await self.post_signed(
+            events_url, urlencode(payload), content_type="application/x-www-form-urlencoded"
+        )
+
+    def event_envelope(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
+        """An Events API `event_callback` body around `event`."""
+        return {
+            "token": "verification-token-unused",
+            "team_id": self.team_id,
+            "api_app_id": "A0APP",
+            "event": event,
+            "type": "event_callback",
+            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            "event_time": int(time.time()),
+            "authorizations": [
+                {"team_id": self.team_id, "user_id": self.bot_user_id, "is_bot": True, "enterprise_id": None}
+            ],
+        }
+
+    async def send_event(
+        self,
+        events_url: str,
+        event: dict[str, Any],
+        *,
+        event_id: str | None = None,
+        retry_num: int | None = None,
+    ) -> SignedResponse:
+        """Deliver an event (JSON, signed)."""
+        body = json.dumps(self.event_envelope(event, event_id=event_id))
+        return await self.post_signed(events_url, body, content_type="application/json", retry_num=retry_num)
+
+    async def send_action(self, events_url: str, payload: dict[str, Any]) -> SignedResponse:
+        """Deliver an interactive payload (block_actions, view_submission)."""
+        body = urlencode({"payload": json.dumps(payload)})
+        return await self.post_signed(events_url, body, content_type="application/x-www-form-urlencoded")
+
+    # -- Socket Mode -----------------------------------------------------------------------------
+
+    def socket_connected(self) -> bool:
+        """Whether a Socket Mode client is connected."""
+        return any(not ws.closed for ws in self._sockets)
+
+    async def wait_socket_connected(self, timeout: float = 5.0) -> None:
+        """Wait until a Socket Mode client has connected."""
+        await self.recorder.wait_until(self.socket_connected, timeout=timeout)
+
+    async def socket_send(
+        self,
+        envelope_type: str,
+        payload: dict[str, Any],
+        *,
+        accepts_response_payload: bool,
+        timeout: float = 5.0,
+    ) -> dict[str, Any]:
+        """Send an envelope over the socket and return the client's ack."""
+        ws = next(ws for ws in self._sockets if not ws.closed)
+        envelope_id = str(uuid.uuid4())
+        acked = asyncio.get_running_loop().create_future()
+        self._acks[envelope_id] = acked
+        await ws.send_json(
+            {
+                "envelope_id": envelope_id,
+                "type": envelope_type,
+                "accepts_response_payload": accepts_response_payload,
+                "payload": payload,
+                "retry_attempt": 0,
+                "retry_reason": "",
+            }
+        )
+        return await asyncio.wait_for(acked, timeout)
+
+    async def _socket(self, request: web.Request) -> web.WebSocketResponse:
+        ws = web.WebSocketResponse(autoping=True)
+        await ws.prepare(request)
+        self._sockets.append(ws)
+        await ws.send_json(
+            {
+                "type": "hello",
+                "num_connections": 1,
+                "debug_info": {"host": "fake", "approximate_connection_time": 3600},
+                "connection_info": {"app_id": "A0APP"},
+            }
+        )
+        await self.recorder.notify()
+        async for message in ws:
+            if message.type is not aiohttp.WSMsgType.TEXT:
+                continue
+            data = json.loads(message.data)
+            future = self._acks.pop(str(data.get("envelope_id")), None)
+            if future is not None and not future.done():
+                future.set_result(data)
+        await self.recorder.notify()
+        return ws
+
+    # -- HTTP handlers ---------------------------------------------------------------------------
+
+    async def _api(self, request: web.Request) -> web.StreamResponse:
+        method = request.match_info["method"]
+        params: dict[str, Any] = dict(request.query)
+        if request.can_read_body:
+            if request.content_type == "application/json":
+                params.update(await request.json())
+            else:
+                params.update(
+                    {key: value for key, value in (await request.post()).items() if isinstance(value, str)}
+                )
+        headers = {key.lower(): value for key, value in request.headers.items()}
+        await self.recorder.record(Call(method, params, headers))
+        fault = self._take_fault(method)
+        if fault is not None:
+            if fault.delay:
+                await asyncio.sleep(fault.delay)
+            if fault.status is not None:
+                extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+                return web.json_response(
+                    {"ok": False, "error": "ratelimited"}, status=fault.status, headers=extra
+                )
+            if fault.error is not None:
+                return web.json_response({"ok": False, "error": fault.error})
+        token = headers.get("authorization", "").removeprefix("Bearer ") or str(params.get("token", ""))
+        expected = self.app_token if method == "apps.connections.open" else self.bot_token
+        if token != expected:
+            return web.json_response({"ok": False, "error": "invalid_auth"})
+        handler = getattr(self, "_m_" + method.replace(".", "_"), None)
+        if handler is None:
+            return web.json_response({"ok": False, "error": "unknown_method"})
+        result: dict[str, Any] = handler(params)
+        return web.json_response(result)
+
+    def _take_fault(self, method: str) -> Fault | None:
+        queue = self._faults.get(method)
+        if not queue:
+            return None
+        fault = queue[0]
+        if fault.times > 0:
+            fault.times -= 1
+            if fault.times == 0:
+                queue.pop(0)
+        return fault
+
+    async def _upload(self, request: web.Request) -> web.Response:
+        file = self.uploaded_files.get(request.match_info["file_id"])
+        if request.content_type.startswith("multipart/"):
+            reader = await request.multipart()
+            part = await reader.next()
+            content = await part.read() if isinstance(part, aiohttp.BodyPartReader) else b""
+        else:
+            content = await request.read()
+        await self.recorder.record(
+            Call("upload", {"file_id": request.match_info["file_id"], "size": len(content)})
+        )
+        if file is None:
+            return web.Response(status=404, text="Not Found")
+        file.content = bytes(content)
+        file.uploaded = True
+        return web.Response(text=f"OK - {len(content)}")
+
+    async def _download(self, request: web.Request) -> web.Response:
+        path = request.match_info["path"]
+        authorization = request.headers.get("Authorization")
+        await self.recorder.record(Call("file_download", {"path": path, "authorization": authorization}))
+        file_id = path.split("/")[0].split("-")[-1]
+        file = self.uploaded_files.get(file_id)
+        if file is None or authorization != f"Bearer {self.bot_token}" or file_id in self._html_instead:
+            return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
+        return web.Response(body=file.content, content_type=file.mimetype)
+
+    async def _response_url(self, request: web.Request) -> web.Response:
+        await self.recorder.record(Call("response_url", await request.json()))
+        return web.Response(text="ok")
+
+    # -- Web API methods -------------------------------------------------------------------------
+
+    def _next_ts(self) -> str:
+        return f"{1_700_000_000 + next(self._ids)}.000100"
+
+    def _file_id(self) -> str:
+        return f"F{next(self._ids):010d}"
+
+    def _find(self, channel: str, ts: str) -> dict[str, Any] | None:
+        return next((m for m in self._messages.get(channel, []) if m["ts"] == ts), None)
+
+    def _post(self, channel: str, message: dict[str, Any]) -> dict[str, Any]:
+        stored = {
+            "type": "message",
+            "user": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "ts": self._next_ts(),
+            **message,
+        }
+        self._messages.setdefault(channel, []).append(stored)
+        return stored
+
+    def _m_auth_test(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {
+            "ok": True,
+            "url": "https://dreamteam.slack.com/",
+            "team": "Dream Team",
+            "user": "dreamboard",
+            "team_id": self.team_id,
+            "user_id": self.bot_user_id,
+            "bot_id": self.bot_id,
+            "is_enterprise_install": False,
+        }
+
+    def _m_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel", ""))
+        if channel in self._channel_errors:
+            return {"ok": False, "error": self._channel_errors[channel]}
+        if not params.get("text") and not params.get("blocks"):
+            return {"ok": False, "error": "no_text"}
+        message = {"text": params.get("text", ""), "blocks": _json(params.get("blocks"))}
+        if params.get("thread_ts"):
+            message["thread_ts"] = params["thread_ts"]
+        stored = self._post(channel, message)
+        return {"ok": True, "channel": channel, "ts": stored["ts"], "message": stored}
+
+    def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._find(str(params.get("channel")), str(params.get("ts")))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        message.update(text=params.get("text", ""), blocks=_json(params.get("blocks")))
+        return {"ok": True, "channel": params["channel"], "ts": params["ts"], "text": message["text"]}
+
+    def _m_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel", ""))
+        if channel in self._channel_errors:
+            return {"ok": False, "error": self._channel_errors[channel]}
+        return {"ok": True, "message_ts": self._next_ts()}
+
+    def _m_chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel"))
+        message = self._find(channel, str(params.get("ts")))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        self._messages[channel].remove(message)
+        return {"ok": True, "channel": channel, "ts": params["ts"]}
+
+    def _m_chat_getPermalink(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(params.get("channel")), str(params.get("message_ts"))
+        return {
+            "ok": True,
+            "channel": channel,
+            "permalink": f"https://fake.slack.com/archives/{channel}/p{ts.replace('.', '')}",
+        }
+
+    def _m_reactions_add(self, params: dict[str, Any]) -> dict[str, Any]:
+        message = self._find(str(params.get("channel")), str(params.get("timestamp")))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        message.setdefault("reactions", []).append(
+            {"name": params.get("name"), "users": [self.bot_user_id], "count": 1}
+        )
+        return {"ok": True}
+
+    def _m_reactions_get(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel = str(params.get("channel"))
+        message = self._find(channel, str(params.get("timestamp")))
+        if message is None:
+            return {"ok": False, "error": "message_not_found"}
+        return {"ok": True, "type": "message", "channel": channel, "message": message}
+
+    def _m_files_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        file = self.uploaded_files.get(str(params.get("file")))
+        if file is None:
+            return {"ok": False, "error": "file_not_found"}
+        return {"ok": True, "file": self._file_object(file)}
+
+    def _m_files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        try:
+            length = int(params["length"])
+        except (KeyError, ValueError):
+            return {"ok": False, "error": "invalid_arguments"}
+        if not params.get("filename"):
+            return {"ok": False, "error": "invalid_arguments"}
+        if len(str(params.get("alt_txt", ""))) > 1000:
+            return {"ok": False, "error": "alt_txt_too_large"}
+        file = FakeFile(id=self._file_id(), filename=str(params["filename"]), length=length)
+        self.uploaded_files[file.id] = file
+        return {"ok": True, "upload_url": f"{self.url}/upload/{file.id}", "file_id": file.id}
+
+    def _m_files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
+        entries = json.loads(str(params.get("files", "[]")))
+        channel = params.get("channel_id")
+        if channel in self._channel_errors:
+            return {"ok": False, "error": self._channel_errors[str(channel)]}
+        files = [self.uploaded_files.get(str(entry.get("id"))) for entry in entries]
+        if not entries or any(file is None or not file.uploaded for file in files):
+            return {"ok": False, "error": "file_not_found"}
+        shared = [file for file in files if file is not None]
+        if channel:
+            message: dict[str, Any] = {
+                "text": params.get("initial_comment", ""),
+                "files": [f.id for f in shared],
+            }
+            if params.get("thread_ts"):
+                message["thread_ts"] = params["thread_ts"]
+            stored = self._post(str(channel), message)
+            share = {
+                "ts": stored["ts"],
+                **({"thread_ts": params["thread_ts"]} if params.get("thread_ts") else {}),
+            }
+            for file in shared:
+                file.channel, file.thread_ts = str(channel), params.get("thread_ts")
+                file.shares = {"public": {str(channel): [share]}}
+        for file, entry in zip(shared, entries, strict=True):
+            file.completed = True
+            file.title = str(entry.get("title") or file.filename)
+        return {"ok": True, "files": [{"id": f.id, "title": f.title} for f in shared]}
+
+    def _m_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._view(params)
+
+    def _m_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
+        return self._view(params)
+
+    def _view(self, params: dict[str, Any]) -> dict[str, Any]:
+        view = _json(params.get("view")) or {}
+        if len(view.get("blocks", [])) > 100:
+            return {"ok": False, "error": "invalid_arguments"}
+        return {"ok": True, "view": {"id": f"V{next(self._ids):08d}", **view}}
+
+    def _m_users_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        user = str(params.get("user"))
+        name = user.lower()
+        return {
+            "ok": True,
+            "user": {
+                "id": user,
+                "name": name,
+                "real_name": name.title(),
+                "is_admin": user in self.admins,
+                "profile": {"display_name": name},
+            },
+        }
+
+    def _m_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
+        channel, ts = str(params.get("channel")), str(params.get("ts"))
+        thread = [m for m in self._messages.get(channel, []) if m["ts"] == ts or m.get("thread_ts") == ts]
+        if not thread:
+            return {"ok": False, "error": "thread_not_found"}
+        return {"ok": True, "messages": thread, "has_more": False}
+
+    def _m_apps_connections_open(self, _: dict[str, Any]) -> dict[str, Any]:
+        return {"ok": True, "url": self.url.replace("http://", "ws://") + "/socket-mode"}
+
+    def _file_object(self, file: FakeFile) -> dict[str, Any]:
+        private = f"{self.url}/files-pri/{self.team_id}-{file.id}/{file.filename}"
+        return {
+            "id": file.id,
+            "name": file.filename,
+            "title": file.title or file.filename,
+            "mimetype": file.mimetype,
+            "filetype": file.filename.rsplit(".", 1)[-1],
+            "pretty_type": file.mimetype.split("/")[-1].upper(),
+            "user": file.user,
+            "size": len(file.content) or file.length,
+            "mode": "hosted",
+            "url_private": private,
+            "url_private_download": private + "?download=1",
+            "permalink": f"https://fake.slack.com/files/{file.user}/{file.id}/{file.filename}",
+            "shares": file.shares,
+        }
+
+
+def _json(value: Any) -> Any:
+    return json.loads(value) if isinstance(value, str) and value else value

@@ -1,0 +1,96 @@
+"""Drive a real Dreamboard (HTTP server, Bolt app, runner, SQLite file) against the loopback fakes."""
+
+from __future__ import annotations
+
+import contextlib
+import sqlite3
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import aiohttp
+
+from bot import runtime
+from bot.config import Settings, load_settings
+from bot.oxen import RetryPolicy
+from bot.store import Job, JobImage, Store
+from tests.fakes.oxen import FakeOxen
+from tests.fakes.slack import FakeSlack, SignedResponse
+
+FAST_RETRIES = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
+
+
+@dataclass
+class Harness:
+    """A bot wired to FakeSlack and FakeOxen, restartable on the same database file."""
+
+    slack: FakeSlack
+    oxen: FakeOxen
+    database: Path
+    running: runtime.Runtime | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+
+    def settings(self, **overrides: Any) -> Settings:
+        """Settings pointing at the fakes; `overrides` use field names (e.g. max_concurrent_jobs=1)."""
+        values: dict[str, Any] = {
+            "slack_bot_token": self.slack.bot_token,
+            "slack_signing_secret": self.slack.signing_secret,
+            "slack_api_url": self.slack.api_url,
+            "slack_file_hosts": self.slack.file_host,
+            "oxen_api_key": self.oxen.api_key,
+            "oxen_api_url": self.oxen.url,
+            "oxen_poll_interval": 0.02,
+            "database_path": self.database,
+            "host": "127.0.0.1",
+            "port": 0,
+        }
+        values.update(self.overrides)
+        values.update(overrides)
+        return load_settings(**values)
+
+    async def start(self, **overrides: Any) -> runtime.Runtime:
+        """Start the whole bot (as `python -m bot` does, minus signals)."""
+        self.overrides.update(overrides)
+        self.running = await runtime.start(self.settings(), oxen_retry=FAST_RETRIES)
+        return self.running
+
+    async def stop(self, grace: float = 5.0) -> None:
+        """Shut down as on SIGTERM."""
+        if self.running is not None:
+            await self.running.close(grace)
+            self.running = None
+
+    @property
+    def url(self) -> str:
+        """Base URL of the bot's HTTP server."""
+        assert self.running is not None, "start() the bot first"
+        return f"http://127.0.0.1:{self.running.port}"
+
+    @property
+    def events_url(self) -> str:
+        """Where Slack would POST commands, events and actions."""
+        return self.url + "/slack/events"
+
+    async def command(self, text: str, **fields: Any) -> SignedResponse:
+        """Send a signed `/imagine` as Slack does."""
+        return await self.slack.send_command(self.events_url, text, **fields)
+
+    async def get(self, path: str) -> tuple[int, str]:
+        """GET one of the bot's own routes."""
+        async with aiohttp.ClientSession() as session, session.get(self.url + path) as response:
+            return response.status, await response.text()
+
+    async def jobs(self) -> list[tuple[Job, list[JobImage]]]:
+        """Every stored job with its images, read through a separate connection to the file."""
+        with contextlib.closing(sqlite3.connect(self.database)) as db:
+            ids = [str(row[0]) for row in db.execute("SELECT id FROM generations ORDER BY created_at, rowid")]
+        store = await Store.open(self.database)
+        try:
+            result = []
+            for job_id in ids:
+                job = await store.get_job(job_id)
+                assert job is not None
+                result.append((job, await store.images(job_id)))
+            return result
+        finally:
+            await store.close()
