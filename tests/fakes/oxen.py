@@ -13,7 +13,7 @@ from typing import Any, Literal
 from aiohttp import web
 
 from tests.fakes.images import dimensions, render_png
-from tests.fakes.recorder import Call, Recorder
+from tests.fakes.recorder import Call, Recorder, take_fault
 
 SCHEMA_CURRENT: dict[str, Any] = {
     "type": "object",
@@ -222,13 +222,8 @@ class FakeOxen:
         """Record the call, then apply auth and any injected fault; a response means "answer this"."""
         headers = {key.lower(): value for key, value in request.headers.items()}
         await self.recorder.record(Call(method, params, headers))
-        queue = self._faults.get(route)
-        if queue:
-            fault = queue[0]
-            if fault.times > 0:
-                fault.times -= 1
-                if fault.times == 0:
-                    queue.pop(0)
+        fault = take_fault(self._faults, route)
+        if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
             extra = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}

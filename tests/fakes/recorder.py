@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, Protocol, TypeVar
 
 
 @dataclass(frozen=True)
@@ -65,3 +65,23 @@ class Recorder:
         """Wake waiters after a state change that is not a call (e.g. a socket connecting)."""
         async with self._changed:
             self._changed.notify_all()
+
+
+class _Counted(Protocol):
+    times: int
+
+
+_F = TypeVar("_F", bound=_Counted)
+
+
+def take_fault(faults: dict[str, list[_F]], key: str) -> _F | None:
+    """The fault that applies to this call of `key`, used up after `times` calls (-1: never)."""
+    queue = faults.get(key)
+    if not queue:
+        return None
+    fault = queue[0]
+    if fault.times > 0:
+        fault.times -= 1
+        if fault.times == 0:
+            queue.pop(0)
+    return fault

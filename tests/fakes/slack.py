@@ -15,7 +15,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.recorder import Call, Recorder
+from tests.fakes.recorder import Call, Recorder, take_fault
 from tests.fakes.signing import slack_signature
 
 SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to continue</body></html>"
@@ -366,7 +366,7 @@ class FakeSlack:
                 )
         headers = {key.lower(): value for key, value in request.headers.items()}
         await self.recorder.record(Call(method, params, headers))
-        fault = self._take_fault(method)
+        fault = take_fault(self._faults, method)
         if fault is not None:
             if fault.delay:
                 await asyncio.sleep(fault.delay)
@@ -386,17 +386,6 @@ class FakeSlack:
             return web.json_response({"ok": False, "error": "unknown_method"})
         result: dict[str, Any] = handler(params)
         return web.json_response(result)
-
-    def _take_fault(self, method: str) -> Fault | None:
-        queue = self._faults.get(method)
-        if not queue:
-            return None
-        fault = queue[0]
-        if fault.times > 0:
-            fault.times -= 1
-            if fault.times == 0:
-                queue.pop(0)
-        return fault
 
     async def _upload(self, request: web.Request) -> web.Response:
         file = self.uploaded_files.get(request.match_info["file_id"])

@@ -94,3 +94,29 @@ async def test_the_api_key_never_reaches_slack(harness: Harness) -> None:
     everything = json.dumps([call.params for call in harness.slack.calls])
     assert harness.oxen.api_key not in everything
     assert "API key" in everything
+
+
+async def test_a_job_that_outlives_its_timeout_is_cancelled_on_oxen(harness: Harness) -> None:
+    await harness.start(oxen_job_timeout=0.3)
+    harness.oxen.hold()
+    await harness.command("a fox that takes forever")
+    [reply] = await harness.slack.wait_for(
+        "chat.postMessage", where=lambda call: "failed" in call.params["text"]
+    )
+    assert "did not finish within" in json.dumps(reply.params["blocks"])
+    [cancel] = harness.oxen.recorder.calls_to("DELETE /ai/queue/{id}")
+    [generation] = harness.oxen.generations.values()
+    assert cancel.params["generation_id"] == generation.id
+    assert generation.status == "cancelled"
+    [(job, _)] = await harness.jobs()
+    assert job.state is JobState.FAILED
+
+
+async def test_slack_rate_limits_are_retried_after_retry_after(harness: Harness) -> None:
+    await harness.start()
+    harness.slack.fault("chat.postMessage", status=429, retry_after=1)
+    await harness.command("a fox")
+    await harness.slack.wait_for("files.completeUploadExternal", timeout=10)
+    assert len(harness.slack.messages("C1")) >= 2
+    [(job, _)] = await harness.jobs()
+    assert job.status_ts == harness.slack.messages("C1")[0]["ts"]
