@@ -154,6 +154,7 @@ class JobRunner:
         if job.finished:
             return
         started = time.perf_counter()
+        log.info("job %s started (user %s, model %s, %d image(s))", job.id, job.user_id, job.model, job.n)
         try:
             async with asyncio.timeout(self._settings.oxen_job_timeout):
                 await self._execute(job)
@@ -182,7 +183,9 @@ class JobRunner:
                 job, f"Something went wrong inside Dreamboard; it is logged under job `{job.id}`."
             )
         else:
-            self._metrics.observe("dreamboard_generation_seconds", time.perf_counter() - started)
+            elapsed = time.perf_counter() - started
+            self._metrics.observe("dreamboard_generation_seconds", elapsed)
+            log.info("job %s uploaded in %.1fs", job.id, elapsed)
 
     async def _execute(self, job: Job) -> None:
         if job.status_ts is None:
@@ -294,6 +297,7 @@ class JobRunner:
                     log.warning("job %s: cancelling %s failed: %s", job.id, image.oxen_generation_id, exc)
 
     async def _fail(self, job: Job, problem: str) -> None:
+        log.info("job %s failed: %s", job.id, problem)
         await self._store.finish(job.id, JobState.FAILED, error=problem)
         self._finished[JobState.FAILED] += 1
         job = await self._reload(job)

@@ -35,8 +35,7 @@ async def handle_imagine(
 ) -> None:
     """Validate before acking (so errors come back in the ack), then create the job after it."""
     text = str(command.get("text") or "")
-    words = text.split()
-    if not words or words[0].lower() in ("help", "-h", "--help"):
+    if text.strip().lower() in ("", "help", "--help"):
         await ack(response_type="ephemeral", **views.help_message())
         return
     intake = services.intake

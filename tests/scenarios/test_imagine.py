@@ -77,6 +77,15 @@ async def test_two_images_land_in_the_thread_of_the_status_message(harness: Harn
     assert all(image.oxen_generation_id for image in images)
 
 
+async def test_a_prompt_may_start_with_the_word_help(harness: Harness) -> None:
+    await harness.start()
+    response = await harness.command("help wanted poster, retro style")
+    assert response.text == ""
+    await harness.slack.wait_for("files.completeUploadExternal")
+    [(job, _)] = await harness.jobs()
+    assert job.prompt == "help wanted poster, retro style"
+
+
 async def test_without_seed_a_seed_is_drawn_sent_and_stored(harness: Harness) -> None:
     harness.oxen.schema = "april"
     await harness.start()
@@ -117,7 +126,7 @@ async def test_bad_input_gets_an_ephemeral_explanation_and_no_job(
     assert harness.oxen.submissions == []
 
 
-@pytest.mark.parametrize("text", ["", "help", "  HELP  "])
+@pytest.mark.parametrize("text", ["", "help", "  HELP  ", "--help"])
 async def test_help_is_ephemeral_usage_with_examples(harness: Harness, text: str) -> None:
     await harness.start()
     answer = json.loads((await harness.command(text)).text)
