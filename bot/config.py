@@ -48,6 +48,7 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     oxen_reference_repo: str | None = None
     reference_hosting: ReferenceHosting = ReferenceHosting.AUTO
+    max_reference_mb: float = Field(default=20.0, gt=0, le=1024)
     database_path: Path = Path("data/dreamboard.sqlite3")
     host: str = "0.0.0.0"  # noqa: S104 - the container's HTTP server must listen on all interfaces
     port: int = Field(default=3000, ge=0, le=65535)
@@ -55,6 +56,16 @@ class Settings(BaseSettings):
     max_active_per_user: int = Field(default=3, ge=1, le=100)
     max_queued_per_user: int = Field(default=10, ge=0, le=1000)
     log_level: str = "INFO"
+
+    @property
+    def max_reference_bytes(self) -> int:
+        """MAX_REFERENCE_MB in bytes."""
+        return int(self.max_reference_mb * 1024 * 1024)
+
+    @property
+    def data_dir(self) -> Path:
+        """The folder holding the database and cached reference images."""
+        return self.database_path.parent
 
     @property
     def socket_mode(self) -> bool:

@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import random
 import secrets
+from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
 from bot.config import Settings
 from bot.jobs import JobRunner
 from bot.oxen import OxenClient
+from bot.references import Collected
 from bot.requests import GenerationRequest, Limits
 from bot.slack_messages import NOT_A_MEMBER, SlackMessages, slack_error
 from bot.store import Job, NewJob, Store
@@ -62,7 +64,7 @@ class Intake:
         channel_id: str,
         user_id: str,
         thread_ts: str | None = None,
-        parent_id: str | None = None,
+        references: Collected | None = None,
     ) -> Job:
         """Store and queue a job; raises CapReachedError or NotInChannelError."""
         queued = self._runner.queued_for(team_id, user_id)
@@ -70,6 +72,13 @@ class Intake:
             raise CapReachedError(queued)
         model = self.model_for(request)
         limits = self.limits_for(model)
+        aspect_ratio = request.aspect_ratio
+        if references and references.sources and aspect_ratio is None:
+            aspect_ratio = "match_input_image"
+        params: dict[str, Any] = {}
+        if references is not None:
+            params["references"] = [source.to_json() for source in references.sources]
+            params["left_out"] = references.left_out
         if request.seed is None:
             low, high = limits.seed_range
             seed = random.randint(low, high - request.n + 1)
@@ -84,12 +93,13 @@ class Intake:
                 prompt=request.prompt,
                 model=model,
                 size=request.size or self._settings.oxen_size,
-                aspect_ratio=request.aspect_ratio,
+                aspect_ratio=aspect_ratio,
                 seed=seed,
                 seed_given=request.seed is not None,
                 n=request.n,
                 thread_ts=thread_ts,
-                parent_id=parent_id,
+                parent_id=references.parent_id if references else None,
+                params=params,
             )
         )
         try:

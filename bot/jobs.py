@@ -25,6 +25,7 @@ from bot.config import Settings
 from bot.metrics import Metrics
 from bot.model_schema import PayloadPlan, plan_payload
 from bot.oxen import FailureKind, OxenClient, OxenError, QueueUnavailableError, classify_failure
+from bot.references import ReferenceError, References, ReferenceSource
 from bot.slack_files import ResultFile, SlackFiles, UploadError
 from bot.slack_messages import NOT_A_MEMBER, SlackMessages, slack_error
 from bot.store import ImageState, Job, JobImage, JobState, Store
@@ -46,6 +47,7 @@ class JobRunner:
         oxen: OxenClient,
         messages: SlackMessages,
         files: SlackFiles,
+        references: References,
         settings: Settings,
         metrics: Metrics,
     ) -> None:
@@ -53,6 +55,7 @@ class JobRunner:
         self._oxen = oxen
         self._messages = messages
         self._files = files
+        self._references = references
         self._settings = settings
         self._metrics = metrics
         self._waiting: dict[UserKey, deque[str]] = {}
@@ -175,7 +178,7 @@ class JobRunner:
             else:
                 log.warning("job %s: slack error %s", job.id, error)
                 await self._fail(job, f"Slack refused the upload ({error}).")
-        except UploadError as exc:
+        except (UploadError, ReferenceError) as exc:
             await self._fail(job, str(exc))
         except Exception:
             log.exception("job %s crashed", job.id)
@@ -192,7 +195,11 @@ class JobRunner:
             ts = await self._messages.post_status(job, position=1)
             await self._store.set_status_ts(job.id, ts, thread_ts=ts)
         schema = await self._oxen.model_schema(job.model)
-        plan = plan_payload(schema, prompt=job.prompt, size=job.size, aspect_ratio=job.aspect_ratio)
+        sources = [ReferenceSource.from_json(item) for item in job.params.get("references", [])]
+        reference_urls = await self._references.resolve(sources)
+        plan = plan_payload(
+            schema, prompt=job.prompt, size=job.size, aspect_ratio=job.aspect_ratio, references=reference_urls
+        )
         if job.size not in schema.limits.sizes:
             raise OxenError(FailureKind.INVALID, f"`{job.model}` does not offer size {job.size}.")
         if len(plan.base["prompt"]) > schema.limits.prompt_max:
@@ -222,8 +229,8 @@ class JobRunner:
             try:
                 [generation_id] = await self._oxen.enqueue(body)
             except QueueUnavailableError:
-                url = await self._oxen.generate_sync(body, has_references=False)
-                await self._store.set_image_outcome(job.id, image.idx, error=None)
+                url = await self._oxen.generate_sync(body, has_references=plan.references_sent > 0)
+                await self._store.set_image_outcome(job.id, image.idx, error=None, result_url=url)
                 return url
             await self._store.set_generation_id(job.id, image.idx, generation_id)
         while True:
@@ -232,7 +239,7 @@ class JobRunner:
                 break
             await asyncio.sleep(self._settings.oxen_poll_interval)
         if row.status == "succeeded" and row.result_url:
-            await self._store.set_image_outcome(job.id, image.idx, error=None)
+            await self._store.set_image_outcome(job.id, image.idx, error=None, result_url=row.result_url)
             return row.result_url
         reason = row.error_message or f"the generation ended {row.status}"
         await self._store.set_image_outcome(
@@ -264,7 +271,8 @@ class JobRunner:
 
     async def _announce(self, job: Job) -> None:
         """Post the result card of an uploaded job and mark its status message done."""
-        card = views.result_card(job, await self._store.images(job.id))
+        parent = await self._store.get_job(job.parent_id) if job.parent_id else None
+        card = views.result_card(job, await self._store.images(job.id), parent=parent)
         await self._store.set_card_ts(job.id, await self._messages.post_in_thread(job, card))
         await self._messages.update_status(job)
 

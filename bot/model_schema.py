@@ -104,6 +104,7 @@ class PayloadPlan:
     notes: tuple[str, ...]
     seed_honoured: bool
     references_dropped: int = 0
+    references_sent: int = 0
 
     def body_for(self, seed: int) -> dict[str, Any]:
         """The request body for one image generated with `seed`."""
@@ -140,14 +141,14 @@ def plan_payload(
         notes.append(f"This model version has no size setting; {size} was not sent.")
     if "watermark" in schema.properties:
         body["watermark"] = False
-    dropped = 0
+    dropped = sent = 0
     field_name = schema.references_field
     if references and field_name is None:
         dropped = len(references)
         notes.append("This model takes no reference images; the references were left out.")
     elif references and field_name is not None:
         kept = list(references[: schema.max_references])
-        dropped = len(references) - len(kept)
+        dropped, sent = len(references) - len(kept), len(kept)
         is_array = schema.properties[field_name].get("type") == "array"
         body[field_name] = kept if is_array else kept[0]
     seed_honoured = schema.takes_seed
@@ -156,4 +157,8 @@ def plan_payload(
             "This model version does not take a seed: the seed is recorded, and a replay reuses "
             "the prompt, references and settings rather than reproducing the image exactly."
         )
-    return PayloadPlan(body, tuple(notes), seed_honoured, dropped)
+    if dropped and field_name is not None:
+        notes.append(
+            f"This model takes {schema.max_references} references; the last {dropped} were left out."
+        )
+    return PayloadPlan(body, tuple(notes), seed_honoured, dropped, sent)

@@ -255,8 +255,24 @@ class OxenClient:
     def _owns(self, url: str) -> bool:
         return urlsplit(url).hostname == self._api_host
 
+    async def upload_repo_file(self, repo: str, path: str, data: bytes, mimetype: str) -> str:
+        """Commit `data` to `path` on the main branch of Oxen repository `repo`; returns its download URL."""
+        url_path = f"/repos/{repo}/file/main/{quote(path)}"
+        await self._call(
+            "PUT",
+            url_path,
+            route="repo_upload",
+            files={"file": (path.rsplit("/", 1)[-1], data, mimetype)},
+            data={
+                "message": "Dreamboard reference image",
+                "name": "Dreamboard",
+                "email": "dreamboard@localhost",
+            },
+        )
+        return self._base + url_path
+
     async def _call(
-        self, method: str, path: str, *, route: str, json: Any = None, model: str = ""
+        self, method: str, path: str, *, route: str, model: str = "", **request: Any
     ) -> httpx.Response:
         attempt = 0
         while True:
@@ -265,7 +281,7 @@ class OxenClient:
             retry_after: str | None = None
             try:
                 response = await self._http.request(
-                    method, self._base + path, json=json, headers={"Authorization": f"Bearer {self._key}"}
+                    method, self._base + path, headers={"Authorization": f"Bearer {self._key}"}, **request
                 )
             except httpx.TransportError as exc:
                 failure: OxenError = OxenError(

@@ -14,6 +14,7 @@ DEFAULT_SEED_RANGE = (0, 2_147_483_647)
 DEFAULT_PROMPT_MAX = 4000
 
 USAGE = "/imagine <prompt> [--ar 16:9] [--size 2K|4K] [--seed N] [--n 1-4] [--model MODEL_ID]"
+_SWITCHES = frozenset({"fresh"})
 
 _FLAG_ALIASES = {
     "ar": "ar",
@@ -44,6 +45,7 @@ class GenerationRequest(BaseModel):
     seed: int | None = None
     n: int = 1
     model: str | None = None
+    fresh: bool = False
 
 
 @dataclass(frozen=True)
@@ -90,9 +92,14 @@ def parse_request(text: str, limits: Limits | None = None) -> GenerationRequest:
             words.append(token)
             continue
         name = match.group(1).lower()
+        if name in _SWITCHES and match.group(2) is None:
+            values[name] = "yes"
+            continue
         flag = _FLAG_ALIASES.get(name)
         if flag is None:
-            raise RequestError(f"Unknown flag `--{name}`. Known flags: --ar, --size, --seed, --n, --model.")
+            raise RequestError(
+                f"Unknown flag `--{name}`. Known flags: --ar, --size, --seed, --n, --model, --fresh."
+            )
         if flag in values:
             raise RequestError(f"`--{name}` is given twice; keep one.")
         value = match.group(2)
@@ -116,6 +123,7 @@ def parse_request(text: str, limits: Limits | None = None) -> GenerationRequest:
         seed=_seed(values["seed"], limits.seed_range) if "seed" in values else None,
         n=_count(values["n"]) if "n" in values else 1,
         model=_model(values["model"]) if "model" in values else None,
+        fresh="fresh" in values,
     )
     last_seed = (request.seed or 0) + request.n - 1
     if request.seed is not None and last_seed > limits.seed_range[1]:

@@ -58,12 +58,12 @@ async def start(settings: Settings, *, oxen_retry: RetryPolicy | None = None) ->
     if socket is not None:
         await socket.start()
     log.info(
-        "dreamboard ready: %s, http on %s:%d, model %s, reference hosting %s",
+        "dreamboard ready: %s, http on %s:%d, model %s, reference hosting: %s",
         "socket mode" if socket else "http mode (POST /slack/events)",
         settings.host,
         port,
         settings.oxen_model,
-        settings.reference_hosting.value,
+        services.references.host_description,
     )
     return Runtime(services, runner, port, socket, asyncio.create_task(_housekeeping(services)))
 

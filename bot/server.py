@@ -8,6 +8,7 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
+from bot.reference_hosting import SignedUrlHost
 from bot.services import Services
 
 
@@ -28,12 +29,24 @@ def build_web_app(
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=services.metrics.render(), content_type="text/plain", charset="utf-8")
 
+    async def reference(request: web.Request) -> web.StreamResponse:
+        assert isinstance(host, SignedUrlHost)
+        path = host.resolve(
+            request.match_info["name"], request.query.get("exp", ""), request.query.get("sig", "")
+        )
+        if path is None:
+            raise web.HTTPForbidden(text="This reference link is invalid or has expired.")
+        return web.FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+
     async def events(request: web.Request) -> web.Response:
         return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
 
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
+    host = services.reference_host
+    if isinstance(host, SignedUrlHost):
+        app.router.add_get("/refs/{name}", reference)
     if socket_connected is None:
         app.router.add_post("/slack/events", events)
     return app

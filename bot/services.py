@@ -13,10 +13,13 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.config import Settings
 from bot.intake import Intake
+from bot.iterations import Iterations
 from bot.jobs import JobRunner
 from bot.metrics import Metrics
 from bot.oxen import OxenClient, RetryPolicy
-from bot.slack_files import SlackFiles
+from bot.reference_hosting import ReferenceHost, build_host
+from bot.references import References
+from bot.slack_files import SlackFileReader, SlackFiles
 from bot.slack_messages import SlackMessages
 from bot.store import Store
 
@@ -33,6 +36,9 @@ class Services:
     oxen: OxenClient
     runner: JobRunner
     intake: Intake
+    references: References
+    reference_host: ReferenceHost | None
+    iterations: Iterations
 
     @classmethod
     async def build(cls, settings: Settings, *, oxen_retry: RetryPolicy | None = None) -> Services:
@@ -53,16 +59,31 @@ class Services:
             settings.oxen_api_url, settings.oxen_api_key.get_secret_value(), metrics=metrics, retry=oxen_retry
         )
         messages = SlackMessages(slack)
+        reader = SlackFileReader(
+            slack, http, token=settings.slack_bot_token.get_secret_value(), hosts=settings.slack_file_hosts
+        )
+        host = build_host(settings, oxen)
+        references = References(
+            store=store,
+            oxen=oxen,
+            slack=slack,
+            reader=reader,
+            host=host,
+            cache=settings.data_dir / "refs",
+            max_bytes=settings.max_reference_bytes,
+        )
         runner = JobRunner(
             store=store,
             oxen=oxen,
             messages=messages,
             files=SlackFiles(slack, http),
+            references=references,
             settings=settings,
             metrics=metrics,
         )
         intake = Intake(settings=settings, store=store, oxen=oxen, runner=runner, messages=messages)
-        return cls(settings, metrics, store, http, slack, oxen, runner, intake)
+        iterations = Iterations(store=store, intake=intake, references=references, slack=slack)
+        return cls(settings, metrics, store, http, slack, oxen, runner, intake, references, host, iterations)
 
     async def aclose(self, grace: float = 20.0) -> None:
         """Stop the runner (letting uploads finish), then close every client and the store."""

@@ -79,6 +79,11 @@ _MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL
     );
     """,
+    """
+    CREATE INDEX generations_by_thread ON generations (channel_id, thread_ts, created_at DESC);
+    ALTER TABLE generation_images ADD COLUMN result_url TEXT;
+    ALTER TABLE generation_images ADD COLUMN result_url_at REAL;
+    """,
 )
 
 
@@ -113,6 +118,8 @@ class JobImage:
     oxen_generation_id: str | None
     error: str | None
     file_id: str | None
+    result_url: str | None = None
+    result_url_at: float | None = None
 
 
 @dataclass(frozen=True)
@@ -261,6 +268,16 @@ class Store:
             rows = await cursor.fetchall()
         return [_job(row) for row in rows]
 
+    async def thread_jobs(self, channel_id: str, thread_ts: str, limit: int = 50) -> list[Job]:
+        """Jobs that live in a thread, newest first (empty: not a Dreamboard thread)."""
+        async with self._db.execute(
+            "SELECT * FROM generations WHERE channel_id = ? AND thread_ts = ?"
+            " ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            (channel_id, thread_ts, limit),
+        ) as cursor:
+            rows = await cursor.fetchall()
+        return [_job(row) for row in rows]
+
     async def recent_jobs(self, team_id: str, user_id: str, limit: int = 10) -> list[Job]:
         """A user's most recent jobs, newest first."""
         async with self._db.execute(
@@ -294,12 +311,15 @@ class Store:
             (generation_id, job_id, idx),
         )
 
-    async def set_image_outcome(self, job_id: str, idx: int, *, error: str | None) -> None:
-        """Mark an image succeeded (no error) or failed."""
+    async def set_image_outcome(
+        self, job_id: str, idx: int, *, error: str | None, result_url: str | None = None
+    ) -> None:
+        """Mark an image succeeded (with the URL Oxen gave, remembered for reuse as a reference) or failed."""
         state = ImageState.FAILED if error else ImageState.SUCCEEDED
         await self._db.execute(
-            "UPDATE generation_images SET state = ?, error = ? WHERE job_id = ? AND idx = ?",
-            (state, error, job_id, idx),
+            "UPDATE generation_images SET state = ?, error = ?, result_url = ?, result_url_at = ?"
+            " WHERE job_id = ? AND idx = ?",
+            (state, error, result_url, time.time() if result_url else None, job_id, idx),
         )
 
     async def set_file_ids(self, job_id: str, file_ids: dict[int, str]) -> None:
@@ -363,4 +383,6 @@ def _image(row: sqlite3.Row) -> JobImage:
         oxen_generation_id=row["oxen_generation_id"],
         error=row["error"],
         file_id=row["file_id"],
+        result_url=row["result_url"],
+        result_url_at=row["result_url_at"],
     )

@@ -117,7 +117,7 @@ def failure_reply(job: Job, problem: str) -> Message:
     }
 
 
-def result_card(job: Job, images: Sequence[JobImage]) -> Message:
+def result_card(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -> Message:
     """The result card posted after the upload: the recipe of what was made."""
     made = [image for image in images if image.file_id]
     seeds = ", ".join(str(image.seed) for image in made) or str(job.seed)
@@ -130,12 +130,20 @@ def result_card(job: Job, images: Sequence[JobImage]) -> Message:
         f"*Job:* `{job.id}`",
         f"*By:* <@{job.user_id}>",
     ]
+    references = job.params.get("references") or []
+    if references:
+        fields.append(f"*References:* {len(references)}")
     blocks: list[dict[str, Any]] = [
         _section(f"*Prompt*\n{_quote(job.prompt)}"),
         {"type": "section", "fields": [{"type": "mrkdwn", "text": text} for text in fields]},
     ]
+    if parent is not None:
+        blocks.append(_context(f"↳ from job `{parent.id}` by <@{parent.user_id}>"))
     failed = [image for image in images if image.error]
     notes = list(job.notes)
+    left_out = job.params.get("left_out") or []
+    if left_out:
+        notes.append(f"Left out (over the 10-reference limit): {', '.join(left_out)}")
     if failed:
         notes.append(f"{len(failed)} of {len(images)} images failed: {escape(failed[0].error or '')}")
     if notes:

@@ -5,9 +5,10 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.services import Services
-from handlers import commands
+from handlers import commands, messages
 
 
 def register(app: AsyncApp, services: Services) -> None:
     """Wire every listener onto `app`."""
     commands.register(app, services)
+    messages.register(app, services)

@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator
+import sqlite3
 from pathlib import Path
 
 import pytest
 
-from bot.store import ImageState, JobState, NewJob, Store
+from bot.store import _MIGRATIONS, ImageState, JobState, NewJob, Store
 
 
 @pytest.fixture
@@ -37,11 +38,38 @@ async def test_schema_is_versioned_and_reopening_keeps_data(tmp_path: Path) -> N
     path = tmp_path / "db.sqlite3"
     first = await Store.open(path)
     await first.insert_job(new_job())
-    assert await first.schema_version() == 1
+    assert await first.schema_version() == 2
     await first.close()
     second = await Store.open(path)
     assert [job.id for job in await second.unfinished_jobs()] == ["j1"]
     await second.close()
+
+
+async def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
+    path = tmp_path / "db.sqlite3"
+    with sqlite3.connect(path) as db:
+        db.executescript(_MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+        db.execute(
+            "INSERT INTO generations (id, team_id, channel_id, user_id, prompt, model, size, seed, seed_given, n,"
+            " state, created_at) VALUES ('old', 'T1', 'C1', 'U1', 'fox', 'm', '2K', 1, 0, 1, 'uploaded', 0)"
+        )
+    store = await Store.open(path)
+    try:
+        assert await store.schema_version() == len(_MIGRATIONS)
+        old = await store.get_job("old")
+        assert old is not None
+        assert old.prompt == "fox"
+    finally:
+        await store.close()
+
+
+async def test_thread_jobs_find_a_threads_jobs_newest_first(store: Store) -> None:
+    await store.insert_job(new_job("first"))
+    await store.insert_job(new_job("second"))
+    await store.set_status_ts("first", "5.0", thread_ts="5.0")
+    await store.set_status_ts("second", "5.1", thread_ts="5.0")
+    assert [job.id for job in await store.thread_jobs("C1", "5.0")] == ["second", "first"]
+    assert await store.thread_jobs("C1", "9.9") == []
 
 
 async def test_job_lifecycle_is_recorded(store: Store) -> None:
@@ -54,7 +82,7 @@ async def test_job_lifecycle_is_recorded(store: Store) -> None:
     await store.set_status_ts("j1", "1.5", thread_ts="1.5")
     await store.mark_running("j1", ["a note"])
     await store.set_generation_id("j1", 0, "gen-0")
-    await store.set_image_outcome("j1", 0, error=None)
+    await store.set_image_outcome("j1", 0, error=None, result_url="https://oxen/result.png")
     await store.set_image_outcome("j1", 1, error="blocked")
     await store.set_file_ids("j1", {0: "F1"})
     await store.finish("j1", JobState.UPLOADED)
@@ -68,6 +96,8 @@ async def test_job_lifecycle_is_recorded(store: Store) -> None:
         "gen-0",
         "F1",
     )
+    assert images[0].result_url == "https://oxen/result.png"
+    assert images[0].result_url_at is not None
     assert (images[1].state, images[1].error) == (ImageState.FAILED, "blocked")
     assert [job.id for job in await store.unfinished_jobs()] == ["j1"], "no result card yet"
     await store.set_card_ts("j1", "1.6")

@@ -1,0 +1,81 @@
+"""Inspecting and normalising reference images with Pillow before they are hosted for Oxen.
+
+Seedream takes JPEG/PNG (and more, on some providers); the common safe ground (oxen-api.md §5.4,
+Decisions 3) is JPEG or PNG, at most 10 MB, at most 4096 px on the long side, sides over 14 px and
+an aspect ratio within 1:16 to 16:1. Anything else is converted, or refused with a reason.
+"""
+
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+from PIL import Image, ImageOps, UnidentifiedImageError
+
+MAX_HOSTED_BYTES = 10 * 1024 * 1024
+MAX_LONG_SIDE = 4096
+MIN_SIDE = 15
+MAX_PIXELS = 64_000_000
+_HEIF_BRANDS = (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypmif1", b"ftypmsf1", b"ftypavif")
+
+
+class ImageRejectedError(ValueError):
+    """The bytes cannot be used as a reference; the message says why, for the user."""
+
+
+@dataclass(frozen=True)
+class PreparedImage:
+    """Image bytes in a format every Seedream provider accepts."""
+
+    data: bytes
+    mimetype: str
+
+    @property
+    def extension(self) -> str:
+        """File extension matching the mimetype."""
+        return ".png" if self.mimetype == "image/png" else ".jpg"
+
+
+def prepare_image(data: bytes, name: str) -> PreparedImage:
+    """Validate `data` as an image and convert it when needed; raises ImageRejectedError naming `name`."""
+    if data[4:12] in _HEIF_BRANDS:
+        raise ImageRejectedError(
+            f"“{name}” is a HEIC/HEIF photo, which Dreamboard can't convert yet; share it as JPEG or PNG."
+        )
+    try:
+        image = Image.open(io.BytesIO(data))
+        width, height = image.size
+    except (UnidentifiedImageError, OSError):
+        raise ImageRejectedError(f"“{name}” is not an image Dreamboard can read.") from None
+    if width * height > MAX_PIXELS:
+        raise ImageRejectedError(f"“{name}” is {width}×{height}, too large to use as a reference.")
+    if min(width, height) < MIN_SIDE:
+        raise ImageRejectedError(
+            f"“{name}” is {width}×{height}; references need sides of at least {MIN_SIDE} px."
+        )
+    if max(width, height) > 16 * min(width, height):
+        raise ImageRejectedError(f"“{name}” is {width}×{height}; references must be between 1:16 and 16:1.")
+    fits = max(width, height) <= MAX_LONG_SIDE and len(data) <= MAX_HOSTED_BYTES
+    if image.format in ("JPEG", "PNG") and fits:
+        return PreparedImage(data, "image/jpeg" if image.format == "JPEG" else "image/png")
+    return _reencode(image, name)
+
+
+def _reencode(image: Image.Image, name: str) -> PreparedImage:
+    try:
+        image.seek(0)
+        image = ImageOps.exif_transpose(image)
+        image.thumbnail((MAX_LONG_SIDE, MAX_LONG_SIDE))
+        has_alpha = image.mode in ("RGBA", "LA") or (image.mode == "P" and "transparency" in image.info)
+        output = io.BytesIO()
+        if has_alpha:
+            image.convert("RGBA").save(output, format="PNG", optimize=True)
+            mimetype = "image/png"
+        else:
+            image.convert("RGB").save(output, format="JPEG", quality=90)
+            mimetype = "image/jpeg"
+    except (OSError, ValueError):
+        raise ImageRejectedError(f"“{name}” could not be converted to JPEG or PNG.") from None
+    if output.tell() > MAX_HOSTED_BYTES:
+        raise ImageRejectedError(f"“{name}” is still over 10 MB after converting it.")
+    return PreparedImage(output.getvalue(), mimetype)

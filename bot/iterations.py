@@ -1,0 +1,107 @@
+"""Iterations: thread replies, @mentions and DMs that become jobs (the thread is where images evolve)."""
+
+from __future__ import annotations
+
+import logging
+import re
+from collections.abc import Mapping
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import views
+from bot.intake import CapReachedError, Intake, NotInChannelError
+from bot.references import ReferenceError, References
+from bot.requests import RequestError, parse_request
+from bot.slack_messages import slack_error
+from bot.store import Store
+
+log = logging.getLogger(__name__)
+
+_HANDLED_SUBTYPES = frozenset({None, "file_share", "thread_broadcast"})
+_EMOJI_ONLY = re.compile(r"^(\s*:[\w+'-]+:\s*)+$")
+
+
+def is_noise(event: Mapping[str, Any], bot_user_id: str | None) -> bool:
+    """Messages Dreamboard never answers: bots (itself included), edits, deletions, joins, emoji-only text."""
+    if event.get("subtype") not in _HANDLED_SUBTYPES or event.get("bot_id"):
+        return True
+    if not event.get("user") or event.get("user") == bot_user_id:
+        return True
+    text = strip_mention(str(event.get("text") or ""), bot_user_id)
+    return not event.get("files") and (not text.strip() or bool(_EMOJI_ONLY.match(text)))
+
+
+def strip_mention(text: str, bot_user_id: str | None) -> str:
+    """The text without the bot's own `<@U…>` mentions."""
+    if not bot_user_id:
+        return text
+    return re.sub(rf"<@{re.escape(bot_user_id)}(\|[^>]*)?>", " ", text).strip()
+
+
+class Iterations:
+    """Decides whether a message is addressed to Dreamboard and turns it into a job."""
+
+    def __init__(
+        self, *, store: Store, intake: Intake, references: References, slack: AsyncWebClient
+    ) -> None:
+        self._store = store
+        self._intake = intake
+        self._references = references
+        self._slack = slack
+
+    async def handle(self, event: Mapping[str, Any], *, team_id: str, bot_user_id: str | None) -> None:
+        """Handle a `message` or `app_mention` event (both may arrive for one message; one job results)."""
+        if is_noise(event, bot_user_id):
+            return
+        channel, ts = str(event["channel"]), str(event["ts"])
+        thread_ts = event.get("thread_ts")
+        mentioned = bool(bot_user_id) and f"<@{bot_user_id}" in str(event.get("text") or "")
+        direct = event.get("channel_type") == "im"
+        thread_jobs = await self._store.thread_jobs(channel, str(thread_ts)) if thread_ts else []
+        if not (mentioned or direct or thread_jobs):
+            return
+        if not await self._store.claim_event(f"message:{channel}:{ts}"):
+            return
+        user = str(event["user"])
+        text = strip_mention(str(event.get("text") or ""), bot_user_id)
+        files = [file for file in event.get("files") or [] if isinstance(file, Mapping)]
+        reply_in = str(thread_ts or ts)
+        if text.lower() in ("", "help", "--help") and not files:
+            await self._ephemeral(channel, user, reply_in, views.help_message())
+            return
+        try:
+            request = parse_request(text, self._intake.limits_for())
+            collected = await self._references.collect(
+                channel_id=channel,
+                thread_ts=str(thread_ts) if thread_ts else None,
+                message_ts=ts,
+                attached=files,
+                thread_jobs=thread_jobs,
+                fresh=request.fresh,
+            )
+            await self._intake.start_job(
+                request,
+                team_id=str(event.get("team") or team_id),
+                channel_id=channel,
+                user_id=user,
+                thread_ts=reply_in,
+                references=collected,
+            )
+        except RequestError as exc:
+            await self._ephemeral(channel, user, reply_in, views.error_message(str(exc)))
+        except ReferenceError as exc:
+            await self._ephemeral(
+                channel, user, reply_in, views.notice(f":warning: {views.escape(str(exc))}")
+            )
+        except CapReachedError as exc:
+            await self._ephemeral(channel, user, reply_in, views.cap_reached(exc.queued, text))
+        except NotInChannelError:
+            log.warning("cannot post in %s although a message arrived from it", channel)
+
+    async def _ephemeral(self, channel: str, user: str, thread_ts: str, message: views.Message) -> None:
+        try:
+            await self._slack.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
+        except SlackApiError as exc:
+            log.warning("ephemeral reply in %s failed: %s", channel, slack_error(exc))

@@ -1,0 +1,111 @@
+"""Making reference images fetchable by Oxen, whose servers download every `input_image` URL.
+
+Slack files are private, so each reference is re-hosted by one strategy (oxen-api.md, Decisions 3):
+- `public_url`: this bot serves the bytes under PUBLIC_BASE_URL at an HMAC-signed URL that expires
+  (references stay private; the bot must be reachable from the internet);
+- `oxen_repo`: the bytes are committed to OXEN_REFERENCE_REPO (works anywhere; a public repo makes
+  every reference world-readable, and every upload is a commit);
+- `data_uri`: the bytes travel inline as `data:` URIs (explicit opt-in: documented by Oxen, but
+  reported failing by a client).
+Fresh Oxen result URLs are reused for previous results whatever the strategy (see references.py).
+"""
+
+from __future__ import annotations
+
+import base64
+import hashlib
+import hmac
+import time
+from pathlib import Path
+from typing import Protocol
+
+from bot.config import ReferenceHosting, Settings
+from bot.images import PreparedImage
+from bot.oxen import OxenClient
+
+URL_LIFETIME = 3600
+
+
+class ReferenceHost(Protocol):
+    """Turns image bytes into a URL Oxen can fetch."""
+
+    description: str
+
+    async def publish(self, image: PreparedImage, key: str) -> str:
+        """A fetchable URL for `image`, stored under the content key `key`."""
+        ...
+
+
+class SignedUrlHost:
+    """Serves cached bytes itself, under `{PUBLIC_BASE_URL}/refs/<key><ext>?exp=…&sig=…`."""
+
+    def __init__(self, base_url: str, secret: bytes, folder: Path, lifetime: int = URL_LIFETIME) -> None:
+        self._base = base_url.rstrip("/")
+        self._secret = secret
+        self._folder = folder
+        self._lifetime = lifetime
+        self.description = f"public_url ({self._base}/refs/…, signed, valid {lifetime // 60} min)"
+
+    async def publish(self, image: PreparedImage, key: str) -> str:
+        """Write the bytes to the cache folder (once) and sign a URL for them."""
+        name = key + image.extension
+        path = self._folder / name
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(image.data)
+        expires = int(time.time()) + self._lifetime
+        return f"{self._base}/refs/{name}?exp={expires}&sig={self._sign(name, expires)}"
+
+    def resolve(self, name: str, expires: str, signature: str) -> Path | None:
+        """The file a signed URL names, or None when the signature is wrong or expired."""
+        try:
+            deadline = int(expires)
+        except ValueError:
+            return None
+        if deadline < time.time() or not hmac.compare_digest(self._sign(name, deadline), signature):
+            return None
+        path = self._folder / name
+        return path if path.parent == self._folder and path.is_file() else None
+
+    def _sign(self, name: str, expires: int) -> str:
+        return hmac.new(self._secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+class OxenRepoHost:
+    """Commits the bytes to an Oxen repository and hands out its download URL."""
+
+    def __init__(self, oxen: OxenClient, repo: str) -> None:
+        self._oxen = oxen
+        self._repo = repo
+        self.description = f"oxen_repo ({repo})"
+
+    async def publish(self, image: PreparedImage, key: str) -> str:
+        """Upload to `dreamboard-references/<key><ext>` in the repository."""
+        return await self._oxen.upload_repo_file(
+            self._repo, f"dreamboard-references/{key}{image.extension}", image.data, image.mimetype
+        )
+
+
+class DataUriHost:
+    """Inlines the bytes as a `data:` URI."""
+
+    description = "data_uri (inline, opt-in)"
+
+    async def publish(self, image: PreparedImage, key: str) -> str:
+        """The image as a base64 data URI."""
+        return f"data:{image.mimetype};base64,{base64.b64encode(image.data).decode()}"
+
+
+def build_host(settings: Settings, oxen: OxenClient) -> ReferenceHost | None:
+    """The configured strategy; `auto` prefers public_url, then oxen_repo, and never picks data_uri."""
+    choice = settings.reference_hosting
+    if choice is ReferenceHosting.DATA_URI:
+        return DataUriHost()
+    if settings.public_base_url and choice in (ReferenceHosting.AUTO, ReferenceHosting.PUBLIC_URL):
+        secret = hmac.new(
+            settings.slack_bot_token.get_secret_value().encode(), b"dreamboard reference urls", hashlib.sha256
+        ).digest()
+        return SignedUrlHost(settings.public_base_url, secret, settings.data_dir / "refs")
+    if settings.oxen_reference_repo and choice in (ReferenceHosting.AUTO, ReferenceHosting.OXEN_REPO):
+        return OxenRepoHost(oxen, settings.oxen_reference_repo)
+    return None

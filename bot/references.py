@@ -1,0 +1,226 @@
+"""Reference images for an iteration: which ones, in which order, and the URLs Oxen fetches.
+
+Order (at most 10): images attached to the message; the thread's current base (the newest result);
+other images people attached earlier in the thread, newest first. Candidates are fetched and
+checked when the message arrives (so a bad file is refused before any job exists) and cached by
+content; URLs are made when the job runs, because hosted and Oxen result URLs expire.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.images import ImageRejectedError, PreparedImage, prepare_image
+from bot.model_schema import MAX_REFERENCES
+from bot.oxen import OxenClient, OxenError
+from bot.reference_hosting import ReferenceHost
+from bot.slack_files import ReferenceFetchError, SlackFileReader, file_name
+from bot.store import ImageState, Job, Store
+
+FRESH_RESULT_URL = 20 * 60
+
+
+class ReferenceError(ValueError):
+    """A reference cannot be used; the message is for the user and names the file."""
+
+
+@dataclass(frozen=True)
+class ReferenceSource:
+    """Where one reference comes from; stored with the job so it can be resolved again later."""
+
+    kind: Literal["file", "result"]
+    name: str
+    file_id: str | None = None
+    key: str | None = None
+    mimetype: str | None = None
+    job_id: str | None = None
+    idx: int | None = None
+
+    def to_json(self) -> dict[str, Any]:
+        """A JSON-ready dict (for the job's params)."""
+        return {key: value for key, value in asdict(self).items() if value is not None}
+
+    @classmethod
+    def from_json(cls, data: Mapping[str, Any]) -> ReferenceSource:
+        """The inverse of to_json."""
+        return cls(**data)
+
+
+@dataclass(frozen=True)
+class Collected:
+    """The references chosen for a message, those left out by the cap, and the base's job."""
+
+    sources: list[ReferenceSource]
+    left_out: list[str]
+    parent_id: str | None
+
+
+class References:
+    """Chooses, fetches, caches and publishes reference images."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        oxen: OxenClient,
+        slack: AsyncWebClient,
+        reader: SlackFileReader,
+        host: ReferenceHost | None,
+        cache: Path,
+        max_bytes: int,
+    ) -> None:
+        self._store = store
+        self._oxen = oxen
+        self._slack = slack
+        self._reader = reader
+        self._host = host
+        self._cache = cache
+        self._max_bytes = max_bytes
+
+    @property
+    def host_description(self) -> str:
+        """The hosting strategy in use, for the start-up log."""
+        return self._host.description if self._host else "none (attachments cannot be used as references)"
+
+    async def collect(
+        self,
+        *,
+        channel_id: str,
+        thread_ts: str | None,
+        message_ts: str,
+        attached: Sequence[Mapping[str, Any]],
+        thread_jobs: Sequence[Job],
+        fresh: bool,
+    ) -> Collected:
+        """Choose this message's references and fetch the files among them; raises ReferenceError."""
+        ordered: list[Mapping[str, Any] | ReferenceSource] = list(attached)
+        base, parent_id = (None, None) if fresh else await self._base(thread_jobs)
+        if base is not None:
+            ordered.append(base)
+        if thread_ts and not fresh:
+            ordered += await self._earlier_files(channel_id, thread_ts, message_ts)
+        kept, dropped = ordered[:MAX_REFERENCES], ordered[MAX_REFERENCES:]
+        sources = []
+        for candidate in kept:
+            if isinstance(candidate, ReferenceSource):
+                sources.append(candidate)
+            else:
+                sources.append(await self._fetch_attachment(candidate))
+        if parent_id is not None and base not in kept:
+            parent_id = None
+        left_out = [item.name if isinstance(item, ReferenceSource) else file_name(item) for item in dropped]
+        return Collected(sources, left_out, parent_id)
+
+    async def resolve(self, sources: Sequence[ReferenceSource]) -> list[str]:
+        """URLs Oxen can fetch, in order; raises ReferenceError when one cannot be made."""
+        return [await self._url(source) for source in sources]
+
+    async def _base(self, thread_jobs: Sequence[Job]) -> tuple[ReferenceSource | None, str | None]:
+        for job in thread_jobs:
+            for image in await self._store.images(job.id):
+                if image.file_id and image.state is ImageState.SUCCEEDED:
+                    name = f"the latest result (job {job.id})"
+                    source = ReferenceSource(
+                        "result", name, file_id=image.file_id, job_id=job.id, idx=image.idx
+                    )
+                    return source, job.id
+        return None, None
+
+    async def _earlier_files(
+        self, channel_id: str, thread_ts: str, message_ts: str
+    ) -> list[Mapping[str, Any]]:
+        response = await self._slack.conversations_replies(channel=channel_id, ts=thread_ts, limit=200)
+        found: list[Mapping[str, Any]] = []
+        for message in reversed(response.get("messages") or []):
+            if (
+                message.get("ts") == message_ts
+                or message.get("bot_id")
+                or message.get("subtype") == "bot_message"
+            ):
+                continue
+            found += [
+                f for f in message.get("files") or [] if str(f.get("mimetype", "")).startswith("image/")
+            ]
+        return found
+
+    async def _fetch_attachment(self, file: Mapping[str, Any]) -> ReferenceSource:
+        if self._host is None:
+            raise ReferenceError(
+                f"“{file_name(file)}” can't be used: this Dreamboard has nowhere to host reference images. "
+                "An admin can set PUBLIC_BASE_URL or OXEN_REFERENCE_REPO (see the README)."
+            )
+        image = await self._download(file)
+        key = hashlib.sha256(image.data).hexdigest()[:32]
+        self._cache_write(key, image)
+        return ReferenceSource(
+            "file", file_name(file), file_id=file.get("id"), key=key, mimetype=image.mimetype
+        )
+
+    async def _download(self, file: Mapping[str, Any]) -> PreparedImage:
+        try:
+            complete = await self._reader.complete(file)
+            data = await self._reader.download(complete, max_bytes=self._max_bytes)
+            return await asyncio.to_thread(prepare_image, data, file_name(complete))
+        except (ReferenceFetchError, ImageRejectedError) as exc:
+            raise ReferenceError(str(exc)) from None
+
+    def _cache_path(self, key: str, mimetype: str) -> Path:
+        return self._cache / (key + (".png" if mimetype == "image/png" else ".jpg"))
+
+    def _cache_write(self, key: str, image: PreparedImage) -> None:
+        path = self._cache_path(key, image.mimetype)
+        if not path.exists():
+            path.parent.mkdir(parents=True, exist_ok=True)
+            path.write_bytes(image.data)
+
+    async def _url(self, source: ReferenceSource) -> str:
+        if source.kind == "result":
+            fresh = await self._fresh_result_url(source)
+            if fresh is not None:
+                return fresh
+        if self._host is None:
+            raise ReferenceError(
+                f"{source.name} has expired at Oxen.ai and this Dreamboard has nowhere to host it again. "
+                "An admin can set PUBLIC_BASE_URL or OXEN_REFERENCE_REPO (see the README)."
+            )
+        image = self._cached(source)
+        if image is None:
+            if source.file_id is None:
+                raise ReferenceError(f"{source.name} is no longer available.")
+            image = await self._download({"id": source.file_id, "name": source.name})
+        key = source.key or hashlib.sha256(image.data).hexdigest()[:32]
+        return await self._host.publish(image, key)
+
+    def _cached(self, source: ReferenceSource) -> PreparedImage | None:
+        if source.key is None or source.mimetype is None:
+            return None
+        path = self._cache_path(source.key, source.mimetype)
+        if not path.is_file():
+            return None
+        return PreparedImage(path.read_bytes(), source.mimetype)
+
+    async def _fresh_result_url(self, source: ReferenceSource) -> str | None:
+        """Reuse Oxen's own URL for a previous result while it is fresh (asking Oxen again when it is not)."""
+        if source.job_id is None or source.idx is None:
+            return None
+        image = next((i for i in await self._store.images(source.job_id) if i.idx == source.idx), None)
+        if image is None or image.oxen_generation_id is None:
+            return None
+        if image.result_url and image.result_url_at and time.time() - image.result_url_at < FRESH_RESULT_URL:
+            return image.result_url
+        try:
+            row = await self._oxen.poll(image.oxen_generation_id)
+        except OxenError:
+            return None
+        if row.status != "succeeded" or not row.result_url:
+            return None
+        await self._store.set_image_outcome(source.job_id, source.idx, error=None, result_url=row.result_url)
+        return row.result_url

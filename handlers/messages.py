@@ -1,0 +1,19 @@
+"""Thread replies, @mentions and DMs: each may start an iteration (see bot/iterations.py)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+
+from bot.services import Services
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    """Listen to every message and to mentions; edits and deletions are dropped cheaply."""
+
+    async def on_message(event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await services.iterations.handle(event, team_id=str(context.team_id), bot_user_id=context.bot_user_id)
+
+    app.event("message")(on_message)
+    app.event("app_mention")(on_message)
