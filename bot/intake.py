@@ -103,8 +103,9 @@ class Intake:
             )
         )
         try:
-            ts = await self._messages.post_status(job, position=self._runner.next_position())
+            ts = await self._messages.post_status(job, position=self._runner.reserve_position())
         except SlackApiError as exc:
+            self._runner.release_position()
             await self._store.discard_unstarted(job.id)
             if slack_error(exc) in NOT_A_MEMBER:
                 raise NotInChannelError from None

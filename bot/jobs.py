@@ -66,6 +66,7 @@ class JobRunner:
         self._delivering: set[str] = set()
         self._finished: Counter[str] = Counter()
         self._accepting = False
+        self._reserved = 0
         metrics.gauge("dreamboard_jobs", "state", self._state_counts)
 
     async def start(self) -> None:
@@ -82,16 +83,26 @@ class JobRunner:
         """How many of this user's jobs are waiting for a slot."""
         return len(self._waiting.get((team_id, user_id), ()))
 
-    def next_position(self) -> int:
-        """The queue position a job submitted now would have."""
-        return sum(len(queue) for queue in self._waiting.values()) + 1
+    def reserve_position(self) -> int:
+        """Hold a place in line for a job being announced; `submit` (or `release_position`) ends it."""
+        self._reserved += 1
+        return self._waiting_count() + self._reserved
+
+    def release_position(self) -> None:
+        """Give back a reserved place whose job will not be submitted."""
+        self._reserved = max(0, self._reserved - 1)
 
     def submit(self, job: Job) -> None:
-        """Queue a stored job."""
+        """Queue a stored job (after shutdown began it stays queued in the store and resumes on start)."""
+        self.release_position()
         if not self._accepting:
-            raise RuntimeError("the job runner is not accepting work")
+            log.info("job %s stays queued until the next start", job.id)
+            return
         self._waiting.setdefault((job.team_id, job.user_id), deque()).append(job.id)
         self._pump()
+
+    def _waiting_count(self) -> int:
+        return sum(len(queue) for queue in self._waiting.values())
 
     async def stop(self, grace: float = 20.0) -> None:
         """Stop taking work; cancel jobs that are waiting on Oxen (their state is recorded) and give
@@ -109,7 +120,7 @@ class JobRunner:
             await asyncio.gather(*tasks, return_exceptions=True)
 
     def _state_counts(self) -> dict[str, float]:
-        counts: dict[str, float] = {"queued": self.next_position() - 1, "running": len(self._running)}
+        counts: dict[str, float] = {"queued": self._waiting_count(), "running": len(self._running)}
         counts.update({state: float(count) for state, count in self._finished.items()})
         return counts
 

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import json
 import sqlite3
 import time
@@ -161,6 +162,7 @@ class Store:
     def __init__(self, db: aiosqlite.Connection) -> None:
         self._db = db
         self._open = True
+        self._writing = asyncio.Lock()
 
     @classmethod
     async def open(cls, path: Path) -> Store:
@@ -185,6 +187,11 @@ class Store:
             self._open = False
             await self._db.close()
 
+    async def _write(self, sql: str, parameters: tuple[Any, ...]) -> aiosqlite.Cursor:
+        """Run one write; the lock keeps it out of another coroutine's open transaction."""
+        async with self._writing:
+            return await self._db.execute(sql, parameters)
+
     async def _migrate(self) -> None:
         async with self._db.execute("PRAGMA user_version") as cursor:
             row = await cursor.fetchone()
@@ -204,18 +211,25 @@ class Store:
 
     async def claim_event(self, key: str) -> bool:
         """Record that `key` was handled; False when it already was (a duplicate delivery)."""
-        cursor = await self._db.execute(
+        cursor = await self._write(
             "INSERT OR IGNORE INTO processed_events (key, created_at) VALUES (?, ?)", (key, time.time())
         )
         return cursor.rowcount == 1
 
     async def prune_events(self, older_than: float) -> None:
         """Forget dedupe keys older than `older_than` (Unix time)."""
-        await self._db.execute("DELETE FROM processed_events WHERE created_at < ?", (older_than,))
+        await self._write("DELETE FROM processed_events WHERE created_at < ?", (older_than,))
 
     async def insert_job(self, job: NewJob) -> Job:
         """Store a queued job and its images (seeds seed, seed+1, …)."""
         now = time.time()
+        async with self._writing:
+            await self._transaction_insert(job, now)
+        stored = await self.get_job(job.id)
+        assert stored is not None
+        return stored
+
+    async def _transaction_insert(self, job: NewJob, now: float) -> None:
         await self._db.execute("BEGIN")
         try:
             await self._db.execute(
@@ -236,13 +250,10 @@ class Store:
         except BaseException:
             await self._db.execute("ROLLBACK")
             raise
-        stored = await self.get_job(job.id)
-        assert stored is not None
-        return stored
 
     async def discard_unstarted(self, job_id: str) -> None:
         """Delete a job that never left `queued` and produced nothing (e.g. its channel refused us)."""
-        await self._db.execute("DELETE FROM generations WHERE id = ? AND state = 'queued'", (job_id,))
+        await self._write("DELETE FROM generations WHERE id = ? AND state = 'queued'", (job_id,))
 
     async def get_job(self, job_id: str) -> Job | None:
         """One job by id."""
@@ -290,14 +301,14 @@ class Store:
 
     async def set_status_ts(self, job_id: str, ts: str, *, thread_ts: str) -> None:
         """Remember the status message (and the thread it anchors)."""
-        await self._db.execute(
+        await self._write(
             "UPDATE generations SET status_ts = ?, thread_ts = COALESCE(thread_ts, ?) WHERE id = ?",
             (ts, thread_ts, job_id),
         )
 
     async def mark_running(self, job_id: str, notes: Sequence[str]) -> None:
         """queued → running, with the notes about flags the model's schema could not honour."""
-        await self._db.execute(
+        await self._write(
             "UPDATE generations SET state = 'running', notes = ?, started_at = COALESCE(started_at, ?)"
             " WHERE id = ? AND state IN ('queued', 'running')",
             (json.dumps(list(notes)), time.time(), job_id),
@@ -305,7 +316,7 @@ class Store:
 
     async def set_generation_id(self, job_id: str, idx: int, generation_id: str) -> None:
         """Record an Oxen generation id: from now on the image is polled, never re-submitted."""
-        await self._db.execute(
+        await self._write(
             "UPDATE generation_images SET oxen_generation_id = ?, state = 'submitted'"
             " WHERE job_id = ? AND idx = ?",
             (generation_id, job_id, idx),
@@ -316,7 +327,7 @@ class Store:
     ) -> None:
         """Mark an image succeeded (with the URL Oxen gave, remembered for reuse as a reference) or failed."""
         state = ImageState.FAILED if error else ImageState.SUCCEEDED
-        await self._db.execute(
+        await self._write(
             "UPDATE generation_images SET state = ?, error = ?, result_url = ?, result_url_at = ?"
             " WHERE job_id = ? AND idx = ?",
             (state, error, result_url, time.time() if result_url else None, job_id, idx),
@@ -324,21 +335,22 @@ class Store:
 
     async def set_file_ids(self, job_id: str, file_ids: dict[int, str]) -> None:
         """Record the Slack file ids of uploaded images (before the upload is completed)."""
-        await self._db.executemany(
-            "UPDATE generation_images SET file_id = ? WHERE job_id = ? AND idx = ?",
-            [(file_id, job_id, idx) for idx, file_id in file_ids.items()],
-        )
+        async with self._writing:
+            await self._db.executemany(
+                "UPDATE generation_images SET file_id = ? WHERE job_id = ? AND idx = ?",
+                [(file_id, job_id, idx) for idx, file_id in file_ids.items()],
+            )
 
     async def finish(self, job_id: str, state: JobState, *, error: str | None = None) -> None:
         """running → uploaded, failed or cancelled."""
-        await self._db.execute(
+        await self._write(
             "UPDATE generations SET state = ?, error = ?, finished_at = ? WHERE id = ?",
             (state, error, time.time(), job_id),
         )
 
     async def set_card_ts(self, job_id: str, ts: str) -> None:
         """Remember the result card message."""
-        await self._db.execute("UPDATE generations SET card_ts = ? WHERE id = ?", (ts, job_id))
+        await self._write("UPDATE generations SET card_ts = ? WHERE id = ?", (ts, job_id))
 
     async def count_by_state(self) -> dict[str, int]:
         """Number of jobs in each state."""

@@ -10,6 +10,7 @@ import uuid
 from dataclasses import dataclass
 from typing import Any, Literal
 
+import aiohttp
 from aiohttp import web
 
 from tests.fakes.images import dimensions, render_png
@@ -138,6 +139,8 @@ class FakeOxen:
         self._fail_next: list[str] = []
         self._released = asyncio.Event()
         self._released.set()
+        self.repo_files: dict[str, bytes] = {}
+        self.fetched_references: list[list[bytes]] = []
         self._runner: web.AppRunner | None = None
 
     async def __aenter__(self) -> FakeOxen:
@@ -149,6 +152,9 @@ class FakeOxen:
         app.router.add_post("/api/ai/images/generate", self._sync)
         app.router.add_post("/api/ai/images/edit", self._sync)
         app.router.add_get("/results/{name}", self._result)
+        app.router.add_put("/api/repos/{namespace}/{repo}/file/{branch}/{path:.*}", self._repo_put)
+        app.router.add_get("/api/repos/{namespace}/{repo}/file/{branch}/{path:.*}", self._repo_get)
+        self._http = aiohttp.ClientSession()
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
         await self._runner.setup()
         site = web.TCPSite(self._runner, "127.0.0.1", 0)
@@ -158,6 +164,7 @@ class FakeOxen:
 
     async def __aexit__(self, *_: object) -> None:
         self._released.set()
+        await self._http.close()
         if self._runner is not None:
             await self._runner.cleanup()
 
@@ -268,7 +275,27 @@ class FakeOxen:
         self._results[generation_id] = png
         return f"{self.root}/results/{generation_id}.png"
 
-    def _advance(self, generation: Generation) -> None:
+    async def _fetch_references(self, params: dict[str, Any]) -> str | None:
+        """Download every reference as Oxen's servers do; a failure message, or None when all worked."""
+        urls: list[str] = []
+        for name in ("input_image", "input_images"):
+            value = params.get(name)
+            urls += value if isinstance(value, list) else [value] if isinstance(value, str) else []
+        fetched: list[bytes] = []
+        for url in urls:
+            if url.startswith("data:"):
+                fetched.append(base64.b64decode(url.split(",", 1)[1]))
+                continue
+            if not url.startswith("http://127.0.0.1:"):
+                return f"Getting model response error: 500 - could not fetch {url}"
+            async with self._http.get(url) as response:
+                if response.status != 200:
+                    return f"{response.status} Client Error: Forbidden for url: {url}"
+                fetched.append(await response.read())
+        self.fetched_references.append(fetched)
+        return None
+
+    async def _advance(self, generation: Generation) -> None:
         if generation.status in ("succeeded", "failed", "cancelled"):
             return
         now = time.time()
@@ -276,7 +303,11 @@ class FakeOxen:
             generation.status, generation.started_at = "processing", now
         if not self._released.is_set() or now - generation.enqueued_at < self.latency:
             return
-        problem = generation.forced_error or self._validate(generation.params)
+        problem = (
+            generation.forced_error
+            or self._validate(generation.params)
+            or await self._fetch_references(generation.params)
+        )
         generation.completed_at = now
         if problem is not None:
             generation.status, generation.error_message = "failed", problem
@@ -361,7 +392,7 @@ class FakeOxen:
         generation = self.generations.get(generation_id) if self.queue_enabled else None
         if generation is None:
             return web.json_response(_envelope(404, "resource_not_found"), status=404)
-        self._advance(generation)
+        await self._advance(generation)
         return web.json_response(self._row(generation))
 
     async def _cancel(self, request: web.Request) -> web.Response:
@@ -384,6 +415,7 @@ class FakeOxen:
         if answer is not None:
             return answer
         problem = self._fail_next.pop(0) if self._fail_next else self._validate(params)
+        problem = problem or await self._fetch_references(params)
         if problem is not None:
             status = 404 if problem.startswith("Model not found") else 400
             return web.json_response(_envelope(status, "invalid_params", problem), status=status)
@@ -401,6 +433,38 @@ class FakeOxen:
             {"model": params.get("model"), "created": int(time.time()), "images": [image]}
         )
 
+    async def _repo_put(self, request: web.Request) -> web.Response:
+        """`PUT /api/repos/{ns}/{repo}/file/{branch}/{path}` with a multipart `file` (a commit)."""
+        key = _repo_key(request)
+        fields: dict[str, str] = {}
+        content = b""
+        reader = await request.multipart()
+        async for part in reader:
+            if isinstance(part, aiohttp.BodyPartReader):
+                if part.name == "file":
+                    content = bytes(await part.read())
+                else:
+                    fields[str(part.name)] = await part.text()
+        answer = await self._intercept(request, "PUT repo file", "PUT repo file", {"key": key, **fields})
+        if answer is not None:
+            return answer
+        if not content:
+            return web.json_response(_envelope(400, "invalid_params", "no file"), status=400)
+        self.repo_files[key] = content
+        commit = {
+            "id": uuid.uuid4().hex,
+            "message": fields.get("message", ""),
+            "author": fields.get("name", ""),
+        }
+        return web.json_response({"status": "success", "commit": commit})
+
+    async def _repo_get(self, request: web.Request) -> web.Response:
+        """Files of a public repository download without a key."""
+        content = self.repo_files.get(_repo_key(request))
+        if content is None:
+            return web.json_response(_envelope(404, "resource_not_found"), status=404)
+        return web.Response(body=content, content_type="application/octet-stream")
+
     async def _result(self, request: web.Request) -> web.Response:
         name = request.match_info["name"]
         answer = await self._intercept(request, "GET result", "GET result", {"name": name})
@@ -412,6 +476,11 @@ class FakeOxen:
         if result is None:
             return web.json_response(_envelope(404, "resource_not_found"), status=404)
         return web.Response(body=result, content_type="image/png")
+
+
+def _repo_key(request: web.Request) -> str:
+    info = request.match_info
+    return f"{info['namespace']}/{info['repo']}/{info['branch']}/{info['path']}"
 
 
 def _envelope(status: int, kind: str | None = None, detail: str | None = None) -> dict[str, Any]:

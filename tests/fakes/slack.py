@@ -187,6 +187,34 @@ class FakeSlack:
         self.uploaded_files[file.id] = file
         return self._file_object(file)
 
+    def human_message(
+        self,
+        channel: str,
+        text: str,
+        *,
+        user: str = "U2",
+        thread_ts: str | None = None,
+        files: list[dict[str, Any]] | None = None,
+        channel_type: str = "channel",
+    ) -> dict[str, Any]:
+        """Store a person's message in the conversation; returns the `message` event Slack would send."""
+        message: dict[str, Any] = {"type": "message", "user": user, "text": text, "ts": self._next_ts()}
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        if files:
+            message["files"] = files
+            message["subtype"] = "file_share"
+            message["upload"] = False
+        self._messages.setdefault(channel, []).append(message)
+        return {
+            **message,
+            "channel": channel,
+            "channel_type": channel_type,
+            "team": self.team_id,
+            "event_ts": message["ts"],
+            "client_msg_id": str(uuid.uuid4()),
+        }
+
     def serve_html_instead(self, file_id: str) -> None:
         """Serve the sign-in page for this file even with a valid token."""
         self._html_instead.add(file_id)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import socket
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -15,9 +16,22 @@ from bot.config import Settings, load_settings
 from bot.oxen import RetryPolicy
 from bot.store import Job, JobImage, Store
 from tests.fakes.oxen import FakeOxen
+from tests.fakes.recorder import Call
 from tests.fakes.slack import FakeSlack, SignedResponse
 
 FAST_RETRIES = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
+
+
+def is_card(call: Call) -> bool:
+    """Whether a recorded chat.postMessage is a result card."""
+    return "Result of job" in str(call.params.get("text"))
+
+
+def free_port() -> int:
+    """A loopback port that was free a moment ago (for settings that must name the bot's own URL)."""
+    with socket.socket() as probe:
+        probe.bind(("127.0.0.1", 0))
+        return int(probe.getsockname()[1])
 
 
 @dataclass
@@ -74,6 +88,19 @@ class Harness:
     async def command(self, text: str, **fields: Any) -> SignedResponse:
         """Send a signed `/imagine` as Slack does."""
         return await self.slack.send_command(self.events_url, text, **fields)
+
+    async def generate(self, text: str, **fields: Any) -> str:
+        """Run `/imagine <text>` to completion; returns its thread's root ts."""
+        cards = len([call for call in self.slack.calls_to("chat.postMessage") if is_card(call)])
+        await self.command(text, **fields)
+        await self.slack.wait_for("chat.postMessage", where=is_card, count=cards + 1)
+        job, _ = (await self.jobs())[-1]
+        assert job.thread_ts is not None
+        return job.thread_ts
+
+    async def send(self, event: dict[str, Any], **options: Any) -> SignedResponse:
+        """Deliver a message/mention event to the bot."""
+        return await self.slack.send_event(self.events_url, event, **options)
 
     async def get(self, path: str) -> tuple[int, str]:
         """GET one of the bot's own routes."""

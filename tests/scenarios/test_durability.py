@@ -5,8 +5,7 @@ from __future__ import annotations
 import json
 
 from bot.store import ImageState, JobState
-from tests.fakes.recorder import Call
-from tests.scenarios.harness import Harness
+from tests.scenarios.harness import Harness, is_card
 
 
 async def test_restart_while_oxen_is_working_polls_instead_of_resubmitting(harness: Harness) -> None:
@@ -72,10 +71,6 @@ async def test_restart_before_the_result_card_posts_it_without_uploading_again(h
     assert len([f for f in harness.slack.uploaded_files.values() if f.completed]) == 1
     [(job, _)] = await harness.jobs()
     assert job.card_ts is not None
-
-
-def is_card(call: Call) -> bool:
-    return "Result of job" in str(call.params.get("text"))
 
 
 async def test_over_the_queue_cap_the_user_is_told_and_nothing_is_lost(harness: Harness) -> None:

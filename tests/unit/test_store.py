@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+import asyncio
 import sqlite3
+from collections.abc import AsyncIterator
 from pathlib import Path
 
 import pytest
@@ -50,8 +51,9 @@ async def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None
     with sqlite3.connect(path) as db:
         db.executescript(_MIGRATIONS[0] + "; PRAGMA user_version = 1;")
         db.execute(
-            "INSERT INTO generations (id, team_id, channel_id, user_id, prompt, model, size, seed, seed_given, n,"
-            " state, created_at) VALUES ('old', 'T1', 'C1', 'U1', 'fox', 'm', '2K', 1, 0, 1, 'uploaded', 0)"
+            "INSERT INTO generations (id, team_id, channel_id, user_id, prompt, model, size, seed,"
+            " seed_given, n, state, created_at)"
+            " VALUES ('old', 'T1', 'C1', 'U1', 'fox', 'm', '2K', 1, 0, 1, 'uploaded', 0)"
         )
     store = await Store.open(path)
     try:
@@ -137,3 +139,11 @@ async def test_bad_state_is_refused_by_the_schema(store: Store) -> None:
     job = await store.get_job("j1")
     assert job is not None
     assert job.state is JobState.QUEUED
+
+
+async def test_concurrent_writers_do_not_share_a_transaction(store: Store) -> None:
+    jobs = [store.insert_job(new_job(f"j{index}")) for index in range(20)]
+    claims = [store.claim_event(f"event:{index}") for index in range(20)]
+    results = await asyncio.gather(*jobs, *claims)
+    assert len(results) == 40
+    assert len(await store.unfinished_jobs()) == 20
