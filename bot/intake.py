@@ -79,6 +79,7 @@ class Intake:
         if references is not None:
             params["references"] = [source.to_json() for source in references.sources]
             params["left_out"] = references.left_out
+            params["skipped"] = references.skipped
         if request.seed is None:
             low, high = limits.seed_range
             seed = random.randint(low, high - request.n + 1)

@@ -56,10 +56,12 @@ class ReferenceSource:
 
 @dataclass(frozen=True)
 class Collected:
-    """The references chosen for a message, those left out by the cap, and the base's job."""
+    """The references chosen for a message: those left out by the cap, earlier images that could not
+    be used (with the reason), and the job of the base they iterate on."""
 
     sources: list[ReferenceSource]
     left_out: list[str]
+    skipped: list[str]
     parent_id: str | None
 
 
@@ -107,17 +109,26 @@ class References:
             ordered.append(base)
         if thread_ts and not fresh:
             ordered += await self._earlier_files(channel_id, thread_ts, message_ts)
-        kept, dropped = ordered[:MAX_REFERENCES], ordered[MAX_REFERENCES:]
-        sources = []
-        for candidate in kept:
-            if isinstance(candidate, ReferenceSource):
+        sources: list[ReferenceSource] = []
+        left_out: list[str] = []
+        skipped: list[str] = []
+        for position, candidate in enumerate(ordered):
+            if len(sources) == MAX_REFERENCES:
+                left_out.append(
+                    candidate.name if isinstance(candidate, ReferenceSource) else file_name(candidate)
+                )
+            elif isinstance(candidate, ReferenceSource):
                 sources.append(candidate)
             else:
-                sources.append(await self._fetch_attachment(candidate))
-        if parent_id is not None and base not in kept:
+                try:
+                    sources.append(await self._fetch_attachment(candidate))
+                except ReferenceError as exc:
+                    if position < len(attached):
+                        raise
+                    skipped.append(str(exc))
+        if base is None or base not in sources:
             parent_id = None
-        left_out = [item.name if isinstance(item, ReferenceSource) else file_name(item) for item in dropped]
-        return Collected(sources, left_out, parent_id)
+        return Collected(sources, left_out, skipped, parent_id)
 
     async def resolve(self, sources: Sequence[ReferenceSource]) -> list[str]:
         """URLs Oxen can fetch, in order; raises ReferenceError when one cannot be made."""

@@ -144,6 +144,7 @@ def result_card(job: Job, images: Sequence[JobImage], *, parent: Job | None = No
     left_out = job.params.get("left_out") or []
     if left_out:
         notes.append(f"Left out (over the 10-reference limit): {', '.join(left_out)}")
+    notes += [f"Not used: {reason}" for reason in job.params.get("skipped") or []]
     if failed:
         notes.append(f"{len(failed)} of {len(images)} images failed: {escape(failed[0].error or '')}")
     if notes:

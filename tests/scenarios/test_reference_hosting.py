@@ -1,0 +1,84 @@
+"""Each reference-hosting strategy, end to end: Oxen (the fake) must be able to fetch what it is given."""
+
+from __future__ import annotations
+
+import io
+import time
+
+import aiohttp
+from PIL import Image
+
+from bot.reference_hosting import SignedUrlHost
+from tests.scenarios.harness import Harness, free_port, is_card
+
+
+def png(colour: str) -> bytes:
+    output = io.BytesIO()
+    Image.new("RGB", (40, 30), colour).save(output, format="PNG")
+    return output.getvalue()
+
+
+async def iterate_with_attachment(harness: Harness, image: bytes) -> str:
+    root = await harness.generate("a lighthouse")
+    file = harness.slack.add_file(image, name="ref.png")
+    await harness.send(harness.slack.human_message("C1", "in this style", thread_ts=root, files=[file]))
+    return root
+
+
+async def test_oxen_repo_hosting_uploads_each_reference_once(harness: Harness) -> None:
+    await harness.start(oxen_reference_repo="team/dreamboard-refs")
+    image = png("purple")
+    await iterate_with_attachment(harness, image)
+    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    [upload] = harness.oxen.recorder.calls_to("PUT repo file")
+    assert upload.params["key"].startswith("team/dreamboard-refs/main/dreamboard-references/")
+    attachment_url, result_url = harness.oxen.submissions[-1]["input_image"]
+    assert attachment_url.startswith(harness.oxen.url + "/repos/team/dreamboard-refs/file/main/")
+    assert "/results/" in result_url, "the previous result is passed as Oxen's own fresh URL"
+    assert harness.oxen.fetched_references[-1][0] == image
+
+
+async def test_data_uri_hosting_is_an_explicit_opt_in(harness: Harness) -> None:
+    await harness.start(reference_hosting="data_uri")
+    image = png("orange")
+    await iterate_with_attachment(harness, image)
+    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    attachment_url = harness.oxen.submissions[-1]["input_image"][0]
+    assert attachment_url.startswith("data:image/png;base64,")
+    assert harness.oxen.fetched_references[-1][0] == image
+
+
+async def test_without_hosting_attachments_are_refused_but_results_still_iterate(harness: Harness) -> None:
+    await harness.start()
+    root = await iterate_with_attachment(harness, png("red"))
+    [refusal] = await harness.slack.wait_for("chat.postEphemeral")
+    assert "nowhere to host reference images" in refusal.params["text"]
+    assert "PUBLIC_BASE_URL" in refusal.params["text"]
+
+    await harness.send(harness.slack.human_message("C1", "now at dusk", thread_ts=root))
+    [card] = (await harness.slack.wait_for("chat.postMessage", where=is_card, count=2))[1:]
+    [result_url] = harness.oxen.submissions[-1]["input_image"]
+    assert "/results/" in result_url
+    assert "Not used: “ref.png” can" in str(card.params["blocks"])
+
+
+async def test_signed_reference_urls_expire_and_cannot_be_forged(harness: Harness) -> None:
+    port = free_port()
+    await harness.start(port=port, public_base_url=f"http://127.0.0.1:{port}")
+    await iterate_with_attachment(harness, png("teal"))
+    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    signed = harness.oxen.submissions[-1]["input_image"][0]
+    forged = signed[: signed.rindex("sig=") + 4] + "0" * 64
+    outside = signed.replace("/refs/", "/refs/..%2F")
+    async with aiohttp.ClientSession() as session:
+        async with session.get(signed) as ok:
+            assert ok.status == 200
+        for url in (forged, outside):
+            async with session.get(url) as refused:
+                assert refused.status in (403, 404)
+
+    host = harness.running.services.reference_host if harness.running else None
+    assert isinstance(host, SignedUrlHost)
+    name = signed.split("/refs/")[1].split("?")[0]
+    expired = int(time.time()) - 1
+    assert host.resolve(name, str(expired), host._sign(name, expired)) is None
