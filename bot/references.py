@@ -87,6 +87,15 @@ class References:
         self._cache = cache
         self._max_bytes = max_bytes
 
+    def prune_cache(self, older_than: float) -> int:
+        """Delete cached references unused since `older_than` (re-fetched from Slack when needed again)."""
+        removed = 0
+        for path in self._cache.glob("*.*") if self._cache.is_dir() else ():
+            if path.stat().st_mtime < older_than:
+                path.unlink(missing_ok=True)
+                removed += 1
+        return removed
+
     @property
     def host_description(self) -> str:
         """The hosting strategy in use, for the start-up log."""
@@ -188,7 +197,9 @@ class References:
 
     def _cache_write(self, key: str, image: PreparedImage) -> None:
         path = self._cache_path(key, image.mimetype)
-        if not path.exists():
+        if path.exists():
+            path.touch()
+        else:
             path.parent.mkdir(parents=True, exist_ok=True)
             path.write_bytes(image.data)
 
@@ -216,6 +227,7 @@ class References:
         path = self._cache_path(source.key, source.mimetype)
         if not path.is_file():
             return None
+        path.touch()
         return PreparedImage(path.read_bytes(), source.mimetype)
 
     async def _fresh_result_url(self, source: ReferenceSource) -> str | None:

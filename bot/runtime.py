@@ -20,6 +20,7 @@ from handlers import register
 log = logging.getLogger(__name__)
 
 DEDUPE_WINDOW = 24 * 3600.0
+REFERENCE_CACHE_DAYS = 7
 
 
 @dataclass
@@ -69,7 +70,9 @@ async def start(settings: Settings, *, oxen_retry: RetryPolicy | None = None) ->
 
 
 async def _housekeeping(services: Services) -> None:
-    """Forget dedupe keys once Slack can no longer retry them (its last retry comes after ~5 minutes)."""
+    """Forget dedupe keys once Slack can no longer retry them (its last retry comes after ~5 minutes),
+    and drop cached reference images nobody used for a week."""
     while True:
         await services.store.prune_events(older_than=time.time() - DEDUPE_WINDOW)
+        await asyncio.to_thread(services.references.prune_cache, time.time() - REFERENCE_CACHE_DAYS * 86400)
         await asyncio.sleep(3600)

@@ -220,3 +220,24 @@ async def test_replies_in_a_row_queue_with_their_positions(harness: Harness) -> 
     harness.oxen.release()
     await harness.slack.wait_for("chat.postMessage", where=is_card, count=5)
     assert [body["prompt"] for body in harness.oxen.submissions][2:] == ["bluer", "greener", "redder"]
+
+
+async def test_files_over_the_size_cap_are_refused_before_downloading(harness: Harness) -> None:
+    await start_public(harness, max_reference_mb=0.001)
+    root = await harness.generate("a lighthouse")
+    file = harness.slack.add_file(png("red", (256, 256)) + b"\0" * 2048, name="huge.png")
+    await harness.send(harness.slack.human_message("C1", "use this", thread_ts=root, files=[file]))
+    [ephemeral] = await harness.slack.wait_for("chat.postEphemeral")
+    assert "“huge.png” is too large" in ephemeral.params["text"]
+    assert harness.slack.calls_to("file_download") == []
+
+
+async def test_a_pasted_link_to_a_file_elsewhere_is_never_fetched(harness: Harness) -> None:
+    await start_public(harness)
+    root = await harness.generate("a lighthouse")
+    elsewhere = harness.slack.add_file(png("red"), name="secret.png", channel="CPRIVATE")
+    text = f"like <{elsewhere['url_private']}|this one>"
+    await harness.send(harness.slack.human_message("C1", text, thread_ts=root))
+    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    assert harness.slack.calls_to("file_download") == []
+    assert len(harness.oxen.submissions[-1]["input_image"]) == 1
