@@ -25,6 +25,14 @@ class JobState(StrEnum):
     CANCELLED = "cancelled"
 
 
+class MessageKind(StrEnum):
+    """Dreamboard's messages about a job: reactions on any of them act on the job."""
+
+    STATUS = "status"
+    CARD = "card"
+    UPLOAD = "upload"
+
+
 class ImageState(StrEnum):
     """One image of a job, as far as Oxen is concerned."""
 
@@ -84,6 +92,22 @@ _MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX generations_by_thread ON generations (channel_id, thread_ts, created_at DESC);
     ALTER TABLE generation_images ADD COLUMN result_url TEXT;
     ALTER TABLE generation_images ADD COLUMN result_url_at REAL;
+    """,
+    """
+    CREATE TABLE job_messages (
+        channel_id TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('status', 'card', 'upload')),
+        thread_ts TEXT,
+        PRIMARY KEY (channel_id, ts)
+    );
+    INSERT OR IGNORE INTO job_messages
+        SELECT channel_id, status_ts, id, 'status', thread_ts FROM generations WHERE status_ts IS NOT NULL;
+    INSERT OR IGNORE INTO job_messages
+        SELECT channel_id, card_ts, id, 'card', thread_ts FROM generations WHERE card_ts IS NOT NULL;
+    ALTER TABLE generations ADD COLUMN deleted_at REAL;
+    ALTER TABLE generations ADD COLUMN deleted_by TEXT;
     """,
 )
 
@@ -149,6 +173,8 @@ class Job:
     created_at: float
     started_at: float | None
     finished_at: float | None
+    deleted_at: float | None = None
+    deleted_by: str | None = None
 
     @property
     def finished(self) -> bool:
@@ -305,6 +331,49 @@ class Store:
             "UPDATE generations SET status_ts = ?, thread_ts = COALESCE(thread_ts, ?) WHERE id = ?",
             (ts, thread_ts, job_id),
         )
+        job = await self.get_job(job_id)
+        if job is not None:
+            await self.add_message(job.channel_id, ts, job_id, MessageKind.STATUS, thread_ts=job.thread_ts)
+
+    async def add_message(
+        self, channel_id: str, ts: str, job_id: str, kind: MessageKind, *, thread_ts: str | None
+    ) -> None:
+        """Remember one of the bot's messages about a job (so reactions on it can be mapped back)."""
+        await self._write(
+            "INSERT OR REPLACE INTO job_messages (channel_id, ts, job_id, kind, thread_ts)"
+            " VALUES (?, ?, ?, ?, ?)",
+            (channel_id, ts, job_id, kind, thread_ts),
+        )
+
+    async def job_for_message(self, channel_id: str, ts: str) -> tuple[Job, MessageKind, str | None] | None:
+        """The job one of the bot's messages belongs to, that message's kind and its thread."""
+        async with self._db.execute(
+            "SELECT job_id, kind, thread_ts FROM job_messages WHERE channel_id = ? AND ts = ?",
+            (channel_id, ts),
+        ) as cursor:
+            row = await cursor.fetchone()
+        if row is None:
+            return None
+        job = await self.get_job(str(row["job_id"]))
+        return (job, MessageKind(row["kind"]), row["thread_ts"]) if job else None
+
+    async def mark_deleted(self, job_id: str, user_id: str) -> None:
+        """Record that a result was deleted (the row stays, for the audit trail)."""
+        await self._write(
+            "UPDATE generations SET deleted_at = ?, deleted_by = ? WHERE id = ?",
+            (time.time(), user_id, job_id),
+        )
+
+    async def claim_recent(self, key: str, window: float) -> bool:
+        """Like claim_event, but the same key may be claimed again once `window` seconds have passed."""
+        now = time.time()
+        cursor = await self._write(
+            "INSERT INTO processed_events (key, created_at) VALUES (?, ?)"
+            " ON CONFLICT (key) DO UPDATE SET created_at = excluded.created_at"
+            " WHERE processed_events.created_at < ?",
+            (key, now, now - window),
+        )
+        return cursor.rowcount == 1
 
     async def mark_running(self, job_id: str, notes: Sequence[str]) -> None:
         """queued → running, with the notes about flags the model's schema could not honour."""
@@ -351,6 +420,9 @@ class Store:
     async def set_card_ts(self, job_id: str, ts: str) -> None:
         """Remember the result card message."""
         await self._write("UPDATE generations SET card_ts = ? WHERE id = ?", (ts, job_id))
+        job = await self.get_job(job_id)
+        if job is not None:
+            await self.add_message(job.channel_id, ts, job_id, MessageKind.CARD, thread_ts=job.thread_ts)
 
     async def count_by_state(self) -> dict[str, int]:
         """Number of jobs in each state."""
@@ -383,6 +455,8 @@ def _job(row: sqlite3.Row) -> Job:
         created_at=row["created_at"],
         started_at=row["started_at"],
         finished_at=row["finished_at"],
+        deleted_at=row["deleted_at"],
+        deleted_by=row["deleted_by"],
     )
 
 

@@ -5,14 +5,14 @@ from __future__ import annotations
 import json
 
 from bot.store import JobState
-from tests.scenarios.harness import Harness
+from tests.scenarios.harness import Harness, is_card
 
 
 async def test_rate_limit_then_success_honours_retry_after(harness: Harness) -> None:
     await harness.start()
     harness.oxen.fault("POST /ai/queue", status=429, retry_after=1)
     await harness.command("a fox")
-    await harness.slack.wait_for("files.completeUploadExternal", timeout=10)
+    await harness.slack.wait_for("chat.postMessage", where=is_card, timeout=10)
     assert len(harness.oxen.recorder.calls_to("POST /ai/queue")) == 2
     [(job, _)] = await harness.jobs()
     assert job.state is JobState.UPLOADED

@@ -172,8 +172,7 @@ async def test_unsigned_requests_are_refused(harness: Harness) -> None:
 
 async def test_health_and_metrics(harness: Harness) -> None:
     await harness.start()
-    await harness.command("a fox")
-    await harness.slack.wait_for("files.completeUploadExternal")
+    await harness.generate("a fox")
     status, body = await harness.get("/healthz")
     assert (status, json.loads(body)) == (200, {"ok": True, "store": "open"})
     status, text = await harness.get("/metrics")
@@ -187,8 +186,7 @@ async def test_health_and_metrics(harness: Harness) -> None:
 async def test_sync_route_is_the_fallback_when_the_queue_is_missing(harness: Harness) -> None:
     harness.oxen.queue_enabled = False
     await harness.start()
-    await harness.command("a fox")
-    await harness.slack.wait_for("files.completeUploadExternal")
+    await harness.generate("a fox")
     assert len(harness.oxen.sync_calls) == 1
     [(job, _)] = await harness.jobs()
     assert job.state is JobState.UPLOADED
