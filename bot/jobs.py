@@ -67,6 +67,7 @@ class JobRunner:
         self._finished: Counter[str] = Counter()
         self._accepting = False
         self._reserved = 0
+        self._cancelling: set[str] = set()
         metrics.gauge("dreamboard_jobs", "state", self._state_counts)
 
     async def start(self) -> None:
@@ -100,6 +101,32 @@ class JobRunner:
             return
         self._waiting.setdefault((job.team_id, job.user_id), deque()).append(job.id)
         self._pump()
+
+    async def cancel(self, job_id: str) -> None:
+        """Cancel a job wherever it is: waiting (dropped from the line) or running (stopped, and its
+        generations cancelled on Oxen). Either way it ends `cancelled`."""
+        for user, queue in list(self._waiting.items()):
+            if job_id in queue:
+                queue.remove(job_id)
+                if not queue:
+                    del self._waiting[user]
+                break
+        task = self._running.get(job_id)
+        if task is None:
+            job = await self._store.get_job(job_id)
+            if job is not None and not job.finished:
+                await self._cancelled(job)
+            return
+        self._cancelling.add(job_id)
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+
+    async def _cancelled(self, job: Job) -> None:
+        await self._cancel_generations(job)
+        await self._store.finish(job.id, JobState.CANCELLED)
+        self._finished[JobState.CANCELLED] += 1
+        log.info("job %s cancelled", job.id)
+        await self._messages.update_status(await self._reload(job))
 
     def _waiting_count(self) -> int:
         return sum(len(queue) for queue in self._waiting.values())
@@ -172,6 +199,14 @@ class JobRunner:
         try:
             async with asyncio.timeout(self._settings.oxen_job_timeout):
                 await self._execute(job)
+        except asyncio.CancelledError:
+            if job.id not in self._cancelling:
+                raise
+            self._cancelling.discard(job.id)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            await self._cancelled(job)
         except OxenError as exc:
             await self._fail(job, exc.user_message)
         except TimeoutError:

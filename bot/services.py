@@ -11,6 +11,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.actions import Branching
 from bot.config import Settings
 from bot.intake import Intake
 from bot.iterations import Iterations
@@ -39,6 +40,7 @@ class Services:
     references: References
     reference_host: ReferenceHost | None
     iterations: Iterations
+    branching: Branching
 
     @classmethod
     async def build(cls, settings: Settings, *, oxen_retry: RetryPolicy | None = None) -> Services:
@@ -83,7 +85,21 @@ class Services:
         )
         intake = Intake(settings=settings, store=store, oxen=oxen, runner=runner, messages=messages)
         iterations = Iterations(store=store, intake=intake, references=references, slack=slack)
-        return cls(settings, metrics, store, http, slack, oxen, runner, intake, references, host, iterations)
+        branching = Branching(store=store, intake=intake, runner=runner, slack=slack)
+        return cls(
+            settings,
+            metrics,
+            store,
+            http,
+            slack,
+            oxen,
+            runner,
+            intake,
+            references,
+            host,
+            iterations,
+            branching,
+        )
 
     async def aclose(self, grace: float = 20.0) -> None:
         """Stop the runner (letting uploads finish), then close every client and the store."""

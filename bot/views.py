@@ -9,7 +9,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
-from bot.requests import USAGE
+from bot.controls import REACTIONS, Action, Target
+from bot.requests import ASPECT_RATIOS, USAGE
 from bot.store import Job, JobImage
 
 Message = dict[str, Any]
@@ -48,8 +49,14 @@ def help_message() -> Message:
         "*Flags*\n"
         "• `--ar` aspect ratio: 1:1, 16:9, 9:16, 4:3, 3:4, 3:2, 2:3, match_input_image\n"
         "• `--size` 2K or 4K · `--seed` a whole number · `--n` 1 to 4 images (seeds N, N+1, …)\n"
-        "• `--model` another Oxen image model id\n\n"
-        "Results arrive in a thread under the status message; every result records its seed."
+        "• `--model` another Oxen image model id\n"
+        "• `/imagine show <job id>` reposts a result with its buttons here\n\n"
+        "Results arrive in a thread under the status message; every result records its seed. "
+        "Reply in that thread to iterate (`--fresh` starts over), or react to a result:\n"
+        + "\n".join(
+            f"• {' '.join(f':{name}:' for name, act in REACTIONS.items() if act is action)} {what}"
+            for action, what in _REACTION_HELP.items()
+        )
     )
     return {"text": f"Usage: {USAGE}", "blocks": [_section(text)]}
 
@@ -87,7 +94,9 @@ def cap_reached(queued: int, prompt: str) -> Message:
 def status(job: Job, *, position: int | None = None, problem: str | None = None) -> Message:
     """The thread root (or first reply) that tracks a job: queued, generating, done or failed."""
     images = f"{job.n} images" if job.n > 1 else "1 image"
-    if problem is not None:
+    if job.deleted_at is not None:
+        headline = f":wastebasket: *Deleted* by <@{job.deleted_by}>"
+    elif problem is not None:
         headline = f":x: *Failed* · {escape(problem)}"
     elif job.state == "uploaded":
         headline = f":white_check_mark: *Done* · {images} in the thread"
@@ -117,8 +126,53 @@ def failure_reply(job: Job, problem: str) -> Message:
     }
 
 
-def result_card(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -> Message:
-    """The result card posted after the upload: the recipe of what was made."""
+ACTION_PREFIX = "dreamboard:"
+EDIT_CALLBACK = "dreamboard:edit_submit"
+_LABELS = {
+    Action.REROLL: "🔁 Reroll",
+    Action.VARY: "🔀 Vary",
+    Action.UPSCALE: "⬆️ 4K",
+    Action.EDIT: "✏️ Edit",
+    Action.RECIPE: "🌱 Recipe",
+}
+_REACTION_HELP = {
+    Action.REROLL: "reroll (same prompt and references, new seed)",
+    Action.VARY: "vary (this image as the reference)",
+    Action.UPSCALE: "4K (this image, same seed)",
+    Action.DM_RECIPE: "DM me the recipe",
+    Action.CANCEL_OR_DELETE: "cancel, or delete the results (requester or admin)",
+}
+
+
+def _button(action: Action, target: Target, label: str | None = None) -> dict[str, Any]:
+    return {
+        "type": "button",
+        "action_id": f"{ACTION_PREFIX}{action.value}:{target.value}",
+        "text": {"type": "plain_text", "text": label or _LABELS[action], "emoji": True},
+        "value": target.value,
+    }
+
+
+def result_actions(job: Job, images: Sequence[JobImage]) -> dict[str, Any]:
+    """One actions block: job-wide buttons, plus Vary and 4K per image when there are several."""
+    made = [image for image in images if image.file_id]
+    first = Target(job.id, made[0].idx if made else 0)
+    elements = [_button(Action.REROLL, first)]
+    if len(made) > 1:
+        for image in made:
+            target = Target(job.id, image.idx)
+            elements.append(_button(Action.VARY, target, f"🔀 Vary {image.idx + 1}"))
+            elements.append(_button(Action.UPSCALE, target, f"⬆️ 4K {image.idx + 1}"))
+    else:
+        elements += [_button(Action.VARY, first), _button(Action.UPSCALE, first)]
+    elements += [_button(Action.EDIT, first), _button(Action.RECIPE, first)]
+    return {"type": "actions", "block_id": f"dreamboard-actions-{job.id}", "elements": elements}
+
+
+def result_card(
+    job: Job, images: Sequence[JobImage], *, parent: Job | None = None, with_images: bool = False
+) -> Message:
+    """The result card: the recipe of what was made, with buttons (and the images, when reposted)."""
     made = [image for image in images if image.file_id]
     seeds = ", ".join(str(image.seed) for image in made) or str(job.seed)
     seed_label = "Seeds" if len(made) > 1 else "Seed"
@@ -149,7 +203,106 @@ def result_card(job: Job, images: Sequence[JobImage], *, parent: Job | None = No
         notes.append(f"{len(failed)} of {len(images)} images failed: {escape(failed[0].error or '')}")
     if notes:
         blocks.append(_context(*(f":information_source: {escape(note)}" for note in notes)))
+    if with_images:
+        blocks += [
+            {"type": "image", "slack_file": {"id": image.file_id}, "alt_text": _clip(job.prompt, 2000)}
+            for image in made
+        ]
+    blocks.append(result_actions(job, images))
     return {"text": f"Result of job {job.id}: {escape(_clip(job.prompt, 200))}", "blocks": blocks}
+
+
+def imagine_line(job: Job, seed: int | None = None) -> str:
+    """A `/imagine …` line that asks for the same thing again."""
+    parts = [f"/imagine {job.prompt}"]
+    if job.aspect_ratio:
+        parts.append(f"--ar {job.aspect_ratio}")
+    parts += [f"--size {job.size}", f"--seed {job.seed if seed is None else seed}"]
+    if job.n > 1:
+        parts.append(f"--n {job.n}")
+    parts.append(f"--model {job.model}")
+    return " ".join(parts)
+
+
+def recipe(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -> Message:
+    """Everything needed to make this again: prompt, seeds, parameters, model, lineage, a command line."""
+    seeds = ", ".join(str(image.seed) for image in images) or str(job.seed)
+    ratio = escape(job.aspect_ratio or "model default")
+    references = len(job.params.get("references") or [])
+    lines = [
+        f"*Recipe of job `{job.id}`* by <@{job.user_id}>",
+        f"*Prompt*\n{_quote(job.prompt, 2000)}",
+        f"*Seeds:* `{seeds}` · *Size:* {job.size} · *Aspect ratio:* {ratio}"
+        f" · *Model:* `{escape(job.model)}` · *References:* {references}",
+    ]
+    if parent is not None:
+        lines.append(f"↳ from job `{parent.id}` by <@{parent.user_id}>")
+    if job.notes:
+        lines.append("\n".join(f":information_source: {escape(note)}" for note in job.notes))
+    command = escape(_clip(imagine_line(job), 2800))
+    text = "\n".join(lines)
+    return {
+        "text": f"Recipe of job {job.id}",
+        "blocks": [_section(text), _section(f"```{command}```")],
+    }
+
+
+def edit_modal(job: Job, target: Target, *, reference_count: int, sizes: Sequence[str]) -> dict[str, Any]:
+    """The ✏️ Edit modal, prefilled from the job; submitting it runs the edited recipe."""
+
+    def option(value: str) -> dict[str, Any]:
+        return {"text": {"type": "plain_text", "text": value}, "value": value}
+
+    ratios = [option(ratio) for ratio in ASPECT_RATIOS]
+    size_options = [option(size) for size in sizes]
+    ratio_element: dict[str, Any] = {"type": "static_select", "action_id": "value", "options": ratios}
+    if job.aspect_ratio in ASPECT_RATIOS:
+        ratio_element["initial_option"] = option(job.aspect_ratio or "")
+    size_element: dict[str, Any] = {"type": "static_select", "action_id": "value", "options": size_options}
+    if job.size in sizes:
+        size_element["initial_option"] = option(job.size)
+    return {
+        "type": "modal",
+        "callback_id": EDIT_CALLBACK,
+        "private_metadata": target.value,
+        "title": {"type": "plain_text", "text": "Edit and run"},
+        "submit": {"type": "plain_text", "text": "Generate"},
+        "close": {"type": "plain_text", "text": "Cancel"},
+        "blocks": [
+            {
+                "type": "input",
+                "block_id": "prompt",
+                "label": {"type": "plain_text", "text": "Prompt"},
+                "element": {
+                    "type": "plain_text_input",
+                    "action_id": "value",
+                    "multiline": True,
+                    "initial_value": _clip(job.prompt, 3000),
+                },
+            },
+            {
+                "type": "input",
+                "block_id": "aspect_ratio",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Aspect ratio"},
+                "element": ratio_element,
+            },
+            {
+                "type": "input",
+                "block_id": "size",
+                "label": {"type": "plain_text", "text": "Size"},
+                "element": size_element,
+            },
+            {
+                "type": "input",
+                "block_id": "seed",
+                "optional": True,
+                "label": {"type": "plain_text", "text": "Seed (empty: a new random seed)"},
+                "element": {"type": "plain_text_input", "action_id": "value", "initial_value": str(job.seed)},
+            },
+            _context(f"Keeps the job's {reference_count} reference image(s). Job `{job.id}`."),
+        ],
+    }
 
 
 def upload_comment(job: Job, count: int) -> str:

@@ -5,10 +5,12 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.services import Services
-from handlers import commands, messages
+from handlers import actions, commands, messages, reactions
 
 
 def register(app: AsyncApp, services: Services) -> None:
     """Wire every listener onto `app`."""
     commands.register(app, services)
     messages.register(app, services)
+    reactions.register(app, services)
+    actions.register(app, services)

@@ -8,6 +8,7 @@ from typing import Any
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
 from bot import views
+from bot.actions import NotAllowedError
 from bot.intake import CapReachedError, NotInChannelError
 from bot.requests import RequestError, parse_request
 from bot.services import Services
@@ -38,6 +39,11 @@ async def handle_imagine(
     if text.strip().lower() in ("", "help", "--help"):
         await ack(response_type="ephemeral", **views.help_message())
         return
+    words = text.split()
+    if len(words) == 2 and words[0].lower() == "show":
+        await ack()
+        await _show(services, words[1], command, respond, context)
+        return
     intake = services.intake
     try:
         request = parse_request(text, intake.limits_for())
@@ -61,5 +67,19 @@ async def handle_imagine(
         )
     except CapReachedError as exc:
         await respond(response_type="ephemeral", **views.cap_reached(exc.queued, request.prompt))
+    except NotInChannelError:
+        await respond(response_type="ephemeral", **views.not_in_channel(context.bot_user_id))
+
+
+async def _show(
+    services: Services, job_id: str, command: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
+) -> None:
+    """`/imagine show <job id>`: repost a result card with working buttons here."""
+    try:
+        await services.branching.revive(
+            job_id, user_id=str(command["user_id"]), channel_id=str(command["channel_id"])
+        )
+    except NotAllowedError as exc:
+        await respond(response_type="ephemeral", **views.notice(f":no_entry: {exc}"))
     except NotInChannelError:
         await respond(response_type="ephemeral", **views.not_in_channel(context.bot_user_id))

@@ -81,6 +81,7 @@ class FakeSlack:
         self.admins: set[str] = set()
         self.recorder = Recorder()
         self.uploaded_files: dict[str, FakeFile] = {}
+        self.deleted_files: list[str] = []
         self.file_host = "127.0.0.1"
         self.url = ""
         self._messages: dict[str, list[dict[str, Any]]] = {}
@@ -317,6 +318,66 @@ class FakeSlack:
         body = json.dumps(self.event_envelope(event, event_id=event_id))
         return await self.post_signed(events_url, body, content_type="application/json", retry_num=retry_num)
 
+    def button_payload(
+        self, button: dict[str, Any], *, user_id: str, channel_id: str, message: dict[str, Any]
+    ) -> dict[str, Any]:
+        """A `block_actions` payload for a click on `button` (a Block Kit element) in `message`."""
+        return {
+            "type": "block_actions",
+            "team": {"id": self.team_id, "domain": "dreamteam"},
+            "user": {"id": user_id, "username": user_id.lower(), "team_id": self.team_id},
+            "api_app_id": "A0APP",
+            "token": "verification-token-unused",
+            "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel_id},
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex}",
+            "channel": {"id": channel_id, "name": "general"},
+            "message": message,
+            "response_url": self.new_response_url(),
+            "actions": [
+                {
+                    "type": "button",
+                    "action_id": button["action_id"],
+                    "block_id": "actions",
+                    "text": button["text"],
+                    "value": button.get("value", ""),
+                    "action_ts": f"{time.time():.6f}",
+                }
+            ],
+        }
+
+    def view_submission_payload(
+        self, view: dict[str, Any], values: dict[str, dict[str, Any]], *, user_id: str
+    ) -> dict[str, Any]:
+        """A `view_submission` payload for `view` (as opened) with the given state values."""
+        return {
+            "type": "view_submission",
+            "team": {"id": self.team_id, "domain": "dreamteam"},
+            "user": {"id": user_id, "username": user_id.lower(), "team_id": self.team_id},
+            "api_app_id": "A0APP",
+            "token": "verification-token-unused",
+            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex}",
+            "view": {**view, "id": "V0EDIT", "state": {"values": values}},
+        }
+
+    def reaction_event(
+        self, reaction: str, *, user: str, channel: str, ts: str, item_user: str | None = None
+    ) -> dict[str, Any]:
+        """A `reaction_added` event on the message `channel`/`ts`."""
+        return {
+            "type": "reaction_added",
+            "user": user,
+            "reaction": reaction,
+            "item_user": item_user or self.bot_user_id,
+            "item": {"type": "message", "channel": channel, "ts": ts},
+            "event_ts": f"{time.time():.6f}",
+        }
+
+    def message(self, channel: str, ts: str) -> dict[str, Any]:
+        """One stored message."""
+        found = self._find(channel, ts)
+        assert found is not None, f"no message {ts} in {channel}"
+        return found
+
     async def send_action(self, events_url: str, payload: dict[str, Any]) -> SignedResponse:
         """Deliver an interactive payload (block_actions, view_submission)."""
         body = urlencode({"payload": json.dumps(payload)})
@@ -542,6 +603,17 @@ class FakeSlack:
         if file is None:
             return {"ok": False, "error": "file_not_found"}
         return {"ok": True, "file": self._file_object(file)}
+
+    def _m_files_delete(self, params: dict[str, Any]) -> dict[str, Any]:
+        file = self.uploaded_files.pop(str(params.get("file")), None)
+        if file is None:
+            return {"ok": False, "error": "file_not_found"}
+        for messages in self._messages.values():
+            for message in messages:
+                if file.id in message.get("files", []):
+                    message["files"] = [f for f in message["files"] if f != file.id]
+        self.deleted_files.append(file.id)
+        return {"ok": True}
 
     def _m_files_getUploadURLExternal(self, params: dict[str, Any]) -> dict[str, Any]:
         try:

@@ -189,7 +189,10 @@ async def test_noise_is_ignored_without_any_slack_call(harness: Harness) -> None
     ]
     for event in noise:
         assert (await harness.send(event)).status == 200
-    assert len(harness.slack.calls) == calls_before
+    sentinel = harness.slack.human_message("C1", "bad --n 9", thread_ts=root)
+    await harness.send(sentinel)
+    [answer] = await harness.slack.wait_for("chat.postEphemeral")
+    assert harness.slack.calls[calls_before:] == [answer], "only the sentinel, sent last, got an answer"
     assert len(await harness.jobs()) == 1
 
 

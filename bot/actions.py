@@ -1,0 +1,343 @@
+"""One-tap iteration on results: what each button and reaction does, and who may do it.
+
+Buttons carry only `job id:image index`; everything else is loaded from SQLite, so they keep working
+after restarts and for months. Anyone who can see a result may branch from it (the new job is theirs
+and credits the original); only the requester or a workspace admin may cancel or delete.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Mapping
+from typing import Any
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import views
+from bot.controls import REACTIONS, Action, Target
+from bot.intake import CapReachedError, Intake, NotInChannelError
+from bot.jobs import JobRunner
+from bot.references import Collected, ReferenceSource
+from bot.requests import GenerationRequest, Limits
+from bot.slack_messages import NOT_A_MEMBER, slack_error
+from bot.store import ImageState, Job, JobImage, JobState, MessageKind, Store
+
+log = logging.getLogger(__name__)
+
+DOUBLE_CLICK_WINDOW = 3.0
+
+
+class NotAllowedError(Exception):
+    """The user may not do this; the message says why."""
+
+
+def branch_request(action: Action, job: Job, seed: int) -> tuple[GenerationRequest, bool]:
+    """The request a reroll, vary or 4K makes from `job`, and whether it keeps the job's references
+    (False: the chosen image becomes the only reference)."""
+    if action is Action.REROLL:
+        request = GenerationRequest(
+            prompt=job.prompt, aspect_ratio=job.aspect_ratio, size=job.size, n=job.n, model=job.model
+        )
+        return request, True
+    if action is Action.VARY:
+        return GenerationRequest(prompt=job.prompt, size=job.size, model=job.model), False
+    return (
+        GenerationRequest(
+            prompt=job.prompt, aspect_ratio="match_input_image", size="4K", seed=seed, model=job.model
+        ),
+        False,
+    )
+
+
+class Branching:
+    """Runs actions on existing jobs on behalf of whoever pressed or reacted."""
+
+    def __init__(self, *, store: Store, intake: Intake, runner: JobRunner, slack: AsyncWebClient) -> None:
+        self._store = store
+        self._intake = intake
+        self._runner = runner
+        self._slack = slack
+
+    async def branch(
+        self, action: Action, target: Target, *, user_id: str, team_id: str, channel_id: str, thread_ts: str
+    ) -> Job:
+        """Start a reroll, vary or 4K of `target` in `thread_ts`; raises NotAllowedError or intake errors."""
+        job = await self._visible_job(target.job_id)
+        image = await self._image(job, target.idx)
+        request, keep_references = branch_request(action, job, image.seed if image else job.seed)
+        sources = self.references_of(job) if keep_references else []
+        if not keep_references:
+            if image is None:
+                raise NotAllowedError(f"Job `{job.id}` has no finished image to use.")
+            sources = [self._result_source(job, image.idx)]
+        return await self.start(
+            request,
+            job,
+            sources,
+            user_id=user_id,
+            team_id=team_id,
+            channel_id=channel_id,
+            thread_ts=thread_ts,
+        )
+
+    async def start(
+        self,
+        request: GenerationRequest,
+        parent: Job,
+        sources: list[ReferenceSource],
+        *,
+        user_id: str,
+        team_id: str,
+        channel_id: str,
+        thread_ts: str,
+    ) -> Job:
+        """Queue `request` as a branch of `parent`, owned by `user_id`."""
+        return await self._intake.start_job(
+            request,
+            team_id=team_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            thread_ts=thread_ts,
+            references=Collected(sources, [], [], parent.id),
+        )
+
+    async def cancel_or_delete(self, job_id: str, *, user_id: str) -> str:
+        """Cancel a queued or running job, or delete a finished one's result messages and files."""
+        job = await self._visible_job(job_id)
+        if user_id != job.user_id and not await self._is_admin(user_id):
+            raise NotAllowedError(
+                f"Only <@{job.user_id}> or a workspace admin can cancel or delete job `{job.id}`."
+            )
+        if not job.finished:
+            await self._runner.cancel(job.id)
+            return f"Job `{job.id}` was cancelled."
+        if job.state is not JobState.UPLOADED:
+            raise NotAllowedError(f"Job `{job.id}` has no results to delete.")
+        for image in await self._store.images(job.id):
+            if image.file_id:
+                await self._quietly("files_delete", file=image.file_id)
+        if job.card_ts:
+            await self._quietly("chat_delete", channel=job.channel_id, ts=job.card_ts)
+        await self._store.mark_deleted(job.id, user_id)
+        deleted = await self._visible_job(job.id, allow_deleted=True)
+        if deleted.status_ts:
+            await self._quietly(
+                "chat_update", channel=job.channel_id, ts=deleted.status_ts, **views.status(deleted)
+            )
+        return f"The results of job `{job.id}` were deleted."
+
+    @staticmethod
+    def references_of(job: Job) -> list[ReferenceSource]:
+        """The references a job was made with (for rerolls and edits)."""
+        return [ReferenceSource.from_json(item) for item in job.params.get("references", [])]
+
+    @staticmethod
+    def _result_source(job: Job, idx: int) -> ReferenceSource:
+        return ReferenceSource("result", f"image {idx + 1} of job {job.id}", job_id=job.id, idx=idx)
+
+    async def _visible_job(self, job_id: str, *, allow_deleted: bool = False) -> Job:
+        job = await self._store.get_job(job_id)
+        if job is None or (job.deleted_at is not None and not allow_deleted):
+            raise NotAllowedError(f"Job `{job_id}` does not exist or was deleted.")
+        return job
+
+    async def _image(self, job: Job, idx: int) -> JobImage | None:
+        images = [
+            i for i in await self._store.images(job.id) if i.state is ImageState.SUCCEEDED and i.file_id
+        ]
+        return next((i for i in images if i.idx == idx), images[0] if images else None)
+
+    async def _is_admin(self, user_id: str) -> bool:
+        try:
+            user = (await self._slack.users_info(user=user_id))["user"]
+        except SlackApiError as exc:
+            log.warning("users.info failed: %s", slack_error(exc))
+            return False
+        return bool(user.get("is_admin") or user.get("is_owner"))
+
+    async def _quietly(self, method: str, **kwargs: object) -> None:
+        try:
+            await getattr(self._slack, method)(**kwargs)
+        except SlackApiError as exc:
+            log.warning("slack %s failed: %s", method, slack_error(exc))
+
+    async def press(
+        self, action: Action, target: Target, *, user_id: str, team_id: str, channel_id: str, thread_ts: str
+    ) -> views.Message | None:
+        """A button press; returns the ephemeral answer, if any. A double click counts once."""
+        if not await self._store.claim_recent(
+            f"button:{user_id}:{action}:{target.value}", DOUBLE_CLICK_WINDOW
+        ):
+            return None
+        try:
+            if action is Action.RECIPE:
+                return await self.recipe(target.job_id)
+            await self.branch(
+                action, target, user_id=user_id, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts
+            )
+        except (NotAllowedError, CapReachedError, NotInChannelError) as exc:
+            return refusal(exc, "")
+        return None
+
+    async def edit_modal(self, target: Target, *, channel_id: str, thread_ts: str) -> dict[str, Any]:
+        """The prefilled ✏️ Edit modal for a job."""
+        job = await self._visible_job(target.job_id)
+        view = views.edit_modal(
+            job,
+            target,
+            reference_count=len(self.references_of(job)),
+            sizes=self._intake.limits_for(job.model).sizes,
+        )
+        view["private_metadata"] = json.dumps(
+            {"target": target.value, "channel": channel_id, "thread": thread_ts}
+        )
+        return view
+
+    async def submit_edit(self, view: Mapping[str, Any], *, user_id: str, team_id: str) -> dict[str, str]:
+        """Run an edited recipe; returns input errors by block id (empty when the job was queued)."""
+        where = json.loads(str(view.get("private_metadata") or "{}"))
+        job = await self._visible_job(Target.parse(str(where.get("target", ""))).job_id)
+        request, errors = edit_request(
+            job, view.get("state", {}).get("values", {}), self._intake.limits_for(job.model)
+        )
+        if request is None:
+            return errors
+        channel, thread = (
+            str(where.get("channel") or job.channel_id),
+            str(where.get("thread") or job.thread_ts),
+        )
+        try:
+            await self.start(
+                request,
+                job,
+                self.references_of(job),
+                user_id=user_id,
+                team_id=team_id,
+                channel_id=channel,
+                thread_ts=thread,
+            )
+        except (CapReachedError, NotInChannelError) as exc:
+            await self._ephemeral(channel, user_id, thread, refusal(exc, request.prompt))
+        return {}
+
+    async def revive(self, job_id: str, *, user_id: str, channel_id: str) -> None:
+        """Repost a job's result card, images and working buttons, in `channel_id`; raises NotAllowedError
+        or NotInChannelError. Only the requester may bring a result into another conversation."""
+        job = await self._visible_job(job_id)
+        if job.state is not JobState.UPLOADED:
+            raise NotAllowedError(f"Job `{job.id}` has no results to show ({job.state}).")
+        if channel_id != job.channel_id and user_id != job.user_id:
+            raise NotAllowedError(
+                f"Only <@{job.user_id}> can show job `{job.id}` outside the conversation it came from."
+            )
+        parent = await self._store.get_job(job.parent_id) if job.parent_id else None
+        card = views.result_card(job, await self._store.images(job.id), parent=parent, with_images=True)
+        try:
+            response = await self._slack.chat_postMessage(channel=channel_id, **card)
+        except SlackApiError as exc:
+            if slack_error(exc) in NOT_A_MEMBER:
+                raise NotInChannelError from None
+            raise
+        await self._store.add_message(
+            channel_id, str(response["ts"]), job.id, MessageKind.CARD, thread_ts=None
+        )
+
+    async def recipe(self, job_id: str) -> views.Message:
+        """The recipe message of a job."""
+        job = await self._visible_job(job_id)
+        parent = await self._store.get_job(job.parent_id) if job.parent_id else None
+        return views.recipe(job, await self._store.images(job.id), parent=parent)
+
+    async def react(self, event: Mapping[str, Any], *, team_id: str, bot_user_id: str | None) -> None:
+        """A reaction on one of the bot's messages: look the job up, drop repeats, act, acknowledge.
+        Reactions that are not in the table, or not on the bot's messages, cost no API call."""
+        action = REACTIONS.get(str(event.get("reaction")))
+        item = event.get("item") or {}
+        if action is None or item.get("type") != "message" or event.get("item_user") != bot_user_id:
+            return
+        channel, ts, user = str(item.get("channel")), str(item.get("ts")), str(event.get("user"))
+        found = await self._store.job_for_message(channel, ts)
+        if found is None:
+            return
+        job, _, thread_ts = found
+        if not await self._store.claim_event(f"reaction:{channel}:{ts}:{user}:{event.get('reaction')}"):
+            return
+        reply_in = thread_ts or ts
+        try:
+            if action is Action.DM_RECIPE:
+                await self._slack.chat_postMessage(channel=user, **await self.recipe(job.id))
+            elif action is Action.CANCEL_OR_DELETE:
+                outcome = await self.cancel_or_delete(job.id, user_id=user)
+                await self._ephemeral(channel, user, reply_in, views.notice(outcome))
+            else:
+                await self.branch(
+                    action,
+                    Target(job.id),
+                    user_id=user,
+                    team_id=team_id,
+                    channel_id=channel,
+                    thread_ts=reply_in,
+                )
+        except (NotAllowedError, CapReachedError, NotInChannelError) as exc:
+            await self._ephemeral(channel, user, reply_in, refusal(exc, job.prompt))
+
+    async def _ephemeral(self, channel: str, user: str, thread_ts: str, message: views.Message) -> None:
+        try:
+            await self._slack.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
+        except SlackApiError as exc:
+            log.warning("ephemeral reply in %s failed: %s", channel, slack_error(exc))
+
+
+def edit_request(
+    job: Job, values: Mapping[str, Any], limits: Limits
+) -> tuple[GenerationRequest | None, dict[str, str]]:
+    """The request an Edit modal's values describe, or the errors to show next to its fields."""
+
+    def value(block: str) -> str:
+        element = values.get(block, {}).get("value", {})
+        selected = element.get("selected_option") or {}
+        return str(selected.get("value") or element.get("value") or "").strip()
+
+    errors: dict[str, str] = {}
+    prompt = value("prompt")
+    if not prompt:
+        errors["prompt"] = "Describe the image."
+    elif len(prompt) > limits.prompt_max:
+        errors["prompt"] = f"At most {limits.prompt_max:,} characters (this is {len(prompt):,})."
+    size = value("size") or job.size
+    if size not in limits.sizes:
+        errors["size"] = f"Use {' or '.join(limits.sizes)}."
+    seed: int | None = None
+    if value("seed"):
+        low, high = limits.seed_range
+        try:
+            seed = int(value("seed"))
+        except ValueError:
+            errors["seed"] = f"A whole number from {low} to {high}, or empty for a random seed."
+        else:
+            if not low <= seed <= high - job.n + 1:
+                errors["seed"] = (
+                    f"A whole number from {low} to {high - job.n + 1}, or empty for a random seed."
+                )
+    if errors:
+        return None, errors
+    request = GenerationRequest(
+        prompt=prompt,
+        aspect_ratio=value("aspect_ratio") or None,
+        size=size,
+        seed=seed,
+        n=job.n,
+        model=job.model,
+    )
+    return request, {}
+
+
+def refusal(exc: Exception, prompt: str) -> views.Message:
+    """The ephemeral answer when an action cannot go ahead."""
+    if isinstance(exc, CapReachedError):
+        return views.cap_reached(exc.queued, prompt)
+    if isinstance(exc, NotInChannelError):
+        return views.not_in_channel(None)
+    return views.notice(f":no_entry: {exc}")

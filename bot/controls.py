@@ -1,0 +1,51 @@
+"""The controls people act with: button actions, their values, and the single reaction table."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from enum import StrEnum
+
+
+class Action(StrEnum):
+    """What a button or reaction asks for."""
+
+    REROLL = "reroll"
+    VARY = "vary"
+    UPSCALE = "upscale"
+    EDIT = "edit"
+    RECIPE = "recipe"
+    DM_RECIPE = "dm_recipe"
+    CANCEL_OR_DELETE = "cancel_or_delete"
+
+
+REACTIONS: dict[str, Action] = {
+    "repeat": Action.REROLL,
+    "arrows_counterclockwise": Action.REROLL,
+    "twisted_rightwards_arrows": Action.VARY,
+    "arrow_up": Action.UPSCALE,
+    "envelope": Action.DM_RECIPE,
+    "email": Action.DM_RECIPE,
+    "x": Action.CANCEL_OR_DELETE,
+}
+"""The single reaction table (also listed in the README and `/imagine help`)."""
+
+BRANCHES = frozenset({Action.REROLL, Action.VARY, Action.UPSCALE})
+
+
+@dataclass(frozen=True)
+class Target:
+    """A job and one of its images, as a button value `job:index` names them."""
+
+    job_id: str
+    idx: int = 0
+
+    @property
+    def value(self) -> str:
+        """The button value."""
+        return f"{self.job_id}:{self.idx}"
+
+    @classmethod
+    def parse(cls, value: str) -> Target:
+        """Read a button value (a bare job id means image 0)."""
+        job_id, _, idx = value.partition(":")
+        return cls(job_id, int(idx) if idx.isdigit() else 0)

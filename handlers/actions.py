@@ -1,0 +1,55 @@
+"""Result-card buttons and the ✏️ Edit modal (the work is in bot/actions.py)."""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+
+from bot.controls import Action, Target
+from bot.services import Services
+from bot.views import ACTION_PREFIX, EDIT_CALLBACK
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    """Register the button and modal listeners."""
+
+    async def on_button(
+        ack: AsyncAck, body: dict[str, Any], action: dict[str, Any], respond: AsyncRespond
+    ) -> None:
+        await ack()
+        kind = Action(str(action["action_id"]).removeprefix(ACTION_PREFIX).split(":")[0])
+        target = Target.parse(str(action.get("value", "")))
+        user = body["user"]
+        channel = str(body["channel"]["id"])
+        message = body.get("message") or {}
+        thread_ts = str(message.get("thread_ts") or message.get("ts") or body["container"].get("message_ts"))
+        branching = services.branching
+        if kind is Action.EDIT:
+            view = await branching.edit_modal(target, channel_id=channel, thread_ts=thread_ts)
+            await services.slack.views_open(trigger_id=body["trigger_id"], view=view)
+            return
+        answer = await branching.press(
+            kind,
+            target,
+            user_id=str(user["id"]),
+            team_id=str(user.get("team_id") or body["team"]["id"]),
+            channel_id=channel,
+            thread_ts=thread_ts,
+        )
+        if answer is not None:
+            await respond(response_type="ephemeral", replace_original=False, **answer)
+
+    async def on_edit_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        user = body["user"]
+        errors = await services.branching.submit_edit(
+            view, user_id=str(user["id"]), team_id=str(user.get("team_id") or body["team"]["id"])
+        )
+        if errors:
+            await ack(response_action="errors", errors=errors)
+        else:
+            await ack()
+
+    app.action(re.compile(f"^{re.escape(ACTION_PREFIX)}"))(on_button)
+    app.view(EDIT_CALLBACK)(on_edit_submitted)
