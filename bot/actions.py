@@ -164,9 +164,17 @@ class Branching:
             log.warning("slack %s failed: %s", method, slack_error(exc))
 
     async def press(
-        self, action: Action, target: Target, *, user_id: str, team_id: str, channel_id: str, thread_ts: str
+        self,
+        action: Action,
+        target: Target,
+        *,
+        user_id: str,
+        team_id: str,
+        channel_id: str | None,
+        thread_ts: str | None,
     ) -> views.Message | None:
-        """A button press; returns the ephemeral answer, if any. A double click counts once."""
+        """A button press (on a card, a history page or App Home, where there is no channel); returns
+        the ephemeral answer, if any. A double click counts once."""
         if not await self._store.claim_recent(
             f"button:{user_id}:{action}:{target.value}", DOUBLE_CLICK_WINDOW
         ):
@@ -174,12 +182,52 @@ class Branching:
         try:
             if action is Action.RECIPE:
                 return await self.recipe(target.job_id)
+            if action is Action.FAVOURITE:
+                added = await self._store.toggle_favourite(
+                    team_id, user_id, (await self._visible_job(target.job_id)).id
+                )
+                return views.notice(
+                    f"⭐ Added job `{target.job_id}` to your favourites (App Home)."
+                    if added
+                    else f"Removed job `{target.job_id}` from your favourites."
+                )
+            if action in (Action.REPLAY, Action.REPLAY_NEW_SEED):
+                await self.replay(
+                    target.job_id, new_seed=action is Action.REPLAY_NEW_SEED, user_id=user_id, team_id=team_id
+                )
+                return None
+            if channel_id is None or thread_ts is None:
+                raise NotAllowedError("That button only works on a result in a conversation.")
             await self.branch(
                 action, target, user_id=user_id, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts
             )
         except (NotAllowedError, CapReachedError, NotInChannelError) as exc:
             return refusal(exc, "")
         return None
+
+    async def replay(self, job_id: str, *, new_seed: bool, user_id: str, team_id: str) -> Job:
+        """Run a job's recipe again, in its own thread: same prompt, settings, references and (unless
+        `new_seed`) seed. Only the job's owner replays from their history."""
+        job = await self._visible_job(job_id)
+        if job.user_id != user_id:
+            raise NotAllowedError(f"Job `{job.id}` is not in your history.")
+        request = GenerationRequest(
+            prompt=job.prompt,
+            aspect_ratio=job.aspect_ratio,
+            size=job.size,
+            seed=None if new_seed else job.seed,
+            n=job.n,
+            model=job.model,
+        )
+        return await self.start(
+            request,
+            job,
+            self.references_of(job),
+            user_id=user_id,
+            team_id=team_id,
+            channel_id=job.channel_id,
+            thread_ts=str(job.thread_ts or job.status_ts),
+        )
 
     async def edit_modal(self, target: Target, *, channel_id: str, thread_ts: str) -> dict[str, Any]:
         """The prefilled ✏️ Edit modal for a job."""

@@ -16,6 +16,10 @@ class Action(StrEnum):
     RECIPE = "recipe"
     DM_RECIPE = "dm_recipe"
     CANCEL_OR_DELETE = "cancel_or_delete"
+    FAVOURITE = "favourite"
+    REPLAY = "replay"
+    REPLAY_NEW_SEED = "replay_new_seed"
+    HISTORY_PAGE = "history_page"
 
 
 REACTIONS: dict[str, Action] = {
@@ -49,3 +53,27 @@ class Target:
         """Read a button value (a bare job id means image 0)."""
         job_id, _, idx = value.partition(":")
         return cls(job_id, int(idx) if idx.isdigit() else 0)
+
+
+PAGE_SIZE = 10
+MAX_LISTED = 50
+
+
+@dataclass(frozen=True)
+class HistoryQuery:
+    """What `/imagine history [N] [text]` asked for, and which page is shown."""
+
+    total: int = PAGE_SIZE
+    text: str = ""
+    offset: int = 0
+
+    @property
+    def value(self) -> str:
+        """Encoded for a Next/Previous button."""
+        return f"{self.total}|{self.offset}|{self.text}"
+
+    @classmethod
+    def parse(cls, value: str) -> HistoryQuery:
+        """Decode a Next/Previous button value."""
+        total, offset, text = [*value.split("|", 2), "", "", ""][:3]
+        return cls(min(int(total or PAGE_SIZE), MAX_LISTED), text, max(int(offset or 0), 0))

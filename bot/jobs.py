@@ -14,7 +14,7 @@ import mimetypes
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Coroutine
+from collections.abc import Callable, Coroutine
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -68,6 +68,7 @@ class JobRunner:
         self._accepting = False
         self._reserved = 0
         self._cancelling: set[str] = set()
+        self.on_finished: list[Callable[[Job], None]] = []
         metrics.gauge("dreamboard_jobs", "state", self._state_counts)
 
     async def start(self) -> None:
@@ -235,6 +236,8 @@ class JobRunner:
             elapsed = time.perf_counter() - started
             self._metrics.observe("dreamboard_generation_seconds", elapsed)
             log.info("job %s uploaded in %.1fs", job.id, elapsed)
+        for hook in self.on_finished:
+            hook(job)
 
     async def _execute(self, job: Job) -> None:
         if job.status_ts is None:

@@ -80,16 +80,17 @@ def unescape_slack(text: str) -> str:
 def parse_request(text: str, limits: Limits | None = None) -> GenerationRequest:
     """Parse `/imagine` text; raises RequestError with a user-facing explanation."""
     limits = limits or Limits()
-    words: list[str] = []
+    words: list[tuple[int, str]] = []
     values: dict[str, str] = {}
-    tokens = unescape_slack(text).split()
+    lines = [line.split() for line in unescape_slack(text).splitlines()]
+    tokens = [(number, token) for number, line in enumerate(lines) for token in line]
     index = 0
     while index < len(tokens):
-        token = tokens[index]
+        line_number, token = tokens[index]
         index += 1
         match = _FLAG.match(token)
         if match is None:
-            words.append(token)
+            words.append((line_number, token))
             continue
         name = match.group(1).lower()
         if name in _SWITCHES and match.group(2) is None:
@@ -104,12 +105,14 @@ def parse_request(text: str, limits: Limits | None = None) -> GenerationRequest:
             raise RequestError(f"`--{name}` is given twice; keep one.")
         value = match.group(2)
         if value is None:
-            if index >= len(tokens) or _FLAG.match(tokens[index]):
+            if index >= len(tokens) or _FLAG.match(tokens[index][1]):
                 raise RequestError(f"`--{name}` needs a value, for example `{_EXAMPLES[flag]}`.")
-            value = tokens[index]
+            value = tokens[index][1]
             index += 1
         values[flag] = value
-    prompt = " ".join(words)
+    prompt = "\n".join(
+        " ".join(word for number, word in words if number == line) for line in sorted({n for n, _ in words})
+    )
     if not prompt:
         raise RequestError("The prompt is empty: describe the image before the flags.")
     if len(prompt) > limits.prompt_max:

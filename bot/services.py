@@ -13,6 +13,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.actions import Branching
 from bot.config import Settings
+from bot.history import History
 from bot.intake import Intake
 from bot.iterations import Iterations
 from bot.jobs import JobRunner
@@ -41,6 +42,7 @@ class Services:
     reference_host: ReferenceHost | None
     iterations: Iterations
     branching: Branching
+    history: History
 
     @classmethod
     async def build(cls, settings: Settings, *, oxen_retry: RetryPolicy | None = None) -> Services:
@@ -86,6 +88,8 @@ class Services:
         intake = Intake(settings=settings, store=store, oxen=oxen, runner=runner, messages=messages)
         iterations = Iterations(store=store, intake=intake, references=references, slack=slack)
         branching = Branching(store=store, intake=intake, runner=runner, slack=slack)
+        history = History(store=store, slack=slack)
+        runner.on_finished.append(lambda job: history.refresh_home(job.team_id, job.user_id))
         return cls(
             settings,
             metrics,
@@ -99,11 +103,13 @@ class Services:
             host,
             iterations,
             branching,
+            history,
         )
 
     async def aclose(self, grace: float = 20.0) -> None:
         """Stop the runner (letting uploads finish), then close every client and the store."""
         await self.runner.stop(grace)
+        await self.history.close()
         await self.oxen.aclose()
         await self.http.close()
         await self.store.close()

@@ -109,6 +109,15 @@ _MIGRATIONS: tuple[str, ...] = (
     ALTER TABLE generations ADD COLUMN deleted_at REAL;
     ALTER TABLE generations ADD COLUMN deleted_by TEXT;
     """,
+    """
+    CREATE TABLE favourites (
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (team_id, user_id, job_id)
+    );
+    """,
 )
 
 
@@ -315,11 +324,64 @@ class Store:
             rows = await cursor.fetchall()
         return [_job(row) for row in rows]
 
-    async def recent_jobs(self, team_id: str, user_id: str, limit: int = 10) -> list[Job]:
-        """A user's most recent jobs, newest first."""
+    async def history(
+        self, team_id: str, user_id: str, *, limit: int = 10, offset: int = 0, text: str = ""
+    ) -> list[Job]:
+        """A user's jobs, newest first, without deleted results; `text` filters prompts (case-insensitive)."""
+        query = "SELECT * FROM generations WHERE team_id = ? AND user_id = ? AND deleted_at IS NULL"
+        parameters: list[Any] = [team_id, user_id]
+        if text:
+            query += " AND instr(lower(prompt), ?) > 0"
+            parameters.append(text.lower())
+        query += " ORDER BY created_at DESC, rowid DESC LIMIT ? OFFSET ?"
+        async with self._db.execute(query, (*parameters, limit, offset)) as cursor:
+            rows = await cursor.fetchall()
+        return [_job(row) for row in rows]
+
+    async def jobs_since(self, team_id: str, user_id: str, since: float) -> int:
+        """How many jobs a user started since `since` (Unix time)."""
         async with self._db.execute(
-            "SELECT * FROM generations WHERE team_id = ? AND user_id = ?"
-            " ORDER BY created_at DESC, rowid DESC LIMIT ?",
+            "SELECT COUNT(*) FROM generations WHERE team_id = ? AND user_id = ? AND created_at >= ?",
+            (team_id, user_id, since),
+        ) as cursor:
+            row = await cursor.fetchone()
+        return int(row[0]) if row else 0
+
+    async def images_of(self, job_ids: Sequence[str]) -> dict[str, list[JobImage]]:
+        """The images of several jobs at once, by job id."""
+        found: dict[str, list[JobImage]] = {job_id: [] for job_id in job_ids}
+        if not job_ids:
+            return found
+        marks = ",".join("?" * len(job_ids))
+        async with self._db.execute(
+            f"SELECT * FROM generation_images WHERE job_id IN ({marks}) ORDER BY job_id, idx",  # noqa: S608
+            tuple(job_ids),
+        ) as cursor:
+            for row in await cursor.fetchall():
+                found[row["job_id"]].append(_image(row))
+        return found
+
+    async def toggle_favourite(self, team_id: str, user_id: str, job_id: str) -> bool:
+        """Add the job to the user's favourites, or remove it; True when it is now a favourite."""
+        async with self._writing:
+            cursor = await self._db.execute(
+                "DELETE FROM favourites WHERE team_id = ? AND user_id = ? AND job_id = ?",
+                (team_id, user_id, job_id),
+            )
+            if cursor.rowcount:
+                return False
+            await self._db.execute(
+                "INSERT INTO favourites (team_id, user_id, job_id, created_at) VALUES (?, ?, ?, ?)",
+                (team_id, user_id, job_id, time.time()),
+            )
+            return True
+
+    async def favourites(self, team_id: str, user_id: str, limit: int = 5) -> list[Job]:
+        """A user's favourite jobs, most recently starred first (deleted results left out)."""
+        async with self._db.execute(
+            "SELECT g.* FROM favourites f JOIN generations g ON g.id = f.job_id"
+            " WHERE f.team_id = ? AND f.user_id = ? AND g.deleted_at IS NULL"
+            " ORDER BY f.created_at DESC LIMIT ?",
             (team_id, user_id, limit),
         ) as cursor:
             rows = await cursor.fetchall()

@@ -6,15 +6,18 @@ User text is always escaped, so a prompt can never ping `@channel` or forge a li
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+import time
+from collections.abc import Callable, Mapping, Sequence
+from datetime import UTC, datetime
 from typing import Any
 
-from bot.controls import REACTIONS, Action, Target
+from bot.controls import PAGE_SIZE, REACTIONS, Action, HistoryQuery, Target
 from bot.requests import ASPECT_RATIOS, USAGE
 from bot.store import Job, JobImage
 
 Message = dict[str, Any]
 SECTION_LIMIT = 3000
+HOME_BLOCK_LIMIT = 100
 
 
 def escape(text: str) -> str:
@@ -134,6 +137,9 @@ _LABELS = {
     Action.UPSCALE: "⬆️ 4K",
     Action.EDIT: "✏️ Edit",
     Action.RECIPE: "🌱 Recipe",
+    Action.FAVOURITE: "⭐ Favourite",
+    Action.REPLAY: "▶️ Replay",
+    Action.REPLAY_NEW_SEED: "🎲 Replay, new seed",
 }
 _REACTION_HELP = {
     Action.REROLL: "reroll (same prompt and references, new seed)",
@@ -165,7 +171,7 @@ def result_actions(job: Job, images: Sequence[JobImage]) -> dict[str, Any]:
             elements.append(_button(Action.UPSCALE, target, f"⬆️ 4K {image.idx + 1}"))
     else:
         elements += [_button(Action.VARY, first), _button(Action.UPSCALE, first)]
-    elements += [_button(Action.EDIT, first), _button(Action.RECIPE, first)]
+    elements += [_button(Action.EDIT, first), _button(Action.RECIPE, first), _button(Action.FAVOURITE, first)]
     return {"type": "actions", "block_id": f"dreamboard-actions-{job.id}", "elements": elements}
 
 
@@ -309,3 +315,107 @@ def upload_comment(job: Job, count: int) -> str:
     """The initial comment of the upload message."""
     what = f"are your {count} images" if count > 1 else "is your image"
     return f"<@{job.user_id}> here {what} (job `{job.id}`)"
+
+
+def _when(job: Job) -> str:
+    stamp = int(job.created_at)
+    fallback = datetime.fromtimestamp(stamp, UTC).strftime("%Y-%m-%d %H:%M UTC")
+    return f"<!date^{stamp}^{{date_short_pretty}} {{time}}|{fallback}>"
+
+
+def _summary(job: Job, permalink: Callable[[Job], str]) -> str:
+    link = permalink(job)
+    where = f" · <{link}|thread>" if link else ""
+    ratio = escape(job.aspect_ratio or "default")
+    return (
+        f"*{escape(_clip(job.prompt, 300))}*\n"
+        f"`{job.seed}` · {job.size} · {ratio} · {_when(job)}{where} · job `{job.id}`"
+    )
+
+
+def _thumbnail(job: Job, images: Sequence[JobImage]) -> dict[str, Any] | None:
+    file_id = next((image.file_id for image in images if image.file_id), None)
+    if file_id is None or job.deleted_at is not None:
+        return None
+    return {"type": "image", "slack_file": {"id": file_id}, "alt_text": _clip(job.prompt, 2000)}
+
+
+def _history_item(
+    job: Job, images: Sequence[JobImage], permalink: Callable[[Job], str], *, thumbnail: bool
+) -> list[dict[str, Any]]:
+    section = _section(_summary(job, permalink))
+    image = _thumbnail(job, images) if thumbnail else None
+    if image is not None:
+        section["accessory"] = image
+    target = Target(job.id)
+    buttons = [_button(Action.REPLAY, target), _button(Action.REPLAY_NEW_SEED, target)]
+    return [section, {"type": "actions", "block_id": f"history-{job.id}", "elements": buttons}]
+
+
+def history_page(
+    jobs: Sequence[Job],
+    images: Mapping[str, Sequence[JobImage]],
+    query: HistoryQuery,
+    *,
+    has_more: bool,
+    permalink: Callable[[Job], str],
+) -> Message:
+    """One page of `/imagine history` (only the caller sees it)."""
+    filtered = f" matching “{escape(query.text)}”" if query.text else ""
+    if not jobs:
+        return notice(f"No generations{filtered} yet. Start one with `/imagine <prompt>`.")
+    first = query.offset + 1
+    blocks: list[dict[str, Any]] = [
+        _section(f"*Your generations{filtered}* · {first}–{query.offset + len(jobs)}")
+    ]
+    for job in jobs:
+        blocks += _history_item(job, images.get(job.id, []), permalink, thumbnail=True)
+    paging = []
+    if query.offset > 0:
+        previous = HistoryQuery(query.total, query.text, max(query.offset - PAGE_SIZE, 0))
+        paging.append(_page_button("← Previous", previous))
+    if has_more:
+        paging.append(_page_button("Next →", HistoryQuery(query.total, query.text, query.offset + PAGE_SIZE)))
+    if paging:
+        blocks.append({"type": "actions", "block_id": "history-paging", "elements": paging})
+    return {"text": f"Your generations{filtered}", "blocks": blocks}
+
+
+def _page_button(label: str, query: HistoryQuery) -> dict[str, Any]:
+    return {
+        "type": "button",
+        "action_id": f"{ACTION_PREFIX}{Action.HISTORY_PAGE.value}:{query.offset}",
+        "text": {"type": "plain_text", "text": label},
+        "value": query.value,
+    }
+
+
+def home(
+    recent: Sequence[Job],
+    favourites: Sequence[Job],
+    images: Mapping[str, Sequence[JobImage]],
+    *,
+    today: int,
+    permalink: Callable[[Job], str],
+    processed_after: float = 30.0,
+) -> dict[str, Any]:
+    """The App Home tab: usage today, favourites and the last 20 generations as a gallery."""
+    now = time.time()
+    blocks: list[dict[str, Any]] = [
+        {"type": "header", "text": {"type": "plain_text", "text": "Your Dreamboard"}},
+        _context(f"Today: {today} generation{'s' if today != 1 else ''} · `/imagine help` for commands"),
+    ]
+    if favourites:
+        blocks.append({"type": "header", "text": {"type": "plain_text", "text": "⭐ Favourites"}})
+        for job in favourites:
+            blocks += _history_item(job, images.get(job.id, []), permalink, thumbnail=True)
+    blocks.append({"type": "header", "text": {"type": "plain_text", "text": "Recent"}})
+    if not recent:
+        blocks.append(_section("Nothing yet. Try `/imagine a lighthouse in a storm` in any channel."))
+    for job in recent:
+        processed = job.finished_at is not None and now - job.finished_at > processed_after
+        image = _thumbnail(job, images.get(job.id, [])) if processed else None
+        if image is not None:
+            blocks.append({**image, "title": {"type": "plain_text", "text": _clip(job.prompt, 200)}})
+        blocks += _history_item(job, images.get(job.id, []), permalink, thumbnail=False)
+    return {"type": "home", "blocks": blocks[:HOME_BLOCK_LIMIT]}

@@ -5,7 +5,7 @@ from __future__ import annotations
 from slack_bolt.async_app import AsyncApp
 
 from bot.services import Services
-from handlers import actions, commands, messages, reactions
+from handlers import actions, commands, home, messages, reactions
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -14,3 +14,4 @@ def register(app: AsyncApp, services: Services) -> None:
     messages.register(app, services)
     reactions.register(app, services)
     actions.register(app, services)
+    home.register(app, services)

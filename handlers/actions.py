@@ -7,7 +7,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot.controls import Action, Target
+from bot.controls import Action, HistoryQuery, Target
 from bot.services import Services
 from bot.views import ACTION_PREFIX, EDIT_CALLBACK
 
@@ -20,26 +20,31 @@ def register(app: AsyncApp, services: Services) -> None:
     ) -> None:
         await ack()
         kind = Action(str(action["action_id"]).removeprefix(ACTION_PREFIX).split(":")[0])
+        user_id = str(body["user"]["id"])
+        team_id = str(body["user"].get("team_id") or body["team"]["id"])
+        if kind is Action.HISTORY_PAGE:
+            query = HistoryQuery.parse(str(action.get("value", "")))
+            page = await services.history.page(team_id, user_id, query)
+            await respond(response_type="ephemeral", replace_original=True, **page)
+            return
         target = Target.parse(str(action.get("value", "")))
-        user = body["user"]
-        channel = str(body["channel"]["id"])
+        channel = (body.get("channel") or {}).get("id")
         message = body.get("message") or {}
-        thread_ts = str(message.get("thread_ts") or message.get("ts") or body["container"].get("message_ts"))
+        thread_ts = message.get("thread_ts") or message.get("ts")
         branching = services.branching
-        if kind is Action.EDIT:
+        if kind is Action.EDIT and channel and thread_ts:
             view = await branching.edit_modal(target, channel_id=channel, thread_ts=thread_ts)
             await services.slack.views_open(trigger_id=body["trigger_id"], view=view)
             return
         answer = await branching.press(
-            kind,
-            target,
-            user_id=str(user["id"]),
-            team_id=str(user.get("team_id") or body["team"]["id"]),
-            channel_id=channel,
-            thread_ts=thread_ts,
+            kind, target, user_id=user_id, team_id=team_id, channel_id=channel, thread_ts=thread_ts
         )
-        if answer is not None:
+        if answer is None:
+            return
+        if body.get("response_url"):
             await respond(response_type="ephemeral", replace_original=False, **answer)
+        else:
+            await services.slack.chat_postMessage(channel=user_id, **answer)
 
     async def on_edit_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         user = body["user"]

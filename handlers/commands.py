@@ -3,17 +3,21 @@
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
 from bot import views
 from bot.actions import NotAllowedError
+from bot.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
 from bot.intake import CapReachedError, NotInChannelError
 from bot.requests import RequestError, parse_request
 from bot.services import Services
 
 log = logging.getLogger(__name__)
+
+JOB_ID = re.compile(r"^[0-9a-f]{10}$")
 
 
 def register(app: AsyncApp, services: Services) -> None:
@@ -44,6 +48,16 @@ async def handle_imagine(
         await ack()
         await _show(services, words[1], command, respond, context)
         return
+    if words[0].lower() == "history":
+        await _history(services, ack, words[1:], command, respond)
+        return
+    if words[0].lower() == "seed" and len(words) >= 2:
+        found = await services.store.get_job(words[1]) if JOB_ID.match(words[1]) else None
+        if found is not None or not words[1].isdigit():
+            await ack()
+            await _recipe(services, words[1], command, respond)
+            return
+        text = f"{' '.join(words[2:])} --seed {words[1]}"
     intake = services.intake
     try:
         request = parse_request(text, intake.limits_for())
@@ -83,3 +97,38 @@ async def _show(
         await respond(response_type="ephemeral", **views.notice(f":no_entry: {exc}"))
     except NotInChannelError:
         await respond(response_type="ephemeral", **views.not_in_channel(context.bot_user_id))
+
+
+async def _history(
+    services: Services, ack: AsyncAck, words: list[str], command: dict[str, Any], respond: AsyncRespond
+) -> None:
+    """`/imagine history [N] [text]` and `/imagine history export`."""
+    team_id, user_id = str(command["team_id"]), str(command["user_id"])
+    if words[:1] == ["export"]:
+        await ack(response_type="ephemeral", text="Preparing your CSV; it will arrive as a direct message.")
+        count = await services.history.export(team_id, user_id)
+        log.info("history export of %d rows for %s", count, user_id)
+        return
+    total = PAGE_SIZE
+    if words and words[0].isdigit():
+        total = int(words.pop(0))
+        if not 1 <= total <= MAX_LISTED:
+            await ack(
+                response_type="ephemeral", **views.notice(f"`/imagine history N`: N is 1 to {MAX_LISTED}.")
+            )
+            return
+    await ack()
+    page = await services.history.page(team_id, user_id, HistoryQuery(total, " ".join(words)))
+    await respond(response_type="ephemeral", **page)
+
+
+async def _recipe(services: Services, job_id: str, command: dict[str, Any], respond: AsyncRespond) -> None:
+    """`/imagine seed <job id>`: the recipe of the caller's job, or of a job from this conversation."""
+    job = await services.store.get_job(job_id)
+    allowed = job is not None and (
+        job.user_id == command["user_id"] or job.channel_id == command["channel_id"]
+    )
+    if job is None or not allowed or job.deleted_at is not None:
+        await respond(response_type="ephemeral", **views.notice(f"No job `{job_id}` that you can see."))
+        return
+    await respond(response_type="ephemeral", **await services.branching.recipe(job.id))

@@ -543,6 +543,8 @@ class FakeSlack:
 
     def _m_chat_postMessage(self, params: dict[str, Any]) -> dict[str, Any]:
         channel = str(params.get("channel", ""))
+        if channel.startswith(("U", "W")):
+            channel = f"D{channel}"  # posting to a user id lands in the app's DM with them
         if channel in self._channel_errors:
             return {"ok": False, "error": self._channel_errors[channel]}
         if not params.get("text") and not params.get("blocks"):

@@ -27,6 +27,11 @@ def is_card(call: Call) -> bool:
     return "Result of job" in str(call.params.get("text"))
 
 
+def answers(calls: list[Call]) -> list[Call]:
+    """Calls that answer someone (leaving out background App Home refreshes)."""
+    return [call for call in calls if call.method not in ("views.publish", "auth.test")]
+
+
 def free_port() -> int:
     """A loopback port that was free a moment ago (for settings that must name the bot's own URL)."""
     with socket.socket() as probe:

@@ -27,6 +27,11 @@ def test_flag_spellings(text: str) -> None:
     assert (request.prompt, request.aspect_ratio) == ("fox", "16:9")
 
 
+def test_line_breaks_in_the_prompt_are_kept() -> None:
+    request = parse_request("a poster\n\ntitle:  SUMMER --ar 3:4\nsubtitle: 2026")
+    assert (request.prompt, request.aspect_ratio) == ("a poster\ntitle: SUMMER\nsubtitle: 2026", "3:4")
+
+
 def test_match_input_image_is_an_aspect_ratio() -> None:
     assert parse_request("fox --ar match_input_image").aspect_ratio == "match_input_image"
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 import asyncio
 import sqlite3
 from collections.abc import AsyncIterator
+from dataclasses import replace
 from pathlib import Path
 
 import pytest
@@ -124,12 +125,26 @@ async def test_only_unstarted_jobs_can_be_discarded(store: Store) -> None:
     assert await store.images("a") == []
 
 
-async def test_recent_jobs_are_per_user_newest_first(store: Store) -> None:
+async def test_history_is_per_user_newest_first_paged_and_filtered(store: Store) -> None:
     for index in range(3):
-        await store.insert_job(new_job(f"mine{index}"))
+        await store.insert_job(replace(new_job(f"mine{index}"), prompt=f"Fox number {index}"))
     await store.insert_job(new_job("theirs", user="U2"))
-    assert [job.id for job in await store.recent_jobs("T1", "U1", limit=2)] == ["mine2", "mine1"]
-    assert [job.id for job in await store.recent_jobs("T1", "U2")] == ["theirs"]
+    assert [job.id for job in await store.history("T1", "U1", limit=2)] == ["mine2", "mine1"]
+    assert [job.id for job in await store.history("T1", "U1", limit=2, offset=2)] == ["mine0"]
+    assert [job.id for job in await store.history("T1", "U1", text="NUMBER 1")] == ["mine1"]
+    assert [job.id for job in await store.history("T1", "U2")] == ["theirs"]
+    await store.mark_deleted("mine2", "U1")
+    assert [job.id for job in await store.history("T1", "U1")] == ["mine1", "mine0"]
+    assert await store.get_job("mine2") is not None
+
+
+async def test_favourites_toggle(store: Store) -> None:
+    await store.insert_job(new_job("a"))
+    assert await store.toggle_favourite("T1", "U2", "a")
+    assert [job.id for job in await store.favourites("T1", "U2")] == ["a"]
+    assert await store.favourites("T1", "U1") == []
+    assert not await store.toggle_favourite("T1", "U2", "a")
+    assert await store.favourites("T1", "U2") == []
 
 
 async def test_bad_state_is_refused_by_the_schema(store: Store) -> None:

@@ -1,0 +1,155 @@
+"""Per-user seed history: `/imagine history`, `/imagine seed`, the App Home gallery and CSV export.
+
+A user only ever sees their own jobs; deleted results drop out of every view (their rows stay).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import csv
+import io
+import logging
+import time
+from collections.abc import Callable, Sequence
+from datetime import UTC, datetime
+
+from slack_sdk.errors import SlackApiError
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot import views
+from bot.controls import PAGE_SIZE, HistoryQuery
+from bot.slack_messages import slack_error
+from bot.store import Job, Store
+
+log = logging.getLogger(__name__)
+
+HOME_RECENT = 20
+HOME_FAVOURITES = 5
+HOME_MIN_INTERVAL = 5.0
+EXPORT_COLUMNS = (
+    "job_id",
+    "created",
+    "channel",
+    "prompt",
+    "seed",
+    "model",
+    "size",
+    "aspect_ratio",
+    "references",
+    "parent",
+    "permalink",
+)
+
+
+def csv_export(jobs: Sequence[Job], permalink: Callable[[Job], str]) -> str:
+    """The CSV text of a user's history (RFC 4180 quoting: commas, quotes and newlines survive)."""
+    output = io.StringIO()
+    writer = csv.writer(output, lineterminator="\r\n")
+    writer.writerow(EXPORT_COLUMNS)
+    for job in jobs:
+        references = "; ".join(str(item.get("name", "")) for item in job.params.get("references") or [])
+        created = datetime.fromtimestamp(job.created_at, UTC).isoformat(timespec="seconds")
+        writer.writerow(
+            [
+                *(job.id, created, job.channel_id, job.prompt, job.seed, job.model, job.size),
+                *(job.aspect_ratio or "", references, job.parent_id or "", permalink(job)),
+            ]
+        )
+    return output.getvalue()
+
+
+class History:
+    """Builds history views, publishes App Home (throttled per user) and sends exports."""
+
+    def __init__(
+        self, *, store: Store, slack: AsyncWebClient, min_interval: float = HOME_MIN_INTERVAL
+    ) -> None:
+        self._store = store
+        self._slack = slack
+        self._min_interval = min_interval
+        self._workspace_url: str | None = None
+        self._last_publish: dict[tuple[str, str], float] = {}
+        self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+
+    async def permalinker(self) -> Callable[[Job], str]:
+        """A function from job to the permalink of its thread (no API call per job)."""
+        if self._workspace_url is None:
+            try:
+                self._workspace_url = str((await self._slack.auth_test())["url"])
+            except SlackApiError as exc:
+                log.warning("auth.test failed: %s", slack_error(exc))
+                return lambda job: ""
+        base = self._workspace_url.rstrip("/")
+
+        def permalink(job: Job) -> str:
+            root = job.thread_ts or job.status_ts
+            if root is None:
+                return ""
+            return f"{base}/archives/{job.channel_id}/p{root.replace('.', '')}"
+
+        return permalink
+
+    async def page(self, team_id: str, user_id: str, query: HistoryQuery) -> views.Message:
+        """One page of the user's history, with Replay buttons and paging."""
+        size = min(PAGE_SIZE, query.total - query.offset)
+        jobs = await self._store.history(
+            team_id, user_id, limit=size + 1, offset=query.offset, text=query.text
+        )
+        more = len(jobs) > size and query.offset + size < query.total
+        jobs = jobs[:size]
+        images = await self._store.images_of([job.id for job in jobs])
+        return views.history_page(jobs, images, query, has_more=more, permalink=await self.permalinker())
+
+    async def export(self, team_id: str, user_id: str) -> int:
+        """DM the user a CSV of their whole history; returns the number of rows."""
+        jobs = await self._store.history(team_id, user_id, limit=1_000_000)
+        content = csv_export(jobs, await self.permalinker())
+        opened = await self._slack.chat_postMessage(
+            channel=user_id, text=f"Your Dreamboard history: {len(jobs)} generations, as CSV."
+        )
+        await self._slack.files_upload_v2(
+            channel=str(opened["channel"]),
+            content=content,
+            filename=f"dreamboard-history-{datetime.now(UTC):%Y-%m-%d}.csv",
+            title="Dreamboard history",
+        )
+        return len(jobs)
+
+    async def publish_home(self, team_id: str, user_id: str) -> None:
+        """Publish the App Home tab now."""
+        self._last_publish[(team_id, user_id)] = time.monotonic()
+        recent = await self._store.history(team_id, user_id, limit=HOME_RECENT)
+        favourites = await self._store.favourites(team_id, user_id, limit=HOME_FAVOURITES)
+        images = await self._store.images_of([job.id for job in [*recent, *favourites]])
+        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
+        today = await self._store.jobs_since(team_id, user_id, midnight)
+        view = views.home(recent, favourites, images, today=today, permalink=await self.permalinker())
+        try:
+            await self._slack.views_publish(user_id=user_id, view=view)
+        except SlackApiError as exc:
+            log.warning("views.publish for %s failed: %s", user_id, slack_error(exc))
+
+    def refresh_home(self, team_id: str, user_id: str) -> None:
+        """Publish App Home soon, at most once per `min_interval` seconds per user."""
+        key = (team_id, user_id)
+        if key in self._pending:
+            return
+        wait = self._last_publish.get(key, float("-inf")) + self._min_interval - time.monotonic()
+        self._pending[key] = asyncio.create_task(self._publish_later(key, max(wait, 0.0)))
+
+    async def _publish_later(self, key: tuple[str, str], wait: float) -> None:
+        try:
+            await asyncio.sleep(wait)
+        finally:
+            self._pending.pop(key, None)
+        await self.publish_home(*key)
+
+    async def close(self) -> None:
+        """Cancel pending App Home refreshes."""
+        tasks = list(self._pending.values())
+        for task in tasks:
+            task.cancel()
+        for task in tasks:
+            with contextlib.suppress(asyncio.CancelledError):
+                await task

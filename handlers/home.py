@@ -1,0 +1,19 @@
+"""The App Home tab: published when a user opens it (and refreshed after each of their jobs)."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+
+from bot.services import Services
+
+
+def register(app: AsyncApp, services: Services) -> None:
+    """Register the `app_home_opened` listener."""
+
+    async def on_home_opened(event: dict[str, Any], context: AsyncBoltContext) -> None:
+        if event.get("tab", "home") == "home":
+            services.history.refresh_home(str(context.team_id), str(event["user"]))
+
+    app.event("app_home_opened")(on_home_opened)
