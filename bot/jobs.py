@@ -25,6 +25,7 @@ from bot.config import Settings
 from bot.metrics import Metrics
 from bot.model_schema import PayloadPlan, plan_payload
 from bot.oxen import FailureKind, OxenClient, OxenError, QueueUnavailableError, classify_failure
+from bot.oxen_events import CompletionWatcher
 from bot.references import ReferenceError, References, ReferenceSource
 from bot.slack_files import ResultFile, SlackFiles, UploadError
 from bot.slack_messages import NOT_A_MEMBER, SlackMessages, slack_error
@@ -56,6 +57,7 @@ class JobRunner:
         self._messages = messages
         self._files = files
         self._references = references
+        self._completions = CompletionWatcher(oxen)
         self._settings = settings
         self._metrics = metrics
         self._waiting: dict[UserKey, deque[str]] = {}
@@ -73,6 +75,7 @@ class JobRunner:
 
     async def start(self) -> None:
         """Resume every job left queued or running by a previous process, then accept new ones."""
+        self._completions.start()
         self._accepting = True
         resumed = await self._store.unfinished_jobs()
         for job in resumed:
@@ -146,6 +149,7 @@ class JobRunner:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
+        await self._completions.stop()
 
     def _state_counts(self) -> dict[str, float]:
         counts: dict[str, float] = {"queued": self._waiting_count(), "running": len(self._running)}
@@ -286,7 +290,7 @@ class JobRunner:
             row = await self._oxen.poll(generation_id)
             if row.finished:
                 break
-            await asyncio.sleep(self._settings.oxen_poll_interval)
+            await self._completions.wait(generation_id, within=self._settings.oxen_poll_interval)
         if row.status == "succeeded" and row.result_url:
             await self._store.set_image_outcome(job.id, image.idx, error=None, result_url=row.result_url)
             return row.result_url

@@ -7,6 +7,7 @@ generation id, poll), the sync route a fallback for when the queue is unavailabl
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 import random
 import re
@@ -254,6 +255,30 @@ class OxenClient:
 
     def _owns(self, url: str) -> bool:
         return urlsplit(url).hostname == self._api_host
+
+    async def completion_events(self) -> AsyncIterator[dict[str, Any]]:
+        """`GET /events` (Server-Sent Events): yields each `media_generation_completed` payload.
+        Raises OxenError when the stream cannot be opened; ends when the server closes it."""
+        headers = {"Authorization": f"Bearer {self._key}", "Accept": "text/event-stream"}
+        timeout = httpx.Timeout(30.0, read=None)
+        async with self._http.stream(
+            "GET", self._base + "/events", headers=headers, timeout=timeout
+        ) as response:
+            if response.status_code != 200:
+                raise classify_failure(response.status_code, "the completion event stream is unavailable")
+            name, data = "", []
+            async for line in response.aiter_lines():
+                if line.startswith("event:"):
+                    name = line[6:].strip()
+                elif line.startswith("data:"):
+                    data.append(line[5:].strip())
+                elif not line:
+                    if name == "media_generation_completed" and data:
+                        try:
+                            yield json.loads("\n".join(data))
+                        except ValueError:
+                            log.warning("ignoring a malformed completion event")
+                    name, data = "", []
 
     async def upload_repo_file(self, repo: str, path: str, data: bytes, mimetype: str) -> str:
         """Commit `data` to `path` on the main branch of Oxen repository `repo`; returns its download URL."""

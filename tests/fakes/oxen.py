@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import json
 import time
 import uuid
 from dataclasses import dataclass
@@ -98,6 +99,7 @@ class Generation:
     started_at: float | None = None
     completed_at: float | None = None
     forced_error: str | None = None
+    finishing: bool = False
 
 
 @dataclass
@@ -139,6 +141,9 @@ class FakeOxen:
         self._fail_next: list[str] = []
         self._released = asyncio.Event()
         self._released.set()
+        self.events_enabled = True
+        self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
+        self._tasks: set[asyncio.Task[None]] = set()
         self.repo_files: dict[str, bytes] = {}
         self.fetched_references: list[list[bytes]] = []
         self._runner: web.AppRunner | None = None
@@ -152,6 +157,7 @@ class FakeOxen:
         app.router.add_post("/api/ai/images/generate", self._sync)
         app.router.add_post("/api/ai/images/edit", self._sync)
         app.router.add_get("/results/{name}", self._result)
+        app.router.add_get("/api/events", self._events)
         app.router.add_put("/api/repos/{namespace}/{repo}/file/{branch}/{path:.*}", self._repo_put)
         app.router.add_get("/api/repos/{namespace}/{repo}/file/{branch}/{path:.*}", self._repo_get)
         self._http = aiohttp.ClientSession()
@@ -164,6 +170,9 @@ class FakeOxen:
 
     async def __aexit__(self, *_: object) -> None:
         self._released.set()
+        for task in list(self._tasks):
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
         await self._http.close()
         if self._runner is not None:
             await self._runner.cleanup()
@@ -296,24 +305,41 @@ class FakeOxen:
         return None
 
     async def _advance(self, generation: Generation) -> None:
-        if generation.status in ("succeeded", "failed", "cancelled"):
-            return
-        now = time.time()
+        """Bring a generation up to date: processing once polled, finished once its time has come."""
         if generation.status == "queued":
-            generation.status, generation.started_at = "processing", now
-        if not self._released.is_set() or now - generation.enqueued_at < self.latency:
+            generation.status, generation.started_at = "processing", time.time()
+        due = self._released.is_set() and time.time() - generation.enqueued_at >= self.latency
+        if due and generation.status == "processing":
+            await self._finish(generation)
+
+    async def _run(self, generation: Generation) -> None:
+        """Finish a generation on its own after `latency` (and `release()`), as the real backend does."""
+        await asyncio.sleep(self.latency)
+        await self._released.wait()
+        await self._advance(generation)
+
+    async def _finish(self, generation: Generation) -> None:
+        if generation.finishing:
             return
+        generation.finishing = True
         problem = (
             generation.forced_error
             or self._validate(generation.params)
             or await self._fetch_references(generation.params)
         )
-        generation.completed_at = now
+        if generation.status == "cancelled":
+            return
+        generation.completed_at = time.time()
+        event: dict[str, Any] = {"generation_id": generation.id, "media_type": "image"}
         if problem is not None:
             generation.status, generation.error_message = "failed", problem
+            event.update(status="failed", error=problem)
         else:
             generation.status = "succeeded"
-            self._make_result(generation.id, generation.params)
+            url = self._make_result(generation.id, generation.params)
+            event.update(status="succeeded", model=generation.params.get("model"), url=url)
+        for subscriber in self._subscribers:
+            subscriber.put_nowait(event)
 
     def _row(self, generation: Generation) -> dict[str, Any]:
         extra = {k: v for k, v in generation.params.items() if k not in QUEUE_FIELDS}
@@ -379,6 +405,9 @@ class FakeOxen:
             forced = self._fail_next.pop(0) if self._fail_next else None
             generation = Generation(str(uuid.uuid4()), dict(params), time.time(), forced_error=forced)
             self.generations[generation.id] = generation
+            task = asyncio.create_task(self._run(generation))
+            self._tasks.add(task)
+            task.add_done_callback(self._tasks.discard)
             created.append({"generation_id": generation.id, "status": "queued"})
         return web.json_response({"generations": created})
 
@@ -432,6 +461,34 @@ class FakeOxen:
         return web.json_response(
             {"model": params.get("model"), "created": int(time.time()), "images": [image]}
         )
+
+    async def _events(self, request: web.Request) -> web.StreamResponse:
+        """`GET /api/events`: Server-Sent Events, `media_generation_completed` per finished generation
+        (none for cancelled ones; nothing is replayed to a late subscriber)."""
+        answer = await self._intercept(request, "GET /events", "GET /events", {})
+        if answer is not None:
+            return answer
+        if not self.events_enabled:
+            return web.Response(status=404)
+        response = web.StreamResponse(
+            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+        )
+        await response.prepare(request)
+        await response.write(b": keep-alive\n\n")
+        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+        self._subscribers.append(queue)
+        await self.recorder.notify()
+        try:
+            while True:
+                event = await queue.get()
+                payload = f"event: media_generation_completed\ndata: {json.dumps(event)}\n\n"
+                await response.write(payload.encode())
+        finally:
+            self._subscribers.remove(queue)
+
+    def subscriber_count(self) -> int:
+        """How many clients listen to `/api/events`."""
+        return len(self._subscribers)
 
     async def _repo_put(self, request: web.Request) -> web.Response:
         """`PUT /api/repos/{ns}/{repo}/file/{branch}/{path}` with a multipart `file` (a commit)."""

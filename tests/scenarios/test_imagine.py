@@ -190,3 +190,18 @@ async def test_sync_route_is_the_fallback_when_the_queue_is_missing(harness: Har
     assert len(harness.oxen.sync_calls) == 1
     [(job, _)] = await harness.jobs()
     assert job.state is JobState.UPLOADED
+
+
+async def test_completion_events_wake_the_poller_long_before_the_next_poll(harness: Harness) -> None:
+    await harness.start(oxen_poll_interval=30)
+    await harness.oxen.recorder.wait_until(lambda: harness.oxen.subscriber_count() == 1)
+    await harness.generate("a fox")
+    assert len(harness.oxen.recorder.calls_to("GET /ai/queue/{id}")) <= 2
+
+
+async def test_without_completion_events_polling_still_finishes_jobs(harness: Harness) -> None:
+    harness.oxen.events_enabled = False
+    await harness.start()
+    await harness.generate("a fox")
+    assert harness.oxen.subscriber_count() == 0
+    assert len(harness.oxen.recorder.calls_to("GET /events")) == 1
