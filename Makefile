@@ -1,11 +1,20 @@
-.PHONY: run test bench
+.PHONY: install run test bench
 
-# Install the bot into .venv and run it (settings come from the environment; see README.md).
-run:
-	@test -x .venv/bin/python || python3 -m venv .venv
+.venv/bin/python:
+	python3 -m venv .venv
+
+# The bot and its runtime dependencies, into .venv.
+install: .venv/bin/python
 	@.venv/bin/python -m pip install --quiet --disable-pip-version-check -e .
+
+# Run the bot (settings come from the environment; see README.md).
+run: install
 	.venv/bin/python -m bot
 
-# Every check: ruff, mypy and pytest in a fresh-or-existing .venv.
+# Every check: ruff, mypy and pytest in .venv (created on first use).
 test:
 	./scripts/test
+
+# Benchmarks against the loopback fakes (a few minutes); writes bench/results.json.
+bench: install
+	.venv/bin/python -m bench

@@ -8,13 +8,14 @@ re-submitted, and an upload whose files already appear in the channel is not rep
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import functools
 import logging
 import mimetypes
 import tempfile
 import time
 from collections import Counter, deque
-from collections.abc import Callable, Coroutine
+from collections.abc import Callable, Coroutine, Iterator
 from pathlib import Path
 from typing import Any, TypeVar
 
@@ -65,7 +66,8 @@ class JobRunner:
         self._served = 0
         self._running: dict[str, asyncio.Task[None]] = {}
         self._running_by_user: Counter[UserKey] = Counter()
-        self._delivering: set[str] = set()
+        self._critical: Counter[str] = Counter()
+        self._stopping = False
         self._finished: Counter[str] = Counter()
         self._accepting = False
         self._reserved = 0
@@ -136,12 +138,14 @@ class JobRunner:
         return sum(len(queue) for queue in self._waiting.values())
 
     async def stop(self, grace: float = 20.0) -> None:
-        """Stop taking work; cancel jobs that are waiting on Oxen (their state is recorded) and give
-        jobs that are uploading up to `grace` seconds to finish."""
+        """Stop taking work and cancel running jobs at a safe point: at once where they only wait for
+        Oxen (their state is recorded), after the step in progress where they are submitting to Oxen or
+        uploading (so nothing is paid or posted twice), waiting `grace` seconds at most."""
         self._accepting = False
+        self._stopping = True
         self._waiting.clear()
         for job_id, task in self._running.items():
-            if job_id not in self._delivering:
+            if not self._critical[job_id]:
                 task.cancel()
         tasks = list(self._running.values())
         if tasks:
@@ -150,6 +154,21 @@ class JobRunner:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
         await self._completions.stop()
+
+    @contextlib.contextmanager
+    def _critical_section(self, job_id: str) -> Iterator[None]:
+        """A step that shutdown lets finish (an Oxen submission and recording its id, an upload);
+        when shutdown is under way, the job is cancelled as soon as its last such step ends."""
+        self._critical[job_id] += 1
+        try:
+            yield
+        finally:
+            self._critical[job_id] -= 1
+            if self._critical[job_id] <= 0:
+                del self._critical[job_id]
+                task = self._running.get(job_id)
+                if self._stopping and task is not None:
+                    task.cancel()
 
     def _state_counts(self) -> dict[str, float]:
         counts: dict[str, float] = {"queued": self._waiting_count(), "running": len(self._running)}
@@ -184,7 +203,6 @@ class JobRunner:
 
     def _done(self, job_id: str, user: UserKey, _: asyncio.Task[None]) -> None:
         self._running.pop(job_id, None)
-        self._delivering.discard(job_id)
         self._running_by_user[user] -= 1
         if self._running_by_user[user] <= 0:
             del self._running_by_user[user]
@@ -269,8 +287,8 @@ class JobRunner:
         images = await self._store.images(job.id)
         if not any(urls.values()):
             raise classify_failure(None, images[0].error or "no image was produced")
-        self._delivering.add(job.id)
-        await self._deliver(job, images, urls)
+        with self._critical_section(job.id):
+            await self._deliver(job, images, urls)
 
     async def _produce(self, job: Job, plan: PayloadPlan, image: JobImage) -> str | None:
         """Submit (unless already submitted) and await one image; returns its URL, or None on failure."""
@@ -279,13 +297,14 @@ class JobRunner:
         generation_id = image.oxen_generation_id
         if generation_id is None:
             body = plan.body_for(image.seed)
-            try:
-                [generation_id] = await self._oxen.enqueue(body)
-            except QueueUnavailableError:
-                url = await self._oxen.generate_sync(body, has_references=plan.references_sent > 0)
-                await self._store.set_image_outcome(job.id, image.idx, error=None, result_url=url)
-                return url
-            await self._store.set_generation_id(job.id, image.idx, generation_id)
+            with self._critical_section(job.id):
+                try:
+                    [generation_id] = await self._oxen.enqueue(body)
+                except QueueUnavailableError:
+                    url = await self._oxen.generate_sync(body, has_references=plan.references_sent > 0)
+                    await self._store.set_image_outcome(job.id, image.idx, error=None, result_url=url)
+                    return url
+                await self._store.set_generation_id(job.id, image.idx, generation_id)
         while True:
             row = await self._oxen.poll(generation_id)
             if row.finished:

@@ -5,6 +5,7 @@ from __future__ import annotations
 import functools
 import hashlib
 import io
+import os
 
 from PIL import Image, ImageDraw
 
@@ -26,10 +27,19 @@ def dimensions(size: str, aspect_ratio: str | None, scale: float = 1.0) -> tuple
     return max(16, round(width * factor)), max(16, round(height * factor))
 
 
-@functools.lru_cache(maxsize=64)
+VARIANTS = 16
+
+
 def render_png(prompt: str, seed: int | None, width: int, height: int) -> bytes:
-    """A PNG whose colours and stripes derive from (prompt, seed): same inputs, same bytes."""
+    """A PNG chosen by (prompt, seed) among VARIANTS pictures of that size: same inputs, same bytes,
+    and cheap enough that the fake never dominates a benchmark."""
     digest = hashlib.sha256(f"{prompt}\x00{seed}".encode()).digest()
+    return _variant(digest[0] % VARIANTS, width, height)
+
+
+@functools.lru_cache(maxsize=128)
+def _variant(variant: int, width: int, height: int) -> bytes:
+    digest = hashlib.sha256(f"variant {variant}".encode()).digest()
     image = Image.new("RGB", (width, height), tuple(digest[:3]))
     draw = ImageDraw.Draw(image)
     stripe = max(1, width // 8)
@@ -37,4 +47,15 @@ def render_png(prompt: str, seed: int | None, width: int, height: int) -> bytes:
         draw.rectangle((index, 0, index + stripe - 1, height), fill=tuple(digest[3:6]))
     output = io.BytesIO()
     image.save(output, format="PNG")
+    return output.getvalue()
+
+
+@functools.lru_cache(maxsize=8)
+def textured_png(width: int, height: int) -> bytes:
+    """A PNG of smooth noise: sized like a real result (several MB at 2K), unlike the flat pictures above."""
+    noise = Image.frombytes(
+        "RGB", (max(1, width // 4), max(1, height // 4)), os.urandom(width * height * 3 // 16)
+    )
+    output = io.BytesIO()
+    noise.resize((width, height), Image.Resampling.BILINEAR).save(output, format="PNG", compress_level=1)
     return output.getvalue()

@@ -14,7 +14,7 @@ from typing import Any, Literal
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.images import dimensions, render_png
+from tests.fakes.images import dimensions, render_png, textured_png
 from tests.fakes.recorder import Call, Recorder, take_fault
 
 SCHEMA_CURRENT: dict[str, Any] = {
@@ -124,6 +124,7 @@ class FakeOxen:
         image_scale: float = 1 / 64,
         queue_enabled: bool = True,
         result_auth_required: bool = False,
+        textured: bool = False,
     ) -> None:
         self.api_key = api_key
         self.schema = schema
@@ -132,6 +133,7 @@ class FakeOxen:
         self.image_scale = image_scale
         self.queue_enabled = queue_enabled
         self.result_auth_required = result_auth_required
+        self.textured = textured
         self.recorder = Recorder()
         self.generations: dict[str, Generation] = {}
         self.extra_models: dict[str, dict[str, Any]] = {}
@@ -280,7 +282,12 @@ class FakeOxen:
             str(params.get("size", "2K")), params.get("aspect_ratio"), self.image_scale
         )
         seed = params.get("seed")
-        png = render_png(str(params.get("prompt")), seed if isinstance(seed, int) else None, width, height)
+        if self.textured:
+            png = textured_png(width, height)
+        else:
+            png = render_png(
+                str(params.get("prompt")), seed if isinstance(seed, int) else None, width, height
+            )
         self._results[generation_id] = png
         return f"{self.root}/results/{generation_id}.png"
 

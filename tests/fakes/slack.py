@@ -71,6 +71,7 @@ class FakeSlack:
         team_id: str = "T0TEAM",
         bot_user_id: str = "U0BOT",
         bot_id: str = "B0BOT",
+        keep_uploads: bool = True,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
@@ -78,6 +79,7 @@ class FakeSlack:
         self.team_id = team_id
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
+        self.keep_uploads = keep_uploads
         self.admins: set[str] = set()
         self.recorder = Recorder()
         self.uploaded_files: dict[str, FakeFile] = {}
@@ -478,20 +480,25 @@ class FakeSlack:
 
     async def _upload(self, request: web.Request) -> web.Response:
         file = self.uploaded_files.get(request.match_info["file_id"])
+        content = bytearray()
+        size = 0
         if request.content_type.startswith("multipart/"):
             reader = await request.multipart()
             part = await reader.next()
-            content = await part.read() if isinstance(part, aiohttp.BodyPartReader) else b""
+            content += await part.read() if isinstance(part, aiohttp.BodyPartReader) else b""
+            size = len(content)
         else:
-            content = await request.read()
-        await self.recorder.record(
-            Call("upload", {"file_id": request.match_info["file_id"], "size": len(content)})
-        )
+            async for chunk in request.content.iter_chunked(1 << 20):
+                size += len(chunk)
+                if self.keep_uploads:
+                    content += chunk
+        await self.recorder.record(Call("upload", {"file_id": request.match_info["file_id"], "size": size}))
         if file is None:
             return web.Response(status=404, text="Not Found")
         file.content = bytes(content)
+        file.length = size
         file.uploaded = True
-        return web.Response(text=f"OK - {len(content)}")
+        return web.Response(text=f"OK - {size}")
 
     async def _download(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]

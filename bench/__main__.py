@@ -1,0 +1,90 @@
+"""`python -m bench [--quick] [--out PATH]`: run every scenario, print a table, write JSON."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import dataclasses
+import json
+import os
+import platform
+import tempfile
+import time
+from pathlib import Path
+from typing import Any
+
+from bench.history import history_page_latency
+from bench.scenarios import QUICK, Params, ack_burst, memory, overhead, throughput
+
+TARGETS = {
+    "ack_p99_ms": ("<=", 50.0),
+    "ack_over_3s": ("<=", 0.0),
+    "lost_commands": ("<=", 0.0),
+    "overhead_median_pct_2k": ("<=", 5.0),
+    "throughput_ratio_to_ideal": ("<=", 1.2),
+    "peak_rss_mb_50x4k": ("<=", 200.0),
+    "history_page_p99_ms": ("<=", 5.0),
+}
+
+
+async def run(params: Params) -> dict[str, Any]:
+    """Every scenario in turn; each gets fresh fakes and a fresh bot process."""
+    results: dict[str, Any] = {}
+    with tempfile.TemporaryDirectory(prefix="dreamboard-bench-") as name:
+        folder = Path(name)
+        results.update(await ack_burst(params, folder))
+        results.update(await overhead(params, folder))
+        results.update(await throughput(params, folder))
+        results.update(await memory(params, folder))
+        results.update(await history_page_latency(params.history_rows, params.history_samples))
+        baseline = await ack_burst(params, folder, module="bench.baseline", count=params.baseline_burst)
+        results["baseline_ack_p50_ms"] = baseline["ack_p50_ms"]
+        results["baseline_ack_p99_ms"] = baseline["ack_p99_ms"]
+        results["baseline_ack_over_3s"] = baseline["ack_over_3s"]
+        results["baseline_ratio_p99"] = baseline["ack_p99_ms"] / results["ack_p99_ms"]
+    return results
+
+
+def table(results: dict[str, Any]) -> str:
+    """A readable summary with each target and whether it was met."""
+    lines = [f"{'metric':32} {'value':>12}  target"]
+    for key, value in results.items():
+        if not isinstance(value, float):
+            continue
+        target = TARGETS.get(key)
+        verdict = ""
+        if target is not None:
+            met = value <= target[1]
+            verdict = f"{target[0]} {target[1]:g}  {'ok' if met else 'MISSED'}"
+        lines.append(f"{key:32} {value:12.2f}  {verdict}")
+    return "\n".join(lines)
+
+
+def main() -> None:
+    """Parse arguments, run, report."""
+    parser = argparse.ArgumentParser(description="Dreamboard benchmarks against the loopback fakes")
+    parser.add_argument("--quick", action="store_true", help="tiny numbers: a smoke run of every scenario")
+    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
+    args = parser.parse_args()
+    params = QUICK if args.quick else Params()
+    started = time.time()
+    results = asyncio.run(run(params))
+    report = {
+        **{key: round(value, 3) if isinstance(value, float) else value for key, value in results.items()},
+        "params": dataclasses.asdict(params),
+        "quick": args.quick,
+        "machine": {
+            "cpus": os.cpu_count(),
+            "python": platform.python_version(),
+            "platform": platform.platform(),
+        },
+        "duration_s": round(time.time() - started, 1),
+    }
+    args.out.parent.mkdir(parents=True, exist_ok=True)
+    args.out.write_text(json.dumps(report, indent=2) + "\n")
+    print(table(results))
+    print(f"\nwritten to {args.out} in {report['duration_s']} s")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,48 @@
+"""`python -m bench --quick` runs every scenario end to end and writes the documented keys."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from pathlib import Path
+
+REQUIRED = (
+    "ack_p50_ms",
+    "ack_p99_ms",
+    "ack_over_3s",
+    "lost_commands",
+    "overhead_median_pct_2k",
+    "overhead_p95_pct_2k",
+    "overhead_median_pct_4k",
+    "throughput_ratio_to_ideal",
+    "peak_rss_mb_50x4k",
+    "history_page_p99_ms",
+    "baseline_ack_p99_ms",
+    "params",
+)
+
+
+async def test_quick_benchmark_smoke_run(tmp_path: Path) -> None:
+    out = tmp_path / "results.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench",
+        "--quick",
+        "--out",
+        str(out),
+        cwd=Path(__file__).parents[2],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 120)
+    assert process.returncode == 0, output.decode()[-2000:]
+    results = json.loads(out.read_text())
+    assert all(key in results for key in REQUIRED)
+    assert results["quick"] is True
+    assert results["lost_commands"] == 0
+    assert results["duplicate_jobs"] == 0
+    assert results["ack_errors"] == 0
+    assert results["peak_rss_mb_50x4k"] > 0
+    assert "ack_p99_ms" in output.decode()
