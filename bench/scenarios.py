@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from bench.process import BotProcess, start_bot
+from tests.fakes.images import warm
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.slack import FakeSlack, SignedResponse
 
@@ -125,6 +126,7 @@ async def end_to_end(
     """Run `jobs` concurrent jobs; returns (seconds from command to result card per job, wall seconds,
     peak RSS MiB of the bot)."""
     scale = params.image_scale if scale is None else scale
+    await asyncio.to_thread(warm, size, None, scale, textured=textured)
     async with (
         FakeSlack(keep_uploads=False) as slack,
         FakeOxen(latency=params.latency, image_scale=scale, textured=textured) as oxen,

@@ -27,7 +27,7 @@ def dimensions(size: str, aspect_ratio: str | None, scale: float = 1.0) -> tuple
     return max(16, round(width * factor)), max(16, round(height * factor))
 
 
-VARIANTS = 16
+VARIANTS = 4
 
 
 def render_png(prompt: str, seed: int | None, width: int, height: int) -> bytes:
@@ -59,3 +59,12 @@ def textured_png(width: int, height: int) -> bytes:
     output = io.BytesIO()
     noise.resize((width, height), Image.Resampling.BILINEAR).save(output, format="PNG", compress_level=1)
     return output.getvalue()
+
+
+def warm(size: str, aspect_ratio: str | None, scale: float, *, textured: bool = False) -> None:
+    """Render every picture of one size ahead of time (benchmarks call this in a thread first)."""
+    width, height = dimensions(size, aspect_ratio, scale)
+    if textured:
+        textured_png(width, height)
+    for variant in range(VARIANTS):
+        _variant(variant, width, height)
