@@ -15,5 +15,6 @@ RUN pip install --no-cache-dir . \
 USER dreamboard
 VOLUME ["/data"]
 EXPOSE 3000
-HEALTHCHECK --interval=30s --timeout=3s CMD python -c "import urllib.request,sys; sys.exit(urllib.request.urlopen('http://127.0.0.1:3000/healthz').status != 200)"
+HEALTHCHECK --interval=30s --timeout=3s \
+    CMD python -c "import os, urllib.request; urllib.request.urlopen(f'http://127.0.0.1:{os.environ.get(\"PORT\", \"3000\")}/healthz')"
 CMD ["python", "-m", "bot"]
