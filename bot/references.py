@@ -157,9 +157,18 @@ class References:
     async def _earlier_files(
         self, channel_id: str, thread_ts: str, message_ts: str
     ) -> list[Mapping[str, Any]]:
-        response = await self._slack.conversations_replies(channel=channel_id, ts=thread_ts, limit=200)
+        messages: list[Mapping[str, Any]] = []
+        cursor = None
+        while True:
+            response = await self._slack.conversations_replies(
+                channel=channel_id, ts=thread_ts, limit=200, cursor=cursor
+            )
+            messages += response.get("messages") or []
+            cursor = (response.get("response_metadata") or {}).get("next_cursor")
+            if not response.get("has_more") or not cursor:
+                break
         found: list[Mapping[str, Any]] = []
-        for message in reversed(response.get("messages") or []):
+        for message in reversed(messages):
             if (
                 message.get("ts") == message_ts
                 or message.get("bot_id")

@@ -697,7 +697,12 @@ class FakeSlack:
         thread = [m for m in self._messages.get(channel, []) if m["ts"] == ts or m.get("thread_ts") == ts]
         if not thread:
             return {"ok": False, "error": "thread_not_found"}
-        return {"ok": True, "messages": thread, "has_more": False}
+        start = int(params.get("cursor") or 0)
+        end = start + min(int(params.get("limit") or 1000), 1000)
+        page: dict[str, Any] = {"ok": True, "messages": thread[start:end], "has_more": end < len(thread)}
+        if end < len(thread):
+            page["response_metadata"] = {"next_cursor": str(end)}
+        return page
 
     def _m_apps_connections_open(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": self.url.replace("http://", "ws://") + "/socket-mode"}

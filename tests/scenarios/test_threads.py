@@ -79,6 +79,19 @@ async def test_more_than_ten_candidates_keep_the_newest_ten_and_say_which_were_l
     assert "Left out (over the 10-reference limit): earlier-1.png, earlier-0.png" in text
 
 
+async def test_earlier_images_are_found_in_long_threads(harness: Harness) -> None:
+    await start_public(harness)
+    root = await harness.generate("a lighthouse")
+    early = harness.slack.add_file(png("green"), name="early.png")
+    harness.slack.human_message("C1", "look", thread_ts=root, files=[early])
+    for index in range(250):
+        harness.slack.human_message("C1", f"chat {index}", thread_ts=root)
+    await harness.send(harness.slack.human_message("C1", "use everything", thread_ts=root))
+    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    assert len(harness.slack.calls_to("conversations.replies")) == 2
+    assert len(harness.oxen.submissions[-1]["input_image"]) == 2
+
+
 async def test_fresh_ignores_the_base_and_earlier_images(harness: Harness) -> None:
     await start_public(harness)
     root = await harness.generate("a lighthouse")
