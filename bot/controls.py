@@ -33,8 +33,6 @@ REACTIONS: dict[str, Action] = {
 }
 """The single reaction table (also listed in the README and `/imagine help`)."""
 
-BRANCHES = frozenset({Action.REROLL, Action.VARY, Action.UPSCALE})
-
 
 @dataclass(frozen=True)
 class Target:

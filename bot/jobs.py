@@ -30,7 +30,7 @@ from bot.oxen_events import CompletionWatcher
 from bot.references import ReferenceError, References, ReferenceSource
 from bot.slack_files import ResultFile, SlackFiles, UploadError
 from bot.slack_messages import NOT_A_MEMBER, SlackMessages, slack_error
-from bot.store import ImageState, Job, JobImage, JobState, Store
+from bot.store import ImageState, Job, JobImage, JobState, MessageKind, Store
 
 log = logging.getLogger(__name__)
 
@@ -321,10 +321,11 @@ class JobRunner:
 
     async def _deliver(self, job: Job, images: list[JobImage], urls: dict[int, str | None]) -> None:
         made = [image for image in images if urls.get(image.idx)]
-        already = all(image.file_id for image in made) and await self._files.is_shared(
-            str(made[0].file_id), job.channel_id
+        uploaded_before = all(image.file_id for image in made)
+        shared_ts = (
+            await self._files.share_ts(str(made[0].file_id), job.channel_id) if uploaded_before else None
         )
-        if not already:
+        if shared_ts is None:
             with tempfile.TemporaryDirectory(prefix=f"dreamboard-{job.id}-") as folder:
                 results = await _all_or_first_error(
                     [self._download(job, image, str(urls[image.idx]), Path(folder)) for image in made]
@@ -337,9 +338,28 @@ class JobRunner:
                     thread_ts=str(job.thread_ts or job.status_ts),
                     comment=views.upload_comment(job, len(results)),
                 )
+            shared_ts = await self._upload_message_ts(file_ids[results[0].idx], job.channel_id)
+        if shared_ts is not None:
+            await self._store.add_message(
+                job.channel_id,
+                shared_ts,
+                job.id,
+                MessageKind.UPLOAD,
+                thread_ts=job.thread_ts or job.status_ts,
+            )
         await self._store.finish(job.id, JobState.UPLOADED)
         self._finished[JobState.UPLOADED] += 1
         await self._announce(await self._reload(job))
+
+    async def _upload_message_ts(self, file_id: str, channel_id: str) -> str | None:
+        """Best effort: the upload message's ts, so reactions on the image itself work too."""
+        try:
+            return await self._files.share_ts(file_id, channel_id)
+        except SlackApiError as exc:
+            log.info(
+                "files.info for %s failed (%s); reactions work on the result card", file_id, slack_error(exc)
+            )
+            return None
 
     async def _announce(self, job: Job) -> None:
         """Post the result card of an uploaded job and mark its status message done."""

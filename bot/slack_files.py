@@ -63,11 +63,15 @@ class SlackFiles:
             initial_comment=comment,
         )
 
-    async def is_shared(self, file_id: str, channel_id: str) -> bool:
-        """Whether a file already appears in `channel_id` (its upload was completed)."""
+    async def share_ts(self, file_id: str, channel_id: str) -> str | None:
+        """The ts of the message that shares the file in `channel_id`, or None while Slack shows no
+        share (not completed, or not processed yet: Slack fills `shares` in with a delay)."""
         info = await self._client.files_info(file=file_id)
         shares = info["file"].get("shares") or {}
-        return any(channel_id in shares.get(kind, {}) for kind in ("public", "private"))
+        for kind in ("public", "private"):
+            for share in shares.get(kind, {}).get(channel_id, []):
+                return str(share["ts"])
+        return None
 
 
 class ReferenceFetchError(ValueError):

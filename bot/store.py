@@ -486,12 +486,6 @@ class Store:
         if job is not None:
             await self.add_message(job.channel_id, ts, job_id, MessageKind.CARD, thread_ts=job.thread_ts)
 
-    async def count_by_state(self) -> dict[str, int]:
-        """Number of jobs in each state."""
-        async with self._db.execute("SELECT state, COUNT(*) FROM generations GROUP BY state") as cursor:
-            rows = await cursor.fetchall()
-        return {str(row[0]): int(row[1]) for row in rows}
-
 
 def _job(row: sqlite3.Row) -> Job:
     return Job(

@@ -124,6 +124,17 @@ async def test_reactions_do_what_the_buttons_do(april: Harness) -> None:
     assert (upscale["size"], upscale["seed"]) == ("4K", 40)
 
 
+async def test_reactions_on_the_image_message_work_too(april: Harness) -> None:
+    job_id, root = await first_job(april, "a red fox --seed 40")
+    [(_, images)] = await april.jobs()
+    upload = next(m for m in april.slack.messages("C1") if images[0].file_id in m.get("files", []))
+    await react(april, "twisted_rightwards_arrows", upload["ts"])
+    await next_card(april, 2)
+    job, _ = (await april.jobs())[-1]
+    assert (job.parent_id, job.thread_ts) == (job_id, root)
+    assert len(april.oxen.submissions[-1]["input_image"]) == 1
+
+
 async def test_envelope_sends_the_recipe_by_dm(april: Harness) -> None:
     job_id, _ = await first_job(april, "a red fox --seed 40")
     await react(april, "envelope", card(april, job_id)["ts"], user="U3")
