@@ -11,7 +11,7 @@ from aiohttp import web
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import load_settings
+from bot.app.config import load_settings
 
 
 async def main() -> None:

@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.store import Store
+from bot.store.sqlite import Store
 
 
 def _fill(path: Path, rows: int) -> None:

@@ -7,9 +7,10 @@ import logging
 import signal
 import sys
 
-from bot import runtime
-from bot.config import Settings, SettingsError, load_settings
-from bot.logs import configure_logging
+import handlers
+from bot.app import runtime
+from bot.app.config import Settings, SettingsError, load_settings
+from bot.app.logs import configure_logging
 
 log = logging.getLogger("bot")
 
@@ -20,7 +21,7 @@ async def serve(settings: Settings) -> None:
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await runtime.start(settings)
+    running = await runtime.start(settings, register=handlers.register)
     await stop.wait()
     log.info("shutting down: no new work; letting uploads finish")
     await running.close()

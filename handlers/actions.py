@@ -1,4 +1,4 @@
-"""Result-card buttons and the ✏️ Edit modal (the work is in bot/actions.py)."""
+"""Result-card buttons and the ✏️ Edit modal (the work is in bot/features/actions.py)."""
 
 from __future__ import annotations
 
@@ -7,9 +7,9 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
 
-from bot.controls import Action, HistoryQuery, Target
-from bot.services import Services
-from bot.views import ACTION_PREFIX, EDIT_CALLBACK
+from bot.app.services import Services
+from bot.domain.controls import Action, HistoryQuery, Target
+from bot.views.blocks import ACTION_PREFIX, EDIT_CALLBACK
 
 
 def register(app: AsyncApp, services: Services) -> None:

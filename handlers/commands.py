@@ -8,12 +8,12 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
 
-from bot import views
-from bot.actions import NotAllowedError
-from bot.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
-from bot.intake import CapReachedError, NotInChannelError
-from bot.requests import RequestError, parse_request
-from bot.services import Services
+from bot.app.services import Services
+from bot.domain.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
+from bot.domain.requests import RequestError, parse_request
+from bot.features.actions import NotAllowedError
+from bot.features.intake import CapReachedError, NotInChannelError
+from bot.views import blocks as views
 
 log = logging.getLogger(__name__)
 

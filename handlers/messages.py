@@ -1,4 +1,4 @@
-"""Thread replies, @mentions and DMs: each may start an iteration (see bot/iterations.py)."""
+"""Thread replies, @mentions and DMs: each may start an iteration (see bot/features/iterations.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
-from bot.services import Services
+from bot.app.services import Services
 
 
 def register(app: AsyncApp, services: Services) -> None:

@@ -1,4 +1,4 @@
-"""Reactions on results iterate, DM the recipe, cancel or delete (the table is bot/controls.py)."""
+"""Reactions on results iterate, DM the recipe, cancel or delete (the table is bot/domain/controls.py)."""
 
 from __future__ import annotations
 
@@ -6,7 +6,7 @@ from typing import Any
 
 from slack_bolt.async_app import AsyncApp, AsyncBoltContext
 
-from bot.services import Services
+from bot.app.services import Services
 
 
 def register(app: AsyncApp, services: Services) -> None:

@@ -11,10 +11,12 @@ from typing import Any
 
 import aiohttp
 
-from bot import runtime
-from bot.config import Settings, load_settings
-from bot.oxen import RetryPolicy
-from bot.store import Job, JobImage, Store
+import handlers
+from bot.app import runtime
+from bot.app.config import Settings, load_settings
+from bot.backends.oxen import RetryPolicy
+from bot.store.model import Job, JobImage
+from bot.store.sqlite import Store
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.recorder import Call
 from tests.fakes.slack import FakeSlack, SignedResponse
@@ -70,7 +72,9 @@ class Harness:
     async def start(self, **overrides: Any) -> runtime.Runtime:
         """Start the whole bot (as `python -m bot` does, minus signals)."""
         self.overrides.update(overrides)
-        self.running = await runtime.start(self.settings(), oxen_retry=FAST_RETRIES)
+        self.running = await runtime.start(
+            self.settings(), register=handlers.register, oxen_retry=FAST_RETRIES
+        )
         return self.running
 
     async def stop(self, grace: float = 5.0) -> None:

@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from bot.store import JobState
+from bot.store.model import JobState
 from tests.fakes.slack import SignedResponse
 from tests.scenarios.harness import Harness, answers, is_card
 

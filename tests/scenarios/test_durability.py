@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import json
 
-from bot.store import ImageState, JobState
+from bot.store.model import ImageState, JobState
 from tests.scenarios.harness import Harness, is_card
 
 

@@ -8,8 +8,8 @@ import json
 import time
 from typing import Any
 
-from bot.history import History
-from bot.store import JobState
+from bot.features.history import History
+from bot.store.model import JobState
 from tests.scenarios.harness import Harness, is_card
 
 

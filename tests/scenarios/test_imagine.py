@@ -6,7 +6,7 @@ import json
 
 import pytest
 
-from bot.store import ImageState, JobState
+from bot.store.model import ImageState, JobState
 from tests.scenarios.harness import Harness
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"

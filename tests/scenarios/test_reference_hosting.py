@@ -8,7 +8,7 @@ import time
 import aiohttp
 from PIL import Image
 
-from bot.reference_hosting import SignedUrlHost
+from bot.features.reference_hosting import SignedUrlHost
 from tests.scenarios.harness import Harness, free_port, is_card
 
 

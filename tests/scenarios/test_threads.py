@@ -10,7 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
-from bot.store import JobState
+from bot.store.model import JobState
 from tests.fakes.recorder import Call
 from tests.scenarios.harness import Harness, answers, free_port, is_card
 

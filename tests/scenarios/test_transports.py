@@ -12,7 +12,7 @@ from pathlib import Path
 
 import aiohttp
 
-from bot.store import JobState
+from bot.store.model import JobState
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.slack import FakeSlack
 from tests.scenarios.harness import Harness, is_card

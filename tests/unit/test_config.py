@@ -6,7 +6,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.config import SettingsError, load_settings
+from bot.app.config import SettingsError, load_settings
 
 REQUIRED = {"SLACK_BOT_TOKEN": "xoxb-1-2", "OXEN_API_KEY": "oxen-key", "SLACK_SIGNING_SECRET": "secret"}
 

@@ -8,10 +8,10 @@ import json
 from dataclasses import replace
 from typing import Any
 
-from bot import views
-from bot.controls import HistoryQuery
-from bot.history import EXPORT_COLUMNS, csv_export
-from bot.store import ImageState, Job, JobImage
+from bot.domain.controls import HistoryQuery
+from bot.features.history import EXPORT_COLUMNS, csv_export
+from bot.store.model import ImageState, Job, JobImage
+from bot.views import blocks as views
 from tests.unit.test_views import make_job
 
 

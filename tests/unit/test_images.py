@@ -7,7 +7,7 @@ import io
 import pytest
 from PIL import Image
 
-from bot.images import ImageRejectedError, prepare_image
+from bot.domain.images import ImageRejectedError, prepare_image
 
 
 def encode(image: Image.Image, fmt: str, **options: object) -> bytes:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bot.iterations import is_noise, strip_mention
+from bot.features.iterations import is_noise, strip_mention
 
 BOT = "U0BOT"
 

@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 import logging
 
-from bot.logs import RedactingJsonFormatter
-from bot.metrics import Metrics
+from bot.app.logs import RedactingJsonFormatter
+from bot.app.metrics import Metrics
 
 
 def record(message: str) -> logging.LogRecord:

@@ -6,7 +6,7 @@ from typing import Any
 
 import pytest
 
-from bot.model_schema import ModelSchema, SchemaError, plan_payload
+from bot.backends.model_schema import ModelSchema, SchemaError, plan_payload
 
 PROMPT = {"type": "string"}
 APRIL: dict[str, Any] = {

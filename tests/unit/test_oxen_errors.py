@@ -5,7 +5,7 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bot.oxen import FailureKind, RetryPolicy, classify_failure, error_detail
+from bot.backends.oxen import FailureKind, RetryPolicy, classify_failure, error_detail
 
 
 @pytest.mark.parametrize(

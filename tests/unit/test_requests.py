@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.requests import GenerationRequest, Limits, RequestError, parse_request, unescape_slack
+from bot.domain.requests import GenerationRequest, Limits, RequestError, parse_request, unescape_slack
 
 
 def test_prompt_and_every_flag() -> None:

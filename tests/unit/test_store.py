@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import _MIGRATIONS, ImageState, JobState, NewJob, Store
+from bot.store.migrations import MIGRATIONS
+from bot.store.model import ImageState, JobState, NewJob
+from bot.store.sqlite import Store
 
 
 @pytest.fixture
@@ -40,7 +42,7 @@ async def test_schema_is_versioned_and_reopening_keeps_data(tmp_path: Path) -> N
     path = tmp_path / "db.sqlite3"
     first = await Store.open(path)
     await first.insert_job(new_job())
-    assert await first.schema_version() == len(_MIGRATIONS)
+    assert await first.schema_version() == len(MIGRATIONS)
     await first.close()
     second = await Store.open(path)
     assert [job.id for job in await second.unfinished_jobs()] == ["j1"]
@@ -50,7 +52,7 @@ async def test_schema_is_versioned_and_reopening_keeps_data(tmp_path: Path) -> N
 async def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None:
     path = tmp_path / "db.sqlite3"
     with sqlite3.connect(path) as db:
-        db.executescript(_MIGRATIONS[0] + "; PRAGMA user_version = 1;")
+        db.executescript(MIGRATIONS[0] + "; PRAGMA user_version = 1;")
         db.execute(
             "INSERT INTO generations (id, team_id, channel_id, user_id, prompt, model, size, seed,"
             " seed_given, n, state, created_at)"
@@ -58,7 +60,7 @@ async def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None
         )
     store = await Store.open(path)
     try:
-        assert await store.schema_version() == len(_MIGRATIONS)
+        assert await store.schema_version() == len(MIGRATIONS)
         old = await store.get_job("old")
         assert old is not None
         assert old.prompt == "fox"

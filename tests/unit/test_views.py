@@ -5,8 +5,8 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
-from bot import views
-from bot.store import ImageState, Job, JobImage, JobState
+from bot.store.model import ImageState, Job, JobImage, JobState
+from bot.views import blocks as views
 
 
 def make_job(**changes: object) -> Job:

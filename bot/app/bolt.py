@@ -9,10 +9,13 @@ from typing import Any
 from slack_bolt.async_app import AsyncApp
 from slack_bolt.response import BoltResponse
 
-from bot.services import Services
+from bot.app.services import Services
+
+Register = Callable[[AsyncApp, Services], None]
+"""Wires listeners onto the app (handlers.register)."""
 
 
-def build_app(services: Services, *, register: Callable[[AsyncApp, Services], None]) -> AsyncApp:
+def build_app(services: Services, *, register: Register) -> AsyncApp:
     """An AsyncApp on the services' Web API client; `register` wires the listeners (handlers/)."""
     settings = services.settings
     secret = settings.slack_signing_secret

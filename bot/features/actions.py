@@ -15,14 +15,15 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import views
-from bot.controls import REACTIONS, Action, Target
-from bot.intake import CapReachedError, Intake, NotInChannelError
-from bot.jobs import JobRunner
-from bot.references import Collected, ReferenceSource
-from bot.requests import GenerationRequest, Limits
-from bot.slack_messages import NOT_A_MEMBER, slack_error
-from bot.store import ImageState, Job, JobImage, JobState, MessageKind, Store
+from bot.domain.controls import REACTIONS, Action, Target
+from bot.domain.requests import GenerationRequest, Limits
+from bot.features.intake import CapReachedError, Intake, NotInChannelError
+from bot.features.references import Collected, ReferenceSource
+from bot.jobs.runner import JobRunner
+from bot.slack.messages import NOT_A_MEMBER, slack_error
+from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind
+from bot.store.sqlite import Store
+from bot.views import blocks as views
 
 log = logging.getLogger(__name__)
 

@@ -21,16 +21,17 @@ from typing import Any, TypeVar
 
 from slack_sdk.errors import SlackApiError
 
-from bot import views
-from bot.config import Settings
-from bot.metrics import Metrics
-from bot.model_schema import PayloadPlan, plan_payload
-from bot.oxen import FailureKind, OxenClient, OxenError, QueueUnavailableError, classify_failure
-from bot.oxen_events import CompletionWatcher
-from bot.references import ReferenceError, References, ReferenceSource
-from bot.slack_files import ResultFile, SlackFiles, UploadError
-from bot.slack_messages import NOT_A_MEMBER, SlackMessages, slack_error
-from bot.store import ImageState, Job, JobImage, JobState, MessageKind, Store
+from bot.app.config import Settings
+from bot.app.metrics import Metrics
+from bot.backends.model_schema import PayloadPlan, plan_payload
+from bot.backends.oxen import FailureKind, OxenClient, OxenError, QueueUnavailableError, classify_failure
+from bot.backends.oxen_events import CompletionWatcher
+from bot.features.references import ReferenceError, References, ReferenceSource
+from bot.slack.files import ResultFile, SlackFiles, UploadError
+from bot.slack.messages import NOT_A_MEMBER, SlackMessages, slack_error
+from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind
+from bot.store.sqlite import Store
+from bot.views import blocks as views
 
 log = logging.getLogger(__name__)
 

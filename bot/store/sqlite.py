@@ -1,4 +1,4 @@
-"""Store: Dreamboard's durable state in SQLite (aiosqlite, WAL), with numbered migrations."""
+"""Store: Dreamboard's durable state in SQLite (aiosqlite, WAL); every SQL statement lives here."""
 
 from __future__ import annotations
 
@@ -7,188 +7,13 @@ import json
 import sqlite3
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass, field
-from enum import StrEnum
 from pathlib import Path
 from typing import Any
 
 import aiosqlite
 
-
-class JobState(StrEnum):
-    """A job's lifecycle: queued → running → uploaded, or failed / cancelled."""
-
-    QUEUED = "queued"
-    RUNNING = "running"
-    UPLOADED = "uploaded"
-    FAILED = "failed"
-    CANCELLED = "cancelled"
-
-
-class MessageKind(StrEnum):
-    """Dreamboard's messages about a job: reactions on any of them act on the job."""
-
-    STATUS = "status"
-    CARD = "card"
-    UPLOAD = "upload"
-
-
-class ImageState(StrEnum):
-    """One image of a job, as far as Oxen is concerned."""
-
-    PENDING = "pending"
-    SUBMITTED = "submitted"
-    SUCCEEDED = "succeeded"
-    FAILED = "failed"
-
-
-UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
-
-_MIGRATIONS: tuple[str, ...] = (
-    """
-    CREATE TABLE generations (
-        id TEXT PRIMARY KEY,
-        team_id TEXT NOT NULL,
-        channel_id TEXT NOT NULL,
-        thread_ts TEXT,
-        status_ts TEXT,
-        card_ts TEXT,
-        user_id TEXT NOT NULL,
-        prompt TEXT NOT NULL,
-        model TEXT NOT NULL,
-        size TEXT NOT NULL,
-        aspect_ratio TEXT,
-        seed INTEGER NOT NULL,
-        seed_given INTEGER NOT NULL,
-        n INTEGER NOT NULL,
-        params TEXT NOT NULL DEFAULT '{}',
-        notes TEXT NOT NULL DEFAULT '[]',
-        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'uploaded', 'failed', 'cancelled')),
-        error TEXT,
-        parent_id TEXT REFERENCES generations(id),
-        created_at REAL NOT NULL,
-        started_at REAL,
-        finished_at REAL
-    );
-    CREATE INDEX generations_by_user ON generations (team_id, user_id, created_at DESC);
-    CREATE INDEX generations_unfinished ON generations (created_at)
-        WHERE state IN ('queued', 'running') OR (state = 'uploaded' AND card_ts IS NULL);
-    CREATE TABLE generation_images (
-        job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
-        idx INTEGER NOT NULL,
-        seed INTEGER NOT NULL,
-        state TEXT NOT NULL CHECK (state IN ('pending', 'submitted', 'succeeded', 'failed')),
-        oxen_generation_id TEXT,
-        error TEXT,
-        file_id TEXT,
-        PRIMARY KEY (job_id, idx)
-    );
-    CREATE TABLE processed_events (
-        key TEXT PRIMARY KEY,
-        created_at REAL NOT NULL
-    );
-    """,
-    """
-    CREATE INDEX generations_by_thread ON generations (channel_id, thread_ts, created_at DESC);
-    ALTER TABLE generation_images ADD COLUMN result_url TEXT;
-    ALTER TABLE generation_images ADD COLUMN result_url_at REAL;
-    """,
-    """
-    CREATE TABLE job_messages (
-        channel_id TEXT NOT NULL,
-        ts TEXT NOT NULL,
-        job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
-        kind TEXT NOT NULL CHECK (kind IN ('status', 'card', 'upload')),
-        thread_ts TEXT,
-        PRIMARY KEY (channel_id, ts)
-    );
-    INSERT OR IGNORE INTO job_messages
-        SELECT channel_id, status_ts, id, 'status', thread_ts FROM generations WHERE status_ts IS NOT NULL;
-    INSERT OR IGNORE INTO job_messages
-        SELECT channel_id, card_ts, id, 'card', thread_ts FROM generations WHERE card_ts IS NOT NULL;
-    ALTER TABLE generations ADD COLUMN deleted_at REAL;
-    ALTER TABLE generations ADD COLUMN deleted_by TEXT;
-    """,
-    """
-    CREATE TABLE favourites (
-        team_id TEXT NOT NULL,
-        user_id TEXT NOT NULL,
-        job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
-        created_at REAL NOT NULL,
-        PRIMARY KEY (team_id, user_id, job_id)
-    );
-    """,
-)
-
-
-@dataclass(frozen=True)
-class NewJob:
-    """A validated request about to become a stored job."""
-
-    id: str
-    team_id: str
-    channel_id: str
-    user_id: str
-    prompt: str
-    model: str
-    size: str
-    aspect_ratio: str | None
-    seed: int
-    seed_given: bool
-    n: int
-    thread_ts: str | None = None
-    parent_id: str | None = None
-    params: dict[str, Any] = field(default_factory=dict)
-
-
-@dataclass(frozen=True)
-class JobImage:
-    """One image of a job: its seed, its Oxen generation and its Slack file."""
-
-    job_id: str
-    idx: int
-    seed: int
-    state: ImageState
-    oxen_generation_id: str | None
-    error: str | None
-    file_id: str | None
-    result_url: str | None = None
-    result_url_at: float | None = None
-
-
-@dataclass(frozen=True)
-class Job:
-    """A stored generation job."""
-
-    id: str
-    team_id: str
-    channel_id: str
-    thread_ts: str | None
-    status_ts: str | None
-    card_ts: str | None
-    user_id: str
-    prompt: str
-    model: str
-    size: str
-    aspect_ratio: str | None
-    seed: int
-    seed_given: bool
-    n: int
-    params: dict[str, Any]
-    notes: list[str]
-    state: JobState
-    error: str | None
-    parent_id: str | None
-    created_at: float
-    started_at: float | None
-    finished_at: float | None
-    deleted_at: float | None = None
-    deleted_by: str | None = None
-
-    @property
-    def finished(self) -> bool:
-        """Whether the job reached a terminal state."""
-        return self.state not in UNFINISHED
+from bot.store.migrations import MIGRATIONS
+from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind, NewJob
 
 
 class Store:
@@ -231,11 +56,9 @@ class Store:
         async with self._db.execute("PRAGMA user_version") as cursor:
             row = await cursor.fetchone()
         version = int(row[0]) if row else 0
-        if version > len(_MIGRATIONS):
-            raise RuntimeError(
-                f"database schema {version} is newer than this Dreamboard ({len(_MIGRATIONS)})"
-            )
-        for number, script in enumerate(_MIGRATIONS[version:], start=version + 1):
+        if version > len(MIGRATIONS):
+            raise RuntimeError(f"database schema {version} is newer than this Dreamboard ({len(MIGRATIONS)})")
+        for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             await self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
 
     async def schema_version(self) -> int:

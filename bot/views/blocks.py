@@ -11,9 +11,9 @@ from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
 
-from bot.controls import PAGE_SIZE, REACTIONS, Action, HistoryQuery, Target
-from bot.requests import ASPECT_RATIOS, USAGE
-from bot.store import Job, JobImage
+from bot.domain.controls import PAGE_SIZE, REACTIONS, Action, HistoryQuery, Target
+from bot.domain.requests import ASPECT_RATIOS, USAGE
+from bot.store.model import Job, JobImage
 
 Message = dict[str, Any]
 SECTION_LIMIT = 3000

@@ -11,7 +11,7 @@ from urllib.parse import urlsplit
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.config import is_loopback
+from bot.app.config import is_loopback
 
 
 @dataclass(frozen=True)

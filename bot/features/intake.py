@@ -8,13 +8,14 @@ from typing import Any
 
 from slack_sdk.errors import SlackApiError
 
-from bot.config import Settings
-from bot.jobs import JobRunner
-from bot.oxen import OxenClient
-from bot.references import Collected
-from bot.requests import GenerationRequest, Limits
-from bot.slack_messages import NOT_A_MEMBER, SlackMessages, slack_error
-from bot.store import Job, NewJob, Store
+from bot.app.config import Settings
+from bot.backends.oxen import OxenClient
+from bot.domain.requests import GenerationRequest, Limits
+from bot.features.references import Collected
+from bot.jobs.runner import JobRunner
+from bot.slack.messages import NOT_A_MEMBER, SlackMessages, slack_error
+from bot.store.model import Job, NewJob
+from bot.store.sqlite import Store
 
 
 class CapReachedError(Exception):

@@ -9,13 +9,12 @@ from dataclasses import dataclass
 
 from aiohttp import web
 
-from bot.app import build_app
-from bot.config import Settings
-from bot.oxen import OxenError, RetryPolicy
-from bot.server import build_web_app, start_server
-from bot.services import Services
-from bot.socket_mode import SocketModeTransport
-from handlers import register
+from bot.app.bolt import Register, build_app
+from bot.app.config import Settings
+from bot.app.server import build_web_app, start_server
+from bot.app.services import Services
+from bot.app.socket_mode import SocketModeTransport
+from bot.backends.oxen import OxenError, RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -42,8 +41,8 @@ class Runtime:
         await self.services.aclose(grace)
 
 
-async def start(settings: Settings, *, oxen_retry: RetryPolicy | None = None) -> Runtime:
-    """Build everything, resume unfinished jobs and start listening."""
+async def start(settings: Settings, *, register: Register, oxen_retry: RetryPolicy | None = None) -> Runtime:
+    """Build everything, wire the listeners with `register`, resume unfinished jobs and start listening."""
     services = await Services.build(settings, oxen_retry=oxen_retry)
     try:
         await services.oxen.model_schema(settings.oxen_model)

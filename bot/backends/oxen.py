@@ -22,8 +22,8 @@ from urllib.parse import quote, urlsplit
 import httpx
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bot.metrics import Metrics
-from bot.model_schema import ModelSchema, SchemaError
+from bot.app.metrics import Metrics
+from bot.backends.model_schema import ModelSchema, SchemaError
 
 log = logging.getLogger(__name__)
 

@@ -19,9 +19,9 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from bot.config import ReferenceHosting, Settings
-from bot.images import PreparedImage
-from bot.oxen import OxenClient
+from bot.app.config import ReferenceHosting, Settings
+from bot.backends.oxen import OxenClient
+from bot.domain.images import PreparedImage
 
 URL_LIFETIME = 3600
 

@@ -11,19 +11,19 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.actions import Branching
-from bot.config import Settings
-from bot.history import History
-from bot.intake import Intake
-from bot.iterations import Iterations
-from bot.jobs import JobRunner
-from bot.metrics import Metrics
-from bot.oxen import OxenClient, RetryPolicy
-from bot.reference_hosting import ReferenceHost, build_host
-from bot.references import References
-from bot.slack_files import SlackFileReader, SlackFiles
-from bot.slack_messages import SlackMessages
-from bot.store import Store
+from bot.app.config import Settings
+from bot.app.metrics import Metrics
+from bot.backends.oxen import OxenClient, RetryPolicy
+from bot.features.actions import Branching
+from bot.features.history import History
+from bot.features.intake import Intake
+from bot.features.iterations import Iterations
+from bot.features.reference_hosting import ReferenceHost, build_host
+from bot.features.references import References
+from bot.jobs.runner import JobRunner
+from bot.slack.files import SlackFileReader, SlackFiles
+from bot.slack.messages import SlackMessages
+from bot.store.sqlite import Store
 
 
 @dataclass

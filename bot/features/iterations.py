@@ -10,12 +10,12 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import views
-from bot.intake import CapReachedError, Intake, NotInChannelError
-from bot.references import ReferenceError, References
-from bot.requests import RequestError, parse_request
-from bot.slack_messages import slack_error
-from bot.store import Store
+from bot.domain.requests import RequestError, parse_request
+from bot.features.intake import CapReachedError, Intake, NotInChannelError
+from bot.features.references import ReferenceError, References
+from bot.slack.messages import slack_error
+from bot.store.sqlite import Store
+from bot.views import blocks as views
 
 log = logging.getLogger(__name__)
 

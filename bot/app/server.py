@@ -8,8 +8,8 @@ from aiohttp import web
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
-from bot.reference_hosting import SignedUrlHost
-from bot.services import Services
+from bot.app.services import Services
+from bot.features.reference_hosting import SignedUrlHost
 
 
 def build_web_app(

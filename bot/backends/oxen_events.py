@@ -12,7 +12,7 @@ import contextlib
 import logging
 from collections import OrderedDict
 
-from bot.oxen import FailureKind, OxenClient, OxenError
+from bot.backends.oxen import FailureKind, OxenClient, OxenError
 
 log = logging.getLogger(__name__)
 

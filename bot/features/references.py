@@ -18,12 +18,13 @@ from typing import Any, Literal
 
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.images import ImageRejectedError, PreparedImage, prepare_image
-from bot.model_schema import MAX_REFERENCES
-from bot.oxen import OxenClient, OxenError
-from bot.reference_hosting import ReferenceHost
-from bot.slack_files import ReferenceFetchError, SlackFileReader, file_name
-from bot.store import ImageState, Job, Store
+from bot.backends.model_schema import MAX_REFERENCES
+from bot.backends.oxen import OxenClient, OxenError
+from bot.domain.images import ImageRejectedError, PreparedImage, prepare_image
+from bot.features.reference_hosting import ReferenceHost
+from bot.slack.files import ReferenceFetchError, SlackFileReader, file_name
+from bot.store.model import ImageState, Job
+from bot.store.sqlite import Store
 
 FRESH_RESULT_URL = 20 * 60
 

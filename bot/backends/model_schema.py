@@ -12,7 +12,7 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.requests import DEFAULT_PROMPT_MAX, DEFAULT_SEED_RANGE, SIZES, Limits
+from bot.domain.requests import DEFAULT_PROMPT_MAX, DEFAULT_SEED_RANGE, SIZES, Limits
 
 MAX_REFERENCES = 10
 _UP_TO = re.compile(r"up to (\d+) images", re.IGNORECASE)

@@ -8,8 +8,8 @@ from typing import Any
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import views
-from bot.store import Job
+from bot.store.model import Job
+from bot.views import blocks as views
 
 log = logging.getLogger(__name__)
 

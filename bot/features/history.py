@@ -17,10 +17,11 @@ from datetime import UTC, datetime
 from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot import views
-from bot.controls import PAGE_SIZE, HistoryQuery
-from bot.slack_messages import slack_error
-from bot.store import Job, Store
+from bot.domain.controls import PAGE_SIZE, HistoryQuery
+from bot.slack.messages import slack_error
+from bot.store.model import Job
+from bot.store.sqlite import Store
+from bot.views import blocks as views
 
 log = logging.getLogger(__name__)
 

@@ -1,0 +1,79 @@
+"""The schema, as numbered migrations applied in order (PRAGMA user_version holds the last one)."""
+
+from __future__ import annotations
+
+MIGRATIONS: tuple[str, ...] = (
+    """
+    CREATE TABLE generations (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        thread_ts TEXT,
+        status_ts TEXT,
+        card_ts TEXT,
+        user_id TEXT NOT NULL,
+        prompt TEXT NOT NULL,
+        model TEXT NOT NULL,
+        size TEXT NOT NULL,
+        aspect_ratio TEXT,
+        seed INTEGER NOT NULL,
+        seed_given INTEGER NOT NULL,
+        n INTEGER NOT NULL,
+        params TEXT NOT NULL DEFAULT '{}',
+        notes TEXT NOT NULL DEFAULT '[]',
+        state TEXT NOT NULL CHECK (state IN ('queued', 'running', 'uploaded', 'failed', 'cancelled')),
+        error TEXT,
+        parent_id TEXT REFERENCES generations(id),
+        created_at REAL NOT NULL,
+        started_at REAL,
+        finished_at REAL
+    );
+    CREATE INDEX generations_by_user ON generations (team_id, user_id, created_at DESC);
+    CREATE INDEX generations_unfinished ON generations (created_at)
+        WHERE state IN ('queued', 'running') OR (state = 'uploaded' AND card_ts IS NULL);
+    CREATE TABLE generation_images (
+        job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        seed INTEGER NOT NULL,
+        state TEXT NOT NULL CHECK (state IN ('pending', 'submitted', 'succeeded', 'failed')),
+        oxen_generation_id TEXT,
+        error TEXT,
+        file_id TEXT,
+        PRIMARY KEY (job_id, idx)
+    );
+    CREATE TABLE processed_events (
+        key TEXT PRIMARY KEY,
+        created_at REAL NOT NULL
+    );
+    """,
+    """
+    CREATE INDEX generations_by_thread ON generations (channel_id, thread_ts, created_at DESC);
+    ALTER TABLE generation_images ADD COLUMN result_url TEXT;
+    ALTER TABLE generation_images ADD COLUMN result_url_at REAL;
+    """,
+    """
+    CREATE TABLE job_messages (
+        channel_id TEXT NOT NULL,
+        ts TEXT NOT NULL,
+        job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        kind TEXT NOT NULL CHECK (kind IN ('status', 'card', 'upload')),
+        thread_ts TEXT,
+        PRIMARY KEY (channel_id, ts)
+    );
+    INSERT OR IGNORE INTO job_messages
+        SELECT channel_id, status_ts, id, 'status', thread_ts FROM generations WHERE status_ts IS NOT NULL;
+    INSERT OR IGNORE INTO job_messages
+        SELECT channel_id, card_ts, id, 'card', thread_ts FROM generations WHERE card_ts IS NOT NULL;
+    ALTER TABLE generations ADD COLUMN deleted_at REAL;
+    ALTER TABLE generations ADD COLUMN deleted_by TEXT;
+    """,
+    """
+    CREATE TABLE favourites (
+        team_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        created_at REAL NOT NULL,
+        PRIMARY KEY (team_id, user_id, job_id)
+    );
+    """,
+)

@@ -1,0 +1,107 @@
+"""Dreamboard's domain types: jobs, their images and the bot's messages about them."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import Any
+
+
+class JobState(StrEnum):
+    """A job's lifecycle: queued → running → uploaded, or failed / cancelled."""
+
+    QUEUED = "queued"
+    RUNNING = "running"
+    UPLOADED = "uploaded"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+class MessageKind(StrEnum):
+    """Dreamboard's messages about a job: reactions on any of them act on the job."""
+
+    STATUS = "status"
+    CARD = "card"
+    UPLOAD = "upload"
+
+
+class ImageState(StrEnum):
+    """One image of a job, as far as Oxen is concerned."""
+
+    PENDING = "pending"
+    SUBMITTED = "submitted"
+    SUCCEEDED = "succeeded"
+    FAILED = "failed"
+
+
+UNFINISHED = (JobState.QUEUED, JobState.RUNNING)
+
+
+@dataclass(frozen=True)
+class NewJob:
+    """A validated request about to become a stored job."""
+
+    id: str
+    team_id: str
+    channel_id: str
+    user_id: str
+    prompt: str
+    model: str
+    size: str
+    aspect_ratio: str | None
+    seed: int
+    seed_given: bool
+    n: int
+    thread_ts: str | None = None
+    parent_id: str | None = None
+    params: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass(frozen=True)
+class JobImage:
+    """One image of a job: its seed, its Oxen generation and its Slack file."""
+
+    job_id: str
+    idx: int
+    seed: int
+    state: ImageState
+    oxen_generation_id: str | None
+    error: str | None
+    file_id: str | None
+    result_url: str | None = None
+    result_url_at: float | None = None
+
+
+@dataclass(frozen=True)
+class Job:
+    """A stored generation job."""
+
+    id: str
+    team_id: str
+    channel_id: str
+    thread_ts: str | None
+    status_ts: str | None
+    card_ts: str | None
+    user_id: str
+    prompt: str
+    model: str
+    size: str
+    aspect_ratio: str | None
+    seed: int
+    seed_given: bool
+    n: int
+    params: dict[str, Any]
+    notes: list[str]
+    state: JobState
+    error: str | None
+    parent_id: str | None
+    created_at: float
+    started_at: float | None
+    finished_at: float | None
+    deleted_at: float | None = None
+    deleted_by: str | None = None
+
+    @property
+    def finished(self) -> bool:
+        """Whether the job reached a terminal state."""
+        return self.state not in UNFINISHED
