@@ -1,4 +1,9 @@
-"""Structured (JSON lines) logging to stdout with secrets redacted."""
+"""Structured (JSON lines) logging to stdout with secrets redacted.
+
+A log line emitted while a job id is bound carries `"job": "<id>"`. Call `bind_job(job_id)` at the start
+of a job's task (it stays in that task and the tasks it creates, since asyncio tasks copy the context
+when they are created), or wrap a block in `with job_context(job_id):`.
+"""
 
 from __future__ import annotations
 
@@ -6,9 +11,36 @@ import json
 import logging
 import re
 import sys
-from collections.abc import Iterable
+from collections.abc import Iterable, Iterator
+from contextlib import contextmanager
+from contextvars import ContextVar
+from datetime import datetime
 
 _TOKEN_SHAPES = re.compile(r"(xox[abposr]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|Bearer\s+[A-Za-z0-9._~+/=-]+)")
+_job: ContextVar[str | None] = ContextVar("dreamboard_log_job", default=None)
+
+
+def bind_job(job_id: str) -> None:
+    """Tag every later log line in the current task (and the tasks it creates) with `job_id`."""
+    _job.set(job_id)
+
+
+@contextmanager
+def job_context(job_id: str) -> Iterator[None]:
+    """Tag the log lines emitted inside the block with `job_id`."""
+    token = _job.set(job_id)
+    try:
+        yield
+    finally:
+        _job.reset(token)
+
+
+class JobFilter(logging.Filter):
+    """Copies the bound job id (if any) onto each record as `record.job`."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        record.job = _job.get()
+        return True
 
 
 class RedactingJsonFormatter(logging.Formatter):
@@ -26,11 +58,14 @@ class RedactingJsonFormatter(logging.Formatter):
 
     def format(self, record: logging.LogRecord) -> str:
         entry = {
-            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S%z"),
+            "time": datetime.fromtimestamp(record.created).astimezone().isoformat(timespec="milliseconds"),
             "level": record.levelname,
             "logger": record.name,
             "message": self.redact(record.getMessage()),
         }
+        job = getattr(record, "job", None)
+        if job is not None:
+            entry["job"] = job
         if record.exc_info:
             entry["exception"] = self.redact(self.formatException(record.exc_info))
         return json.dumps(entry, ensure_ascii=False)
@@ -40,6 +75,7 @@ def configure_logging(level: str, secrets: Iterable[str]) -> None:
     """Send every log record to stdout as redacted JSON."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(RedactingJsonFormatter(secrets))
+    handler.addFilter(JobFilter())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(level)

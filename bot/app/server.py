@@ -5,6 +5,7 @@ from __future__ import annotations
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
 from slack_bolt.async_app import AsyncApp
 
@@ -27,7 +28,7 @@ def build_web_app(
         return web.json_response({"ok": healthy, **checks}, status=200 if healthy else 503)
 
     async def metrics(_: web.Request) -> web.Response:
-        return web.Response(text=services.metrics.render(), content_type="text/plain", charset="utf-8")
+        return web.Response(text=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
 
     async def reference(request: web.Request) -> web.StreamResponse:
         assert isinstance(host, SignedUrlHost)
