@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
@@ -13,17 +14,6 @@ MAX_IMAGES = 4
 DEFAULT_SEED_RANGE = (0, 2_147_483_647)
 DEFAULT_PROMPT_MAX = 4000
 
-USAGE = "/imagine <prompt> [--ar 16:9] [--size 2K|4K] [--seed N] [--n 1-4] [--model MODEL_ID]"
-_SWITCHES = frozenset({"fresh"})
-
-_FLAG_ALIASES = {
-    "ar": "ar",
-    "aspect": "ar",
-    "size": "size",
-    "seed": "seed",
-    "n": "n",
-    "model": "model",
-}
 # Slack clients turn a typed "--" into an em or en dash; accept those as flag prefixes too.
 _FLAG = re.compile(r"^(?:--|—|–)([A-Za-z][\w-]*)(?:=(.*))?$")
 _MODEL_ID = re.compile(r"^[a-z0-9][a-z0-9._-]{0,127}$")
@@ -37,7 +27,7 @@ class RequestError(ValueError):
 class GenerationRequest(BaseModel):
     """What the user asked for, before the model's schema is applied."""
 
-    model_config = ConfigDict(frozen=True)
+    model_config = ConfigDict(frozen=True, extra="forbid")
 
     prompt: str
     aspect_ratio: str | None = None
@@ -55,6 +45,98 @@ class Limits:
     prompt_max: int = DEFAULT_PROMPT_MAX
     seed_range: tuple[int, int] = DEFAULT_SEED_RANGE
     sizes: tuple[str, ...] = SIZES
+
+
+@dataclass(frozen=True)
+class Flag:
+    """One `--flag` of `/imagine`: how it is spelled, read, explained, and whether recipes carry it."""
+
+    name: str
+    field: str
+    """The GenerationRequest field it sets (a Job attribute of the same name when `carried`)."""
+    carried: bool
+    """Whether a job keeps it, so Reroll, Vary, 4K, Replay and Edit carry it over from the job."""
+    help: str
+    parse: Callable[[str, Limits], object] | None = None
+    """Reads a value; None for a switch, which takes no value."""
+    placeholder: str = ""
+    """What the usage line shows as its value."""
+    example: str = ""
+    """A value for the "needs a value" error."""
+    aliases: tuple[str, ...] = ()
+
+    def render(self, value: object) -> str | None:
+        """The text that gives `value` back when parsed, or None for the field's default."""
+        if value == GenerationRequest.model_fields[self.field].default:
+            return None
+        return f"--{self.name}" if self.parse is None else f"--{self.name} {value}"
+
+
+def _aspect_ratio(value: str, _: Limits) -> str:
+    normalised = value.lower().replace("x", ":")
+    if normalised not in ASPECT_RATIOS:
+        raise RequestError(f"`--ar {value}` is not supported. Use one of: {', '.join(ASPECT_RATIOS)}.")
+    return normalised
+
+
+def _size(value: str, limits: Limits) -> str:
+    size = value.upper()
+    if size not in limits.sizes:
+        raise RequestError(f"`--size {value}` is not supported. Use {' or '.join(limits.sizes)}.")
+    return size
+
+
+def _seed(value: str, limits: Limits) -> int:
+    low, high = limits.seed_range
+    try:
+        seed = int(value, 10)
+    except ValueError:
+        raise RequestError(f"`--seed {value}` must be a whole number from {low} to {high}.") from None
+    if not low <= seed <= high:
+        raise RequestError(f"`--seed {value}` is out of range: use a whole number from {low} to {high}.")
+    return seed
+
+
+def _count(value: str, _: Limits) -> int:
+    try:
+        count = int(value, 10)
+    except ValueError:
+        count = 0
+    if not 1 <= count <= MAX_IMAGES:
+        raise RequestError(f"`--n {value}`: ask for 1 to {MAX_IMAGES} images.")
+    return count
+
+
+def _model(value: str, _: Limits) -> str:
+    if not _MODEL_ID.match(value):
+        raise RequestError(f"`--model {value}` is not an Oxen model id (like `bytedance-seedream-4-5`).")
+    return value
+
+
+FLAGS: tuple[Flag, ...] = (
+    # name, field, carried, help, parse, placeholder, example
+    Flag(
+        "ar",
+        "aspect_ratio",
+        True,
+        f"aspect ratio: {', '.join(ASPECT_RATIOS)}",
+        _aspect_ratio,
+        "16:9",
+        "16:9",
+        aliases=("aspect",),
+    ),
+    Flag("size", "size", True, " or ".join(SIZES), _size, "|".join(SIZES), "4K"),
+    Flag("seed", "seed", True, "a whole number", _seed, "N", "42"),
+    Flag("n", "n", True, f"1 to {MAX_IMAGES} images (seeds N, N+1, …)", _count, f"1-{MAX_IMAGES}", "2"),
+    Flag("model", "model", True, "another Oxen image model id", _model, "MODEL_ID", "bytedance-seedream-4-5"),
+    Flag("fresh", "fresh", False, "in a thread reply: start over, without the thread's earlier images"),
+)
+"""The single flag table: the parser, the usage line, `/imagine help` and the recipes derive from it."""
+
+# Switches (--fresh) only mean something in thread replies, so the `/imagine` usage leaves them out.
+USAGE = "/imagine <prompt> " + " ".join(f"[--{f.name} {f.placeholder}]" for f in FLAGS if f.parse)
+_BY_NAME = {name: flag for flag in FLAGS for name in (flag.name, *flag.aliases)}
+_KNOWN = ", ".join(f"--{flag.name}" for flag in FLAGS)
 
 
 def unescape_slack(text: str) -> str:
@@ -93,23 +175,23 @@ def parse_request(text: str, limits: Limits | None = None) -> GenerationRequest:
             words.append((line_number, token))
             continue
         name = match.group(1).lower()
-        if name in _SWITCHES and match.group(2) is None:
-            values[name] = "yes"
-            continue
-        flag = _FLAG_ALIASES.get(name)
+        flag = _BY_NAME.get(name)
         if flag is None:
-            raise RequestError(
-                f"Unknown flag `--{name}`. Known flags: --ar, --size, --seed, --n, --model, --fresh."
-            )
-        if flag in values:
+            raise RequestError(f"Unknown flag `--{name}`. Known flags: {_KNOWN}.")
+        if flag.name in values:
             raise RequestError(f"`--{name}` is given twice; keep one.")
         value = match.group(2)
+        if flag.parse is None:
+            if value is not None:
+                raise RequestError(f"`--{name}` takes no value.")
+            values[flag.name] = ""
+            continue
         if value is None:
             if index >= len(tokens) or _FLAG.match(tokens[index][1]):
-                raise RequestError(f"`--{name}` needs a value, for example `{_EXAMPLES[flag]}`.")
+                raise RequestError(f"`--{name}` needs a value, for example `--{flag.name} {flag.example}`.")
             value = tokens[index][1]
             index += 1
-        values[flag] = value
+        values[flag.name] = value
     prompt = "\n".join(
         " ".join(word for number, word in words if number == line) for line in sorted({n for n, _ in words})
     )
@@ -119,15 +201,12 @@ def parse_request(text: str, limits: Limits | None = None) -> GenerationRequest:
         raise RequestError(
             f"The prompt is {len(prompt):,} characters; this model accepts at most {limits.prompt_max:,}."
         )
-    request = GenerationRequest(
-        prompt=prompt,
-        aspect_ratio=_aspect_ratio(values["ar"]) if "ar" in values else None,
-        size=_size(values["size"], limits.sizes) if "size" in values else None,
-        seed=_seed(values["seed"], limits.seed_range) if "seed" in values else None,
-        n=_count(values["n"]) if "n" in values else 1,
-        model=_model(values["model"]) if "model" in values else None,
-        fresh="fresh" in values,
-    )
+    fields = {
+        flag.field: True if flag.parse is None else flag.parse(values[flag.name], limits)
+        for flag in FLAGS
+        if flag.name in values
+    }
+    request = GenerationRequest.model_validate({"prompt": prompt, **fields})
     last_seed = (request.seed or 0) + request.n - 1
     if request.seed is not None and last_seed > limits.seed_range[1]:
         raise RequestError(
@@ -137,51 +216,7 @@ def parse_request(text: str, limits: Limits | None = None) -> GenerationRequest:
     return request
 
 
-_EXAMPLES = {
-    "ar": "--ar 16:9",
-    "size": "--size 4K",
-    "seed": "--seed 42",
-    "n": "--n 2",
-    "model": "--model bytedance-seedream-4-5",
-}
-
-
-def _aspect_ratio(value: str) -> str:
-    normalised = value.lower().replace("x", ":")
-    if normalised not in ASPECT_RATIOS:
-        raise RequestError(f"`--ar {value}` is not supported. Use one of: {', '.join(ASPECT_RATIOS)}.")
-    return normalised
-
-
-def _size(value: str, sizes: tuple[str, ...]) -> str:
-    size = value.upper()
-    if size not in sizes:
-        raise RequestError(f"`--size {value}` is not supported. Use {' or '.join(sizes)}.")
-    return size
-
-
-def _seed(value: str, seed_range: tuple[int, int]) -> int:
-    low, high = seed_range
-    try:
-        seed = int(value, 10)
-    except ValueError:
-        raise RequestError(f"`--seed {value}` must be a whole number from {low} to {high}.") from None
-    if not low <= seed <= high:
-        raise RequestError(f"`--seed {value}` is out of range: use a whole number from {low} to {high}.")
-    return seed
-
-
-def _count(value: str) -> int:
-    try:
-        count = int(value, 10)
-    except ValueError:
-        count = 0
-    if not 1 <= count <= MAX_IMAGES:
-        raise RequestError(f"`--n {value}`: ask for 1 to {MAX_IMAGES} images.")
-    return count
-
-
-def _model(value: str) -> str:
-    if not _MODEL_ID.match(value):
-        raise RequestError(f"`--model {value}` is not an Oxen model id (like `bytedance-seedream-4-5`).")
-    return value
+def request_text(request: GenerationRequest) -> str:
+    """The `/imagine` text (without the command) that parses back to `request`."""
+    flags = (flag.render(getattr(request, flag.field)) for flag in FLAGS)
+    return " ".join([request.prompt, *(text for text in flags if text)])

@@ -16,9 +16,10 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.controls import REACTIONS, Action, Target
-from bot.domain.requests import GenerationRequest, Limits
 from bot.features.intake import CapReachedError, Intake, NotInChannelError
 from bot.features.references import Collected, ReferenceSource
+from bot.jobs import recipes
+from bot.jobs.recipes import Recipe
 from bot.jobs.runner import JobRunner
 from bot.slack.messages import NOT_A_MEMBER, slack_error
 from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind
@@ -32,24 +33,6 @@ DOUBLE_CLICK_WINDOW = 3.0
 
 class NotAllowedError(Exception):
     """The user may not do this; the message says why."""
-
-
-def branch_request(action: Action, job: Job, seed: int) -> tuple[GenerationRequest, bool]:
-    """The request a reroll, vary or 4K makes from `job`, and whether it keeps the job's references
-    (False: the chosen image becomes the only reference)."""
-    if action is Action.REROLL:
-        request = GenerationRequest(
-            prompt=job.prompt, aspect_ratio=job.aspect_ratio, size=job.size, n=job.n, model=job.model
-        )
-        return request, True
-    if action is Action.VARY:
-        return GenerationRequest(prompt=job.prompt, size=job.size, model=job.model), False
-    return (
-        GenerationRequest(
-            prompt=job.prompt, aspect_ratio="match_input_image", size="4K", seed=seed, model=job.model
-        ),
-        False,
-    )
 
 
 class Branching:
@@ -66,37 +49,27 @@ class Branching:
     ) -> Job:
         """Start a reroll, vary or 4K of `target` in `thread_ts`; raises NotAllowedError or intake errors."""
         job = await self._visible_job(target.job_id)
-        image = await self._image(job, target.idx)
-        request, keep_references = branch_request(action, job, image.seed if image else job.seed)
-        sources = self.references_of(job) if keep_references else []
-        if not keep_references:
+        if action is Action.REROLL:
+            recipe = recipes.reroll(job)
+        else:
+            image = await self._image(job, target.idx)
             if image is None:
                 raise NotAllowedError(f"Job `{job.id}` has no finished image to use.")
-            sources = [self._result_source(job, image.idx)]
+            recipe = (recipes.vary if action is Action.VARY else recipes.upscale)(job, image)
         return await self.start(
-            request,
-            job,
-            sources,
-            user_id=user_id,
-            team_id=team_id,
-            channel_id=channel_id,
-            thread_ts=thread_ts,
+            recipe, job, user_id=user_id, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts
         )
 
     async def start(
-        self,
-        request: GenerationRequest,
-        parent: Job,
-        sources: list[ReferenceSource],
-        *,
-        user_id: str,
-        team_id: str,
-        channel_id: str,
-        thread_ts: str,
+        self, recipe: Recipe, parent: Job, *, user_id: str, team_id: str, channel_id: str, thread_ts: str
     ) -> Job:
-        """Queue `request` as a branch of `parent`, owned by `user_id`."""
+        """Queue `recipe` as a branch of `parent`, owned by `user_id`."""
+        if recipe.reference is None:
+            sources = self.references_of(parent)
+        else:
+            sources = [self._result_source(parent, recipe.reference.idx)]
         return await self._intake.start_job(
-            request,
+            recipe.request,
             team_id=team_id,
             channel_id=channel_id,
             user_id=user_id,
@@ -212,18 +185,9 @@ class Branching:
         job = await self._visible_job(job_id)
         if job.user_id != user_id:
             raise NotAllowedError(f"Job `{job.id}` is not in your history.")
-        request = GenerationRequest(
-            prompt=job.prompt,
-            aspect_ratio=job.aspect_ratio,
-            size=job.size,
-            seed=None if new_seed else job.seed,
-            n=job.n,
-            model=job.model,
-        )
         return await self.start(
-            request,
+            recipes.replay(job, new_seed=new_seed),
             job,
-            self.references_of(job),
             user_id=user_id,
             team_id=team_id,
             channel_id=job.channel_id,
@@ -248,27 +212,22 @@ class Branching:
         """Run an edited recipe; returns input errors by block id (empty when the job was queued)."""
         where = json.loads(str(view.get("private_metadata") or "{}"))
         job = await self._visible_job(Target.parse(str(where.get("target", ""))).job_id)
-        request, errors = edit_request(
-            job, view.get("state", {}).get("values", {}), self._intake.limits_for(job.model)
-        )
-        if request is None:
-            return errors
+        try:
+            recipe = recipes.edit(
+                job, view.get("state", {}).get("values", {}), self._intake.limits_for(job.model)
+            )
+        except recipes.EditError as exc:
+            return exc.errors
         channel, thread = (
             str(where.get("channel") or job.channel_id),
             str(where.get("thread") or job.thread_ts),
         )
         try:
             await self.start(
-                request,
-                job,
-                self.references_of(job),
-                user_id=user_id,
-                team_id=team_id,
-                channel_id=channel,
-                thread_ts=thread,
+                recipe, job, user_id=user_id, team_id=team_id, channel_id=channel, thread_ts=thread
             )
         except (CapReachedError, NotInChannelError) as exc:
-            await self._ephemeral(channel, user_id, thread, refusal(exc, request.prompt))
+            await self._ephemeral(channel, user_id, thread, refusal(exc, recipe.request.prompt))
         return {}
 
     async def revive(self, job_id: str, *, user_id: str, channel_id: str) -> None:
@@ -337,50 +296,6 @@ class Branching:
             await self._slack.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
         except SlackApiError as exc:
             log.warning("ephemeral reply in %s failed: %s", channel, slack_error(exc))
-
-
-def edit_request(
-    job: Job, values: Mapping[str, Any], limits: Limits
-) -> tuple[GenerationRequest | None, dict[str, str]]:
-    """The request an Edit modal's values describe, or the errors to show next to its fields."""
-
-    def value(block: str) -> str:
-        element = values.get(block, {}).get("value", {})
-        selected = element.get("selected_option") or {}
-        return str(selected.get("value") or element.get("value") or "").strip()
-
-    errors: dict[str, str] = {}
-    prompt = value("prompt")
-    if not prompt:
-        errors["prompt"] = "Describe the image."
-    elif len(prompt) > limits.prompt_max:
-        errors["prompt"] = f"At most {limits.prompt_max:,} characters (this is {len(prompt):,})."
-    size = value("size") or job.size
-    if size not in limits.sizes:
-        errors["size"] = f"Use {' or '.join(limits.sizes)}."
-    seed: int | None = None
-    if value("seed"):
-        low, high = limits.seed_range
-        try:
-            seed = int(value("seed"))
-        except ValueError:
-            errors["seed"] = f"A whole number from {low} to {high}, or empty for a random seed."
-        else:
-            if not low <= seed <= high - job.n + 1:
-                errors["seed"] = (
-                    f"A whole number from {low} to {high - job.n + 1}, or empty for a random seed."
-                )
-    if errors:
-        return None, errors
-    request = GenerationRequest(
-        prompt=prompt,
-        aspect_ratio=value("aspect_ratio") or None,
-        size=size,
-        seed=seed,
-        n=job.n,
-        model=job.model,
-    )
-    return request, {}
 
 
 def refusal(exc: Exception, prompt: str) -> views.Message:

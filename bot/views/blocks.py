@@ -12,7 +12,8 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.domain.controls import PAGE_SIZE, REACTIONS, Action, HistoryQuery, Target
-from bot.domain.requests import ASPECT_RATIOS, USAGE
+from bot.domain.requests import ASPECT_RATIOS, FLAGS, USAGE, request_text
+from bot.jobs import recipes
 from bot.store.model import Job, JobImage
 
 Message = dict[str, Any]
@@ -50,12 +51,10 @@ def help_message() -> Message:
         "• `/imagine isometric city block at night --ar 16:9 --size 4K`\n"
         "• `/imagine watercolour lighthouse --seed 42 --n 4`\n\n"
         "*Flags*\n"
-        "• `--ar` aspect ratio: 1:1, 16:9, 9:16, 4:3, 3:4, 3:2, 2:3, match_input_image\n"
-        "• `--size` 2K or 4K · `--seed` a whole number · `--n` 1 to 4 images (seeds N, N+1, …)\n"
-        "• `--model` another Oxen image model id\n"
-        "• `/imagine show <job id>` reposts a result with its buttons here\n\n"
+        + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
+        + "• `/imagine show <job id>` reposts a result with its buttons here\n\n"
         "Results arrive in a thread under the status message; every result records its seed. "
-        "Reply in that thread to iterate (`--fresh` starts over), or react to a result:\n"
+        "Reply in that thread to iterate, or react to a result:\n"
         + "\n".join(
             f"• {' '.join(f':{name}:' for name, act in REACTIONS.items() if act is action)} {what}"
             for action, what in _REACTION_HELP.items()
@@ -218,16 +217,9 @@ def result_card(
     return {"text": f"Result of job {job.id}: {escape(_clip(job.prompt, 200))}", "blocks": blocks}
 
 
-def imagine_line(job: Job, seed: int | None = None) -> str:
-    """A `/imagine …` line that asks for the same thing again."""
-    parts = [f"/imagine {job.prompt}"]
-    if job.aspect_ratio:
-        parts.append(f"--ar {job.aspect_ratio}")
-    parts += [f"--size {job.size}", f"--seed {job.seed if seed is None else seed}"]
-    if job.n > 1:
-        parts.append(f"--n {job.n}")
-    parts.append(f"--model {job.model}")
-    return " ".join(parts)
+def imagine_line(job: Job) -> str:
+    """A `/imagine …` line that asks for the same thing again: what ▶️ Replay runs, less the references."""
+    return f"/imagine {request_text(recipes.replay(job, new_seed=False).request)}"
 
 
 def recipe(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -> Message:

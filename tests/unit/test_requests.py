@@ -4,7 +4,15 @@ from __future__ import annotations
 
 import pytest
 
-from bot.domain.requests import GenerationRequest, Limits, RequestError, parse_request, unescape_slack
+from bot.domain.requests import (
+    USAGE,
+    GenerationRequest,
+    Limits,
+    RequestError,
+    parse_request,
+    request_text,
+    unescape_slack,
+)
 
 
 def test_prompt_and_every_flag() -> None:
@@ -56,6 +64,9 @@ def test_match_input_image_is_an_aspect_ratio() -> None:
         ("fox --seed 2147483647 --n 2", "needs seeds up to 2147483648"),
         ("fox --ar 1:1 --ar 16:9", "given twice"),
         ("fox --model ../etc", "not an Oxen model id"),
+        ("fox --fresh=yes", "`--fresh` takes no value"),
+        ("fox --fresh --fresh", "given twice"),
+        ("fox --style raw", "Known flags: --ar, --size, --seed, --n, --model, --fresh."),
     ],
 )
 def test_bad_input_is_explained(text: str, fragment: str) -> None:
@@ -94,3 +105,19 @@ def test_size_and_seed_limits_come_from_the_schema() -> None:
 )
 def test_slack_escapes_become_readable(raw: str, readable: str) -> None:
     assert unescape_slack(raw) == readable
+
+
+@pytest.mark.parametrize(
+    "request_",
+    [
+        GenerationRequest(prompt="a lighthouse"),
+        GenerationRequest(prompt="a fox", aspect_ratio="16:9", size="4K", seed=7, n=2, model="flux-2-dev"),
+        GenerationRequest(prompt="a castle -- instead", fresh=True),
+    ],
+)
+def test_request_text_parses_back_to_the_request(request_: GenerationRequest) -> None:
+    assert parse_request(request_text(request_)) == request_
+
+
+def test_usage_names_every_flag_that_takes_a_value() -> None:
+    assert USAGE == "/imagine <prompt> [--ar 16:9] [--size 2K|4K] [--seed N] [--n 1-4] [--model MODEL_ID]"

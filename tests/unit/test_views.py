@@ -5,6 +5,10 @@ from __future__ import annotations
 import json
 from dataclasses import replace
 
+import pytest
+
+from bot.domain.requests import FLAGS, parse_request
+from bot.jobs import recipes
 from bot.store.model import ImageState, Job, JobImage, JobState
 from bot.views import blocks as views
 
@@ -93,3 +97,29 @@ def test_errors_carry_the_usage_line() -> None:
 
 def test_not_in_channel_names_the_invite_command() -> None:
     assert "/invite <@U0BOT>" in views.not_in_channel("U0BOT")["text"]
+
+
+def test_help_lists_every_flag() -> None:
+    text = views.help_message()["blocks"][0]["text"]["text"]
+    assert all(f"`--{flag.name}` {flag.help}" in text for flag in FLAGS)
+    assert "match_input_image" in text
+
+
+@pytest.mark.parametrize(
+    "job",
+    [
+        make_job(),
+        make_job(prompt="a fox", aspect_ratio=None, size="4K", seed=0, n=1),
+        make_job(aspect_ratio="match_input_image", seed=2_147_483_644, n=4, model="flux-2-dev"),
+        make_job(prompt="before -- after, well--known, — and --2 stars", n=3),
+        make_job(prompt="a poster\ntitle: SUMMER\nsubtitle: 2026", aspect_ratio="3:4"),
+    ],
+)
+def test_the_recipe_line_parses_back_to_a_replay(job: Job) -> None:
+    line = views.imagine_line(job)
+    # A line pasted into Slack arrives with &, < and > escaped.
+    assert (
+        parse_request(views.escape(line.removeprefix("/imagine ")))
+        == recipes.replay(job, new_seed=False).request
+    )
+    assert views.recipe(job, [])["blocks"][-1]["text"]["text"] == f"```{views.escape(line)}```"
