@@ -1,5 +1,8 @@
 """FakeOxen: a loopback Oxen.ai inference API (queue + sync + models) with Seedream 4.5's schema
-fixtures, deterministic PNG results, latency and fault injection (oxen-api.md §8)."""
+fixtures, deterministic PNG results, latency and fault injection (oxen-api.md §8).
+
+Doc references are to ../shared/docs/oxen-api.md (from the repo root). Where that document is silent the
+fake picks the stricter behaviour and says so next to the code."""
 
 from __future__ import annotations
 
@@ -8,6 +11,7 @@ import base64
 import json
 import time
 import uuid
+from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from typing import Any, Literal
 
@@ -15,7 +19,7 @@ import aiohttp
 from aiohttp import web
 
 from tests.fakes.images import dimensions, render_png, textured_png
-from tests.fakes.recorder import Call, Recorder, take_fault
+from tests.fakes.recorder import Call, Recorder, drop_connection, take_fault
 
 SCHEMA_CURRENT: dict[str, Any] = {
     "type": "object",
@@ -85,6 +89,21 @@ SCHEMA_APRIL: dict[str, Any] = {
     },
 }
 QUEUE_FIELDS = frozenset({"model", "num_generations", "target_namespace", "response_format"})
+# oxen-api.md §3.2: the list's documented query parameters and the values of its enums.
+LIST_PARAMS = frozenset({"namespace", "model", "status", "media_type", "repo", "folder"})
+STATUSES = ("queued", "processing", "succeeded", "failed", "cancelled")
+ACTIVE = frozenset({"queued", "processing"})
+MEDIA_TYPES = frozenset({"image", "video"})
+# A 502/503/504 comes from the gateway in front of the API, not from the API itself; oxen-api.md §1.3
+# documents no body for them, so the fake answers with an HTML page (stricter: a client must not assume JSON).
+GATEWAY_PAGE = (
+    "<html><head><title>{status} {reason}</title></head><body><center><h1>{status} {reason}</h1></center>"
+    "<hr><center>nginx</center></body></html>"
+)
+# What a result URL answers as HTML when a test asks for it (an expired or sign-in page, not an image).
+RESULT_HTML_PAGE = (
+    "<!DOCTYPE html><html><head><title>Oxen.ai</title></head><body>This link has expired.</body></html>"
+)
 
 
 @dataclass
@@ -100,15 +119,25 @@ class Generation:
     completed_at: float | None = None
     forced_error: str | None = None
     finishing: bool = False
+    no_result: bool = False
 
 
 @dataclass
 class _Fault:
-    status: int
+    status: int | None
     times: int
     retry_after: float | None
     body: dict[str, Any] | None
     delay: float
+    after: bool = False
+    drop: bool = False
+
+
+@dataclass
+class _ResultOverride:
+    content_type: str
+    body: bytes | None
+    times: int
 
 
 class FakeOxen:
@@ -135,12 +164,17 @@ class FakeOxen:
         self.result_auth_required = result_auth_required
         self.textured = textured
         self.recorder = Recorder()
+        self.namespace = "test-user"
+        self.list_order: Literal["oldest_first", "newest_first"] = "oldest_first"
+        self.billed: list[str] = []
         self.generations: dict[str, Generation] = {}
         self.extra_models: dict[str, dict[str, Any]] = {}
         self.root = ""
         self._results: dict[str, bytes] = {}
         self._faults: dict[str, list[_Fault]] = {}
         self._fail_next: list[str] = []
+        self._no_result_next = 0
+        self._result_overrides: dict[str, list[_ResultOverride]] = {}
         self._released = asyncio.Event()
         self._released.set()
         self.events_enabled = True
@@ -154,6 +188,7 @@ class FakeOxen:
         app = web.Application(handler_args={"handler_cancellation": True})
         app.router.add_get("/api/ai/models/{model_id}", self._model)
         app.router.add_post("/api/ai/queue", self._enqueue)
+        app.router.add_get("/api/ai/queue", self._list)
         app.router.add_get("/api/ai/queue/{generation_id}", self._get)
         app.router.add_delete("/api/ai/queue/{generation_id}", self._cancel)
         app.router.add_post("/api/ai/images/generate", self._sync)
@@ -214,18 +249,62 @@ class FakeOxen:
         """Serve another model with this request schema."""
         self.extra_models[model_id] = schema
 
+    def succeed_without_result(self, times: int = 1) -> None:
+        """Make the next `times` queued generations end `succeeded` with `result_url: null` (and no `url` in
+        their SSE event). No source says Oxen does this; §3.3 only shows `result_url` on success, so a client
+        must not crash on its absence. Sync calls are not affected."""
+        self._no_result_next += times
+
+    def serve_result_as(self, content_type: str, body: bytes | None = None, *, times: int = -1) -> None:
+        """Serve the next `times` (-1: all) result downloads (`GET result`) with status 200 and this
+        Content-Type: with `body` when given, else the real image bytes, or an HTML "link expired" page
+        when `content_type` is text/html. Models oxen-api.md §2.3 ("the URL is temporary") and §0.4 ("handle
+        any image content type"): e.g. `application/octet-stream` image bytes, or an HTML page instead of
+        an image."""
+        self._result_overrides.setdefault("GET result", []).append(_ResultOverride(content_type, body, times))
+
     def fault(
         self,
         route: str,
         *,
-        status: int,
+        status: int | None = None,
         times: int = 1,
         retry_after: float | None = None,
         body: dict[str, Any] | None = None,
         delay: float = 0.0,
+        after: bool = False,
+        drop: bool = False,
     ) -> None:
-        """Answer the next `times` (-1: all) calls of `route` (e.g. "POST /ai/queue") with `status`."""
-        self._faults.setdefault(route, []).append(_Fault(status, times, retry_after, body, delay))
+        """Inject a fault into the next `times` (-1: all) calls of `route`.
+
+        Route keys: "POST /ai/queue", "GET /ai/queue list" (the list), "GET /ai/queue" (one generation),
+        "DELETE /ai/queue", "POST /ai/images/generate", "POST /ai/images/edit", "GET /ai/models",
+        "GET /events", "PUT repo file", "GET result".
+
+        By default the fault answers INSTEAD of processing: wait `delay` seconds, then answer `status`
+        (with `body`, or a realistic error body), or close the connection without an answer (`drop=True`);
+        with neither, the call is processed after the delay (if the client still waits).
+
+        `after=True` means "processed, answer lost": the request is fully processed first (a queued
+        generation exists, will run and is billed; a sync image is generated and billed), then the answer
+        is replaced: wait `delay` (long enough, the client's read times out or the process is killed while
+        waiting), then `status`, or a dropped connection, or, with neither, the real answer, late.
+        oxen-api.md §2.5: "A timed-out sync call may still complete and bill"; no idempotency key exists.
+        """
+        if status is not None and drop:
+            raise ValueError("a fault either answers a status or drops the connection")
+        if body is not None and status is None:
+            raise ValueError("a fault body needs a status")
+        if status is None and not drop and not delay:
+            raise ValueError("a fault needs a status, drop=True or a delay")
+        if after and status == 429:
+            # A rate-limited request is refused, not processed (oxen-api.md §1.3, §0.7).
+            raise ValueError("a 429 means the request was not processed; after=True cannot model it")
+        if after and route == "GET /events":
+            raise ValueError("the event stream never finishes, so it has no answer to lose")
+        self._faults.setdefault(route, []).append(
+            _Fault(status, times, retry_after, body, delay, after=after, drop=drop)
+        )
 
     # -- plumbing --------------------------------------------------------------------------------
 
@@ -234,23 +313,46 @@ class FakeOxen:
             return SCHEMA_APRIL if self.schema == "april" else SCHEMA_CURRENT
         return self.extra_models.get(model_id)
 
-    async def _intercept(
-        self, request: web.Request, route: str, method: str, params: dict[str, Any]
-    ) -> web.Response | None:
-        """Record the call, then apply auth and any injected fault; a response means "answer this"."""
+    async def _serve(
+        self,
+        request: web.Request,
+        route: str,
+        method: str,
+        params: dict[str, Any],
+        work: Callable[[], Awaitable[web.StreamResponse]],
+    ) -> web.StreamResponse:
+        """Record the call, apply a fault meant to answer instead, check auth, do the work, then apply a
+        fault meant to replace the answer (`after=True`)."""
         headers = {key.lower(): value for key, value in request.headers.items()}
         await self.recorder.record(Call(method, params, headers))
         fault = take_fault(self._faults, route)
-        if fault is not None:
-            if fault.delay:
-                await asyncio.sleep(fault.delay)
-            extra = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
-            return web.json_response(
-                fault.body or _envelope(fault.status), status=fault.status, headers=extra
-            )
+        if fault is not None and not fault.after:
+            answer = await self._fault_answer(request, fault)
+            if answer is not None:
+                return answer
+        # oxen-api.md §1.1: every call carries the bearer key; §1.3: 401 `unauthenticated`. Result URLs are
+        # presigned links (§2.3) and have their own check (`result_auth_required`).
         if route != "GET result" and headers.get("authorization") != f"Bearer {self.api_key}":
             return web.json_response(_envelope(401, "unauthenticated"), status=401)
-        return None
+        response = await work()
+        if fault is not None and fault.after:
+            answer = await self._fault_answer(request, fault)
+            if answer is not None:
+                return answer
+        return response
+
+    async def _fault_answer(self, request: web.Request, fault: _Fault) -> web.StreamResponse | None:
+        """What a fault answers; None means "go on with the real answer"."""
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault.drop:
+            return drop_connection(request)
+        if fault.status is None:
+            return None
+        extra = {"Retry-After": f"{fault.retry_after:g}"} if fault.retry_after is not None else {}
+        if fault.body is not None:
+            return web.json_response(fault.body, status=fault.status, headers=extra)
+        return _error_response(fault.status, extra)
 
     def _validate(self, params: dict[str, Any]) -> str | None:
         """Model-specific validation as the real backend does it (at run time for the queue)."""
@@ -343,14 +445,18 @@ class FakeOxen:
             event.update(status="failed", error=problem)
         else:
             generation.status = "succeeded"
-            url = self._make_result(generation.id, generation.params)
+            # Pricing is per image (oxen-api.md §0.6); whether failed or cancelled runs cost anything is an
+            # open question (§9 q9), so the fake bills exactly the generations that succeeded.
+            self.billed.append(generation.id)
+            url = None if generation.no_result else self._make_result(generation.id, generation.params)
             event.update(status="succeeded", model=generation.params.get("model"), url=url)
         for subscriber in self._subscribers:
             subscriber.put_nowait(event)
 
     def _row(self, generation: Generation) -> dict[str, Any]:
+        """The row of oxen-api.md §3.2/§3.3: `model_name`, not `model`, plus the original enqueue params."""
         extra = {k: v for k, v in generation.params.items() if k not in QUEUE_FIELDS}
-        succeeded = generation.status == "succeeded"
+        has_result = generation.status == "succeeded" and generation.id in self._results
         return {
             **extra,
             "generation_id": generation.id,
@@ -358,146 +464,207 @@ class FakeOxen:
             "prompt": generation.params.get("prompt"),
             "media_type": "image",
             "status": generation.status,
-            "result_url": f"{self.root}/results/{generation.id}.png" if succeeded else None,
+            "result_url": f"{self.root}/results/{generation.id}.png" if has_result else None,
             "error_message": generation.error_message,
             "enqueued_at": int(generation.enqueued_at),
             "started_at": int(generation.started_at) if generation.started_at else None,
             "completed_at": int(generation.completed_at) if generation.completed_at else None,
         }
 
+    def _list_problem(self, query: dict[str, str]) -> str | None:
+        """Why a list query is refused. oxen-api.md §3.2 lists the parameters and their values but not what
+        a bad value does; the fake refuses it with 400 (stricter than ignoring it)."""
+        unknown = sorted(set(query) - LIST_PARAMS)
+        if unknown:
+            return f"unknown query parameter(s): {', '.join(unknown)}"
+        if "status" in query and query["status"] not in STATUSES:
+            return f"status must be one of {list(STATUSES)}"
+        if "media_type" in query and query["media_type"] not in MEDIA_TYPES:
+            return f"media_type must be one of {sorted(MEDIA_TYPES)}"
+        if "repo" in query or "folder" in query:
+            return "FakeOxen does not model the repo and folder filters"
+        return None
+
+    def _listed(self, generation: Generation, query: dict[str, str]) -> bool:
+        # §3.2: "when omitted only active rows are returned" (queued or processing).
+        if generation.status not in ({query["status"]} if "status" in query else ACTIVE):
+            return False
+        if "model" in query and generation.params.get("model") != query["model"]:
+            return False
+        if "media_type" in query and query["media_type"] != "image":
+            return False
+        # §3.1: results are stored and billed to `target_namespace`, "your username" by default.
+        namespace = generation.params.get("target_namespace") or self.namespace
+        return "namespace" not in query or query["namespace"] == namespace
+
     # -- handlers --------------------------------------------------------------------------------
 
-    async def _model(self, request: web.Request) -> web.Response:
+    async def _model(self, request: web.Request) -> web.StreamResponse:
         model_id = request.match_info["model_id"]
-        answer = await self._intercept(
-            request, "GET /ai/models", "GET /ai/models/{id}", {"model_id": model_id}
-        )
-        if answer is not None:
-            return answer
-        schema = self._schema_for(model_id)
-        if schema is None:
-            return web.json_response({"error": {"message": f"Model not found: {model_id}"}}, status=404)
-        return web.json_response(
-            {
-                "id": model_id,
-                "object": "model",
-                "created": 1775090372,
-                "owned_by": "oxen",
-                "display_name": "Seedream 4.5",
-                "model_type": "base",
-                "endpoint": "/images/generate",
-                "capabilities": {"input": ["text", "image"], "output": ["image"]},
-                "pricing": {"method": "per_image", "cost_per_image": 0.04},
-                self.schema_key: schema,
-            }
-        )
 
-    async def _enqueue(self, request: web.Request) -> web.Response:
-        params = await request.json()
-        answer = await self._intercept(request, "POST /ai/queue", "POST /ai/queue", params)
-        if answer is not None:
-            return answer
-        if not self.queue_enabled:
-            return web.Response(status=404)
-        if self._schema_for(str(params.get("model"))) is None:
+        async def work() -> web.StreamResponse:
+            schema = self._schema_for(model_id)
+            if schema is None:
+                return web.json_response({"error": {"message": f"Model not found: {model_id}"}}, status=404)
             return web.json_response(
-                {"error": {"message": f"Model not found: {params.get('model')}"}}, status=404
+                {
+                    "id": model_id,
+                    "object": "model",
+                    "created": 1775090372,
+                    "owned_by": "oxen",
+                    "display_name": "Seedream 4.5",
+                    "model_type": "base",
+                    "endpoint": "/images/generate",
+                    "capabilities": {"input": ["text", "image"], "output": ["image"]},
+                    "pricing": {"method": "per_image", "cost_per_image": 0.04},
+                    self.schema_key: schema,
+                }
             )
-        count = params.get("num_generations", 1)
-        if not isinstance(count, int) or not 1 <= count <= 4:
-            detail = "num_generations must be an integer between 1 and 4"
-            return web.json_response(_envelope(400, "invalid_params", detail), status=400)
-        created = []
-        for _ in range(count):
-            forced = self._fail_next.pop(0) if self._fail_next else None
-            generation = Generation(str(uuid.uuid4()), dict(params), time.time(), forced_error=forced)
-            self.generations[generation.id] = generation
-            task = asyncio.create_task(self._run(generation))
-            self._tasks.add(task)
-            task.add_done_callback(self._tasks.discard)
-            created.append({"generation_id": generation.id, "status": "queued"})
-        return web.json_response({"generations": created})
 
-    async def _get(self, request: web.Request) -> web.Response:
-        generation_id = request.match_info["generation_id"]
-        answer = await self._intercept(
-            request, "GET /ai/queue", "GET /ai/queue/{id}", {"generation_id": generation_id}
+        return await self._serve(
+            request, "GET /ai/models", "GET /ai/models/{id}", {"model_id": model_id}, work
         )
-        if answer is not None:
-            return answer
-        generation = self.generations.get(generation_id) if self.queue_enabled else None
-        if generation is None:
-            return web.json_response(_envelope(404, "resource_not_found"), status=404)
-        await self._advance(generation)
-        return web.json_response(self._row(generation))
 
-    async def _cancel(self, request: web.Request) -> web.Response:
+    async def _enqueue(self, request: web.Request) -> web.StreamResponse:
+        params = await request.json()
+
+        async def work() -> web.StreamResponse:
+            if not self.queue_enabled:
+                return web.Response(status=404)
+            if self._schema_for(str(params.get("model"))) is None:
+                return web.json_response(
+                    {"error": {"message": f"Model not found: {params.get('model')}"}}, status=404
+                )
+            count = params.get("num_generations", 1)
+            if not isinstance(count, int) or not 1 <= count <= 4:
+                detail = "num_generations must be an integer between 1 and 4"
+                return web.json_response(_envelope(400, "invalid_params", detail), status=400)
+            created = []
+            for _ in range(count):
+                forced = self._fail_next.pop(0) if self._fail_next else None
+                generation = Generation(str(uuid.uuid4()), dict(params), time.time(), forced_error=forced)
+                if self._no_result_next:
+                    self._no_result_next -= 1
+                    generation.no_result = True
+                self.generations[generation.id] = generation
+                task = asyncio.create_task(self._run(generation))
+                self._tasks.add(task)
+                task.add_done_callback(self._tasks.discard)
+                created.append({"generation_id": generation.id, "status": "queued"})
+            return web.json_response({"generations": created})
+
+        return await self._serve(request, "POST /ai/queue", "POST /ai/queue", params, work)
+
+    async def _list(self, request: web.Request) -> web.StreamResponse:
+        """`GET /api/ai/queue` (oxen-api.md §3.2): `{"count", "generations": [row, ...]}`.
+
+        Listing is a read-only snapshot: unlike `GET /ai/queue/{id}` it never moves a generation from
+        queued to processing nor finishes one that is due, so listing cannot change when or how anything
+        finishes. Order: the doc states none (its one example is oldest first); the fake lists in enqueue
+        order, oldest first, or newest first with `list_order = "newest_first"`, so a test can prove a
+        client does not depend on the order. No pagination is documented for this route and none is
+        modelled."""
+        query = dict(request.query)
+
+        async def work() -> web.StreamResponse:
+            if not self.queue_enabled:
+                return web.Response(status=404)
+            problem = self._list_problem(query)
+            if problem is not None:
+                return web.json_response(_envelope(400, "invalid_params", problem), status=400)
+            generations = list(self.generations.values())
+            if self.list_order == "newest_first":
+                generations.reverse()
+            rows = [self._row(g) for g in generations if self._listed(g, query)]
+            return web.json_response({"count": len(rows), "generations": rows})
+
+        return await self._serve(request, "GET /ai/queue list", "GET /ai/queue", query, work)
+
+    async def _get(self, request: web.Request) -> web.StreamResponse:
         generation_id = request.match_info["generation_id"]
-        params = {"generation_id": generation_id}
-        answer = await self._intercept(request, "DELETE /ai/queue", "DELETE /ai/queue/{id}", params)
-        if answer is not None:
-            return answer
-        generation = self.generations.get(generation_id)
-        if generation is None:
-            return web.json_response(_envelope(404, "resource_not_found"), status=404)
-        if generation.status in ("queued", "processing"):
-            generation.status, generation.completed_at = "cancelled", time.time()
-        return web.json_response({"status": "success", "generation_id": generation_id})
 
-    async def _sync(self, request: web.Request) -> web.Response:
+        async def work() -> web.StreamResponse:
+            generation = self.generations.get(generation_id) if self.queue_enabled else None
+            if generation is None:
+                return web.json_response(_envelope(404, "resource_not_found"), status=404)
+            await self._advance(generation)
+            return web.json_response(self._row(generation))
+
+        return await self._serve(
+            request, "GET /ai/queue", "GET /ai/queue/{id}", {"generation_id": generation_id}, work
+        )
+
+    async def _cancel(self, request: web.Request) -> web.StreamResponse:
+        generation_id = request.match_info["generation_id"]
+
+        async def work() -> web.StreamResponse:
+            generation = self.generations.get(generation_id)
+            if generation is None:
+                return web.json_response(_envelope(404, "resource_not_found"), status=404)
+            if generation.status in ("queued", "processing"):
+                generation.status, generation.completed_at = "cancelled", time.time()
+            return web.json_response({"status": "success", "generation_id": generation_id})
+
+        params = {"generation_id": generation_id}
+        return await self._serve(request, "DELETE /ai/queue", "DELETE /ai/queue/{id}", params, work)
+
+    async def _sync(self, request: web.Request) -> web.StreamResponse:
         params = await request.json()
         route = f"POST {request.path.removeprefix('/api')}"
-        answer = await self._intercept(request, route, route, params)
-        if answer is not None:
-            return answer
-        problem = self._fail_next.pop(0) if self._fail_next else self._validate(params)
-        problem = problem or await self._fetch_references(params)
-        if problem is not None:
-            status = 404 if problem.startswith("Model not found") else 400
-            return web.json_response(_envelope(status, "invalid_params", problem), status=status)
-        if self.latency:
-            await asyncio.sleep(self.latency)
-        await self._released.wait()
-        generation_id = str(uuid.uuid4())
-        url = self._make_result(generation_id, params)
-        image = (
-            {"b64_json": base64.b64encode(self._results[generation_id]).decode()}
-            if params.get("response_format") == "b64_json"
-            else {"url": url}
-        )
-        return web.json_response(
-            {"model": params.get("model"), "created": int(time.time()), "images": [image]}
-        )
+
+        async def work() -> web.StreamResponse:
+            problem = self._fail_next.pop(0) if self._fail_next else self._validate(params)
+            problem = problem or await self._fetch_references(params)
+            if problem is not None:
+                status = 404 if problem.startswith("Model not found") else 400
+                return web.json_response(_envelope(status, "invalid_params", problem), status=status)
+            if self.latency:
+                await asyncio.sleep(self.latency)
+            await self._released.wait()
+            generation_id = str(uuid.uuid4())
+            self.billed.append(generation_id)
+            url = self._make_result(generation_id, params)
+            image = (
+                {"b64_json": base64.b64encode(self._results[generation_id]).decode()}
+                if params.get("response_format") == "b64_json"
+                else {"url": url}
+            )
+            return web.json_response(
+                {"model": params.get("model"), "created": int(time.time()), "images": [image]}
+            )
+
+        return await self._serve(request, route, route, params, work)
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """`GET /api/events`: Server-Sent Events, `media_generation_completed` per finished generation
         (none for cancelled ones; nothing is replayed to a late subscriber)."""
-        answer = await self._intercept(request, "GET /events", "GET /events", {})
-        if answer is not None:
-            return answer
-        if not self.events_enabled:
-            return web.Response(status=404)
-        response = web.StreamResponse(
-            headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
-        )
-        await response.prepare(request)
-        await response.write(b": keep-alive\n\n")
-        queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
-        self._subscribers.append(queue)
-        await self.recorder.notify()
-        try:
-            while True:
-                event = await queue.get()
-                payload = f"event: media_generation_completed\ndata: {json.dumps(event)}\n\n"
-                await response.write(payload.encode())
-        finally:
-            self._subscribers.remove(queue)
+
+        async def work() -> web.StreamResponse:
+            if not self.events_enabled:
+                return web.Response(status=404)
+            response = web.StreamResponse(
+                headers={"Content-Type": "text/event-stream", "Cache-Control": "no-cache"}
+            )
+            await response.prepare(request)
+            await response.write(b": keep-alive\n\n")
+            queue: asyncio.Queue[dict[str, Any]] = asyncio.Queue()
+            self._subscribers.append(queue)
+            await self.recorder.notify()
+            try:
+                while True:
+                    event = await queue.get()
+                    payload = f"event: media_generation_completed\ndata: {json.dumps(event)}\n\n"
+                    await response.write(payload.encode())
+            finally:
+                self._subscribers.remove(queue)
+
+        return await self._serve(request, "GET /events", "GET /events", {}, work)
 
     def subscriber_count(self) -> int:
         """How many clients listen to `/api/events`."""
         return len(self._subscribers)
 
-    async def _repo_put(self, request: web.Request) -> web.Response:
+    async def _repo_put(self, request: web.Request) -> web.StreamResponse:
         """`PUT /api/repos/{ns}/{repo}/file/{branch}/{path}` with a multipart `file` (a commit)."""
         key = _repo_key(request)
         fields: dict[str, str] = {}
@@ -509,18 +676,19 @@ class FakeOxen:
                     content = bytes(await part.read())
                 else:
                     fields[str(part.name)] = await part.text()
-        answer = await self._intercept(request, "PUT repo file", "PUT repo file", {"key": key, **fields})
-        if answer is not None:
-            return answer
-        if not content:
-            return web.json_response(_envelope(400, "invalid_params", "no file"), status=400)
-        self.repo_files[key] = content
-        commit = {
-            "id": uuid.uuid4().hex,
-            "message": fields.get("message", ""),
-            "author": fields.get("name", ""),
-        }
-        return web.json_response({"status": "success", "commit": commit})
+
+        async def work() -> web.StreamResponse:
+            if not content:
+                return web.json_response(_envelope(400, "invalid_params", "no file"), status=400)
+            self.repo_files[key] = content
+            commit = {
+                "id": uuid.uuid4().hex,
+                "message": fields.get("message", ""),
+                "author": fields.get("name", ""),
+            }
+            return web.json_response({"status": "success", "commit": commit})
+
+        return await self._serve(request, "PUT repo file", "PUT repo file", {"key": key, **fields}, work)
 
     async def _repo_get(self, request: web.Request) -> web.Response:
         """Files of a public repository download without a key."""
@@ -529,22 +697,40 @@ class FakeOxen:
             return web.json_response(_envelope(404, "resource_not_found"), status=404)
         return web.Response(body=content, content_type="application/octet-stream")
 
-    async def _result(self, request: web.Request) -> web.Response:
+    async def _result(self, request: web.Request) -> web.StreamResponse:
         name = request.match_info["name"]
-        answer = await self._intercept(request, "GET result", "GET result", {"name": name})
-        if answer is not None:
-            return answer
-        if self.result_auth_required and request.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return web.json_response(_envelope(401, "unauthenticated"), status=401)
-        result = self._results.get(name.removesuffix(".png"))
-        if result is None:
-            return web.json_response(_envelope(404, "resource_not_found"), status=404)
-        return web.Response(body=result, content_type="image/png")
+
+        async def work() -> web.StreamResponse:
+            if self.result_auth_required and request.headers.get("Authorization") != f"Bearer {self.api_key}":
+                return web.json_response(_envelope(401, "unauthenticated"), status=401)
+            result = self._results.get(name.removesuffix(".png"))
+            if result is None:
+                return web.json_response(_envelope(404, "resource_not_found"), status=404)
+            override = take_fault(self._result_overrides, "GET result")
+            if override is None:
+                return web.Response(body=result, content_type="image/png")
+            body = override.body
+            if body is None:
+                body = RESULT_HTML_PAGE.encode() if override.content_type == "text/html" else result
+            return web.Response(body=body, headers={"Content-Type": override.content_type})
+
+        return await self._serve(request, "GET result", "GET result", {"name": name}, work)
 
 
 def _repo_key(request: web.Request) -> str:
     info = request.match_info
     return f"{info['namespace']}/{info['repo']}/{info['branch']}/{info['path']}"
+
+
+def _error_response(status: int, headers: dict[str, str]) -> web.Response:
+    """A realistic error answer for an injected status. 502/503/504: the gateway's HTML page (see
+    GATEWAY_PAGE). Otherwise envelope 1 of oxen-api.md §1.2; for 500 that is type `unknown_error` (one of the
+    §1.2 "common error types") titled "Internal server error" (§1.3, the documented 500 text)."""
+    if status in (502, 503, 504):
+        reason = {502: "Bad Gateway", 503: "Service Temporarily Unavailable", 504: "Gateway Time-out"}[status]
+        page = GATEWAY_PAGE.format(status=status, reason=reason)
+        return web.Response(text=page, status=status, content_type="text/html", headers=headers)
+    return web.json_response(_envelope(status), status=status, headers=headers)
 
 
 def _envelope(status: int, kind: str | None = None, detail: str | None = None) -> dict[str, Any]:

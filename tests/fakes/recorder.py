@@ -8,6 +8,8 @@ from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any, Protocol, TypeVar
 
+from aiohttp import web
+
 
 @dataclass(frozen=True)
 class Call:
@@ -87,3 +89,15 @@ def take_fault(faults: dict[str, list[_F]], key: str) -> _F | None:
         if fault.times == 0:
             queue.pop(0)
     return fault
+
+
+def drop_connection(request: web.Request) -> web.Response:
+    """Close the client's connection without answering; returns a response aiohttp never gets to send.
+
+    The client sees the connection end with no status line: httpx raises `RemoteProtocolError`
+    ("Server disconnected without sending a response"), aiohttp `ServerDisconnectedError`. That is what a
+    crashed server, a load balancer timing out, or a network cut looks like to the client."""
+    transport = request.transport
+    if transport is not None:
+        transport.close()
+    return web.Response(status=499)

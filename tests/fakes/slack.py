@@ -1,5 +1,8 @@
 """FakeSlack: a loopback Slack Web API, private file host, response URLs, Socket Mode endpoint and a
-signed-request sender, recording every call (DESIGN.md, "Test harness")."""
+signed-request sender, recording every call (DESIGN.md, "Test harness").
+
+Doc references are to ../shared/docs/slack.md (from the repo root) unless a URL is given. Where the docs
+are silent the fake picks the stricter behaviour and says so next to the code."""
 
 from __future__ import annotations
 
@@ -15,10 +18,21 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
-from tests.fakes.recorder import Call, Recorder, take_fault
+from tests.fakes.recorder import Call, Recorder, drop_connection, take_fault
 from tests.fakes.signing import slack_signature
 
 SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to continue</body></html>"
+# Slack's 5xx answer is its HTML "Server Error" page, not a JSON `ok: false` body: python-slack-sdk's own
+# test server answers its `server_error_only_once` and `error_html_response` cases with this page as
+# text/html, status 500 or 503 (slack.md §7.2; SDK tests/slack_sdk/web/mock_web_api_handler.py). Only a 429
+# carries `{"ok": false, "error": "ratelimited"}` and `Retry-After` (slack.md §4, rate limits).
+SERVER_ERROR_PAGE = (
+    '<!DOCTYPE html>\n<html lang="en">\n<head>\n\t<meta charset="utf-8">\n'
+    "\t<title>Server Error | Slack</title>\n</head>\n<body>\n\t<h1>Server Error</h1>\n"
+    "\t<p>It seems like there\u2019s a problem connecting to our servers, and we\u2019re investigating the "
+    "issue.</p>\n</body>\n</html>"
+)
+TRUE_VALUES = frozenset({"1", "true"})
 
 
 @dataclass
@@ -41,13 +55,15 @@ class FakeFile:
 
 @dataclass
 class Fault:
-    """What the next call(s) of a method answer instead of the real thing."""
+    """What the next call(s) of a method answer instead of (or, with `after`, after) the real thing."""
 
     error: str | None = None
     status: int | None = None
     retry_after: int | None = None
     delay: float = 0.0
     times: int = 1
+    after: bool = False
+    drop: bool = False
 
 
 @dataclass(frozen=True)
@@ -161,9 +177,39 @@ class FakeSlack:
         retry_after: int | None = None,
         delay: float = 0.0,
         times: int = 1,
+        after: bool = False,
+        drop: bool = False,
     ) -> None:
-        """Make the next `times` calls of `method` fail (or be slow)."""
-        self._faults.setdefault(method, []).append(Fault(error, status, retry_after, delay, times))
+        """Make the next `times` (-1: all) calls of `method` fail (or be slow).
+
+        `method` is a Web API method ("chat.postMessage", "chat.update", "files.completeUploadExternal", ...)
+        or "upload" for the upload URL that files.getUploadURLExternal hands out.
+
+        By default the fault answers INSTEAD of processing: wait `delay`, then answer `status` (429: JSON
+        `ratelimited` with `Retry-After`; 5xx: Slack's HTML server-error page), or `{"ok": false, "error":
+        error}` with HTTP 200, or close the connection without an answer (`drop=True`); with none of these
+        the call is processed after the delay (if the client is still there to wait).
+
+        `after=True` means "processed, answer lost": the call is processed for real first (message stored,
+        files shared, bytes uploaded), then the answer is replaced by the fault: `delay` before answering
+        (a client read timeout or a restart while waiting), a 5xx, an `error` (Slack documents `fatal_error`
+        as "It's possible some aspect of the operation succeeded before the error was raised": the
+        chat.postMessage error list, mirrored in slack-ruby/slack-api-ref methods/chat/chat.postMessage.json),
+        or a dropped connection. slack.md §4: "a retried chat.postMessage after a 5xx can double-post".
+        """
+        if status is not None and status != 429 and not 500 <= status <= 599:
+            raise ValueError("FakeSlack models HTTP 429 and 5xx; use error= for ok:false answers")
+        if sum((status is not None, error is not None, drop)) > 1:
+            raise ValueError("a fault answers one of: status, error, or a dropped connection")
+        if method == "upload" and error is not None:
+            raise ValueError("the upload URL is not the Web API and has no ok:false answers")
+        if after and status == 429:
+            raise ValueError("a 429 means the call was refused, not processed; after=True cannot model it")
+        if status is None and error is None and not drop and not delay:
+            raise ValueError("a fault needs a status, an error, drop=True or a delay")
+        self._faults.setdefault(method, []).append(
+            Fault(error, status, retry_after, delay, times, after=after, drop=drop)
+        )
 
     def add_file(
         self,
@@ -458,16 +504,10 @@ class FakeSlack:
         headers = {key.lower(): value for key, value in request.headers.items()}
         await self.recorder.record(Call(method, params, headers))
         fault = take_fault(self._faults, method)
-        if fault is not None:
-            if fault.delay:
-                await asyncio.sleep(fault.delay)
-            if fault.status is not None:
-                extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
-                return web.json_response(
-                    {"ok": False, "error": "ratelimited"}, status=fault.status, headers=extra
-                )
-            if fault.error is not None:
-                return web.json_response({"ok": False, "error": fault.error})
+        if fault is not None and not fault.after:
+            answer = await self._fault_answer(request, fault)
+            if answer is not None:
+                return answer
         token = headers.get("authorization", "").removeprefix("Bearer ") or str(params.get("token", ""))
         expected = self.app_token if method == "apps.connections.open" else self.bot_token
         if token != expected:
@@ -476,9 +516,37 @@ class FakeSlack:
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
         result: dict[str, Any] = handler(params)
+        if fault is not None and fault.after:
+            answer = await self._fault_answer(request, fault)
+            if answer is not None:
+                return answer
         return web.json_response(result)
 
-    async def _upload(self, request: web.Request) -> web.Response:
+    async def _fault_answer(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
+        """What a fault answers; None means "go on with the real answer"."""
+        if fault.delay:
+            await asyncio.sleep(fault.delay)
+        if fault.drop:
+            return drop_connection(request)
+        extra = {"Retry-After": str(fault.retry_after)} if fault.retry_after is not None else {}
+        upload = request.path.startswith("/upload/")
+        if fault.status == 429:
+            # slack.md §4: a 429 carries Retry-After; the Web API body is `ratelimited` (python-slack-sdk's
+            # test server, slack.md §7.2). The upload host's 429 body is undocumented: the fake answers
+            # text/plain, like that host's "OK - <size>" success body.
+            if upload:
+                return web.Response(text="ratelimited", status=429, headers=extra)
+            return web.json_response({"ok": False, "error": "ratelimited"}, status=429, headers=extra)
+        if fault.status is not None:
+            return web.Response(
+                text=SERVER_ERROR_PAGE, status=fault.status, content_type="text/html", headers=extra
+            )
+        if fault.error is not None:
+            return web.json_response({"ok": False, "error": fault.error})
+        return None
+
+    async def _upload(self, request: web.Request) -> web.StreamResponse:
+        """The upload URL (slack.md §2.1 step 2): the bytes, as the body or as a multipart part."""
         file = self.uploaded_files.get(request.match_info["file_id"])
         content = bytearray()
         size = 0
@@ -493,12 +561,25 @@ class FakeSlack:
                 if self.keep_uploads:
                     content += chunk
         await self.recorder.record(Call("upload", {"file_id": request.match_info["file_id"], "size": size}))
-        if file is None:
+        fault = take_fault(self._faults, "upload")
+        if fault is not None and not fault.after:
+            answer = await self._fault_answer(request, fault)
+            if answer is not None:
+                return answer
+        # Posting to the same upload URL twice is undocumented. The fake treats the URL as single-use (the
+        # stricter choice): once bytes were accepted it answers like an unknown URL, 404, so a client that
+        # lost the first answer must get a fresh URL, or complete the upload it already made.
+        if file is None or file.uploaded:
             return web.Response(status=404, text="Not Found")
         file.content = bytes(content)
         file.length = size
         file.uploaded = True
-        return web.Response(text=f"OK - {size}")
+        response = web.Response(text=f"OK - {size}")
+        if fault is not None and fault.after:
+            answer = await self._fault_answer(request, fault)
+            if answer is not None:
+                return answer
+        return response
 
     async def _download(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
@@ -556,16 +637,36 @@ class FakeSlack:
             return {"ok": False, "error": self._channel_errors[channel]}
         if not params.get("text") and not params.get("blocks"):
             return {"ok": False, "error": "no_text"}
+        metadata: dict[str, Any] | None = None
+        if "metadata" in params:
+            metadata = _metadata(params["metadata"])
+            if metadata is None:
+                return {"ok": False, "error": "invalid_metadata_format"}
         message = {"text": params.get("text", ""), "blocks": _json(params.get("blocks"))}
         if params.get("thread_ts"):
             message["thread_ts"] = params["thread_ts"]
+        if metadata is not None:
+            message["metadata"] = metadata
         stored = self._post(channel, message)
-        return {"ok": True, "channel": channel, "ts": stored["ts"], "message": stored}
+        # Whether the answer's `message` echoes the metadata is undocumented: the fake leaves it out
+        # (stricter), so only conversations.* with include_all_metadata shows it.
+        return {"ok": True, "channel": channel, "ts": stored["ts"], "message": _visible(stored, False)}
 
     def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
         message = self._find(str(params.get("channel")), str(params.get("ts")))
         if message is None:
             return {"ok": False, "error": "message_not_found"}
+        # chat.update `metadata` (docs.slack.dev/reference/methods/chat.update, mirrored by
+        # slack-ruby/slack-api-ref): "If you don't include this field, the message's previous metadata will
+        # be retained. To remove previous metadata, include an empty object for this field."
+        if "metadata" in params:
+            if _json(params["metadata"]) == {}:
+                message.pop("metadata", None)
+            else:
+                metadata = _metadata(params["metadata"])
+                if metadata is None:
+                    return {"ok": False, "error": "invalid_metadata_format"}
+                message["metadata"] = metadata
         message.update(text=params.get("text", ""), blocks=_json(params.get("blocks")))
         return {"ok": True, "channel": params["channel"], "ts": params["ts"], "text": message["text"]}
 
@@ -605,7 +706,8 @@ class FakeSlack:
         message = self._find(channel, str(params.get("timestamp")))
         if message is None:
             return {"ok": False, "error": "message_not_found"}
-        return {"ok": True, "type": "message", "channel": channel, "message": message}
+        # reactions.get takes no include_all_metadata; the fake never shows metadata here (stricter).
+        return {"ok": True, "type": "message", "channel": channel, "message": _visible(message, False)}
 
     def _m_files_info(self, params: dict[str, Any]) -> dict[str, Any]:
         file = self.uploaded_files.get(str(params.get("file")))
@@ -699,8 +801,38 @@ class FakeSlack:
             return {"ok": False, "error": "thread_not_found"}
         start = int(params.get("cursor") or 0)
         end = start + min(int(params.get("limit") or 1000), 1000)
-        page: dict[str, Any] = {"ok": True, "messages": thread[start:end], "has_more": end < len(thread)}
+        shown = [_visible(m, _flag(params.get("include_all_metadata"))) for m in thread[start:end]]
+        page: dict[str, Any] = {"ok": True, "messages": shown, "has_more": end < len(thread)}
         if end < len(thread):
+            page["response_metadata"] = {"next_cursor": str(end)}
+        return page
+
+    def _m_conversations_history(self, params: dict[str, Any]) -> dict[str, Any]:
+        """Top-level messages (thread roots included, replies not), newest first, paged by `limit` (default
+        100, at most 999) and `cursor`, bounded by `latest`/`oldest` (exclusive unless `inclusive`), with
+        metadata only under include_all_metadata (https://docs.slack.dev/reference/methods/conversations.history;
+        slack.md §3.4)."""
+        channel = str(params.get("channel"))
+        if channel in self._channel_errors:
+            return {"ok": False, "error": self._channel_errors[channel]}
+        inclusive = _flag(params.get("inclusive"))
+        latest, oldest = params.get("latest"), params.get("oldest")
+
+        def in_range(ts: str) -> bool:
+            if latest and not (float(ts) < float(latest) or (inclusive and ts == latest)):
+                return False
+            return not oldest or float(ts) > float(oldest) or (inclusive and ts == oldest)
+
+        roots = [
+            m
+            for m in reversed(self._messages.get(channel, []))
+            if m.get("thread_ts", m["ts"]) == m["ts"] and in_range(m["ts"])
+        ]
+        start = int(params.get("cursor") or 0)
+        end = start + min(int(params.get("limit") or 100), 999)
+        shown = [_visible(m, _flag(params.get("include_all_metadata"))) for m in roots[start:end]]
+        page: dict[str, Any] = {"ok": True, "messages": shown, "has_more": end < len(roots), "pin_count": 0}
+        if end < len(roots):
             page["response_metadata"] = {"next_cursor": str(end)}
         return page
 
@@ -728,3 +860,45 @@ class FakeSlack:
 
 def _json(value: Any) -> Any:
     return json.loads(value) if isinstance(value, str) and value else value
+
+
+def _flag(value: Any) -> bool:
+    """A boolean argument as Slack reads it: JSON true, or "true"/"1" in a form or query (slack_sdk sends
+    Python booleans in GET queries as "1")."""
+    return value is True or str(value).lower() in TRUE_VALUES
+
+
+def _metadata(value: Any) -> dict[str, Any] | None:
+    """Message metadata (https://docs.slack.dev/messaging/message-metadata): an object with a string
+    `event_type` and an object `event_payload`, sent as a JSON object (slack_sdk's JSON body) or a
+    JSON-encoded string (a form body). None when malformed; Slack documents `invalid_metadata_format`
+    ("Invalid metadata format provided") in the error lists of chat.postMessage and chat.update. Stricter
+    than Slack where its docs are silent: an empty `event_type`, an empty object on chat.postMessage, and
+    keys other than those two (Slack also takes `entities` for Work Objects) are refused.
+    `invalid_metadata_schema` (a payload that breaks a manifest-declared event schema) and
+    `metadata_too_large` (no size is documented) are not modelled."""
+    if isinstance(value, str):
+        try:
+            value = json.loads(value)
+        except ValueError:
+            return None
+    if not isinstance(value, dict) or set(value) != {"event_type", "event_payload"}:
+        return None
+    if not isinstance(value["event_type"], str) or not value["event_type"]:
+        return None
+    if not isinstance(value["event_payload"], dict):
+        return None
+    return value
+
+
+def _visible(message: dict[str, Any], include_metadata: bool) -> dict[str, Any]:
+    """A stored message as an API answer shows it. conversations.replies and conversations.history return
+    `metadata` only when asked: include_all_metadata "Return all metadata associated with messages.
+    Defaults to false." (the IncludeAllMetadata argument of conversations.replies and .history in
+    https://docs.slack.dev/tools/node-slack-sdk/reference/web-api/interfaces/ConversationsRepliesArguments;
+    https://api.slack.com/methods/conversations.replies#arg_include_all_metadata). Other methods that
+    return messages (reactions.get, the chat.postMessage answer) document no such flag, so the fake never
+    shows metadata there (stricter)."""
+    if include_metadata or "metadata" not in message:
+        return message
+    return {key: value for key, value in message.items() if key != "metadata"}

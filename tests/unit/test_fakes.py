@@ -3,7 +3,9 @@
 from __future__ import annotations
 
 import asyncio
+import json
 import socket
+from typing import Any
 from urllib.parse import urlencode
 
 import aiohttp
@@ -141,3 +143,333 @@ async def test_tests_cannot_reach_the_network() -> None:
         sock.connect(("10.255.255.1", 9))
     with pytest.raises(OSError, match="must not use the network"):
         await asyncio.open_connection("192.0.2.1", 80)
+
+
+# -- FakeOxen: the queue list, "processed, answer lost" faults, result controls ----------------------------
+
+SEEDREAM = "bytedance-seedream-4-5"
+
+
+def _oxen_client(oxen: FakeOxen, **kwargs: Any) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {oxen.api_key}"}
+    return httpx.AsyncClient(base_url=oxen.url, headers=headers, **kwargs)
+
+
+async def _enqueue(http: httpx.AsyncClient, **params: Any) -> list[str]:
+    response = await http.post("/ai/queue", json={"model": SEEDREAM, **params})
+    assert response.status_code == 200, response.text
+    return [g["generation_id"] for g in response.json()["generations"]]
+
+
+async def test_oxen_queue_list_shows_active_rows_by_default_and_filters(fake_oxen: FakeOxen) -> None:
+    fake_oxen.add_model("other-model", {"type": "object", "properties": {"prompt": {"type": "string"}}})
+    fake_oxen.hold()
+    async with _oxen_client(fake_oxen) as http:
+        [first] = await _enqueue(http, prompt="one", size="4K", input_image=["data:image/png;base64,AA=="])
+        [cancelled] = await _enqueue(http, prompt="two")
+        other = (await http.post("/ai/queue", json={"model": "other-model", "prompt": "three"})).json()
+        [third] = [g["generation_id"] for g in other["generations"]]
+        assert (await http.delete(f"/ai/queue/{cancelled}")).status_code == 200
+
+        active = (await http.get("/ai/queue")).json()
+        assert active["count"] == 2
+        assert [row["generation_id"] for row in active["generations"]] == [first, third]
+        row = active["generations"][0]
+        assert (row["model_name"], row["prompt"], row["size"], row["status"]) == (
+            SEEDREAM,
+            "one",
+            "4K",
+            "queued",
+        )
+        assert row["input_image"] == ["data:image/png;base64,AA=="]
+        assert fake_oxen.generations[first].status == "queued", "listing must not advance a generation"
+
+        listed = (await http.get("/ai/queue", params={"status": "cancelled"})).json()
+        assert listed["generations"] == [(await http.get(f"/ai/queue/{cancelled}")).json()]
+        by_model = (await http.get("/ai/queue", params={"model": "other-model"})).json()
+        assert [row["generation_id"] for row in by_model["generations"]] == [third]
+        assert (await http.get("/ai/queue", params={"media_type": "video"})).json() == {
+            "count": 0,
+            "generations": [],
+        }
+        assert (await http.get("/ai/queue", params={"namespace": "someone-else"})).json()["count"] == 0
+        fake_oxen.list_order = "newest_first"
+        newest = (await http.get("/ai/queue")).json()
+        assert [row["generation_id"] for row in newest["generations"]] == [third, first]
+
+        for bad in ({"status": "done"}, {"status": "queued,processing"}, {"limit": "10"}, {"repo": "r"}):
+            refused = await http.get("/ai/queue", params=bad)
+            assert (refused.status_code, refused.json()["error"]["type"]) == (400, "invalid_params")
+
+        fake_oxen.release()
+        for generation_id in (first, third):
+            assert (await http.get(f"/ai/queue/{generation_id}")).json()["status"] == "succeeded"
+        done = (await http.get("/ai/queue", params={"status": "succeeded"})).json()
+        assert [row["generation_id"] for row in done["generations"]] == [third, first]
+        assert done["generations"][1]["result_url"].endswith(f"/results/{first}.png")
+        assert (await http.get("/ai/queue")).json() == {"count": 0, "generations": []}
+    async with httpx.AsyncClient(base_url=fake_oxen.url) as anonymous:
+        assert (await anonymous.get("/ai/queue")).status_code == 401
+    calls = fake_oxen.recorder.calls_to("GET /ai/queue")
+    assert calls[1].params == {"status": "cancelled"}
+
+
+async def test_oxen_list_faults_use_their_own_route_key(fake_oxen: FakeOxen) -> None:
+    fake_oxen.fault("GET /ai/queue list", status=503)
+    async with _oxen_client(fake_oxen) as http:
+        [generation_id] = await _enqueue(http, prompt="fox")
+        assert (await http.get(f"/ai/queue/{generation_id}")).status_code == 200
+        unavailable = await http.get("/ai/queue")
+        assert (await http.get("/ai/queue")).status_code == 200
+    assert unavailable.status_code == 503
+    assert unavailable.headers["content-type"].startswith("text/html")
+
+
+async def test_oxen_plain_server_error_answers_instead_and_creates_nothing(fake_oxen: FakeOxen) -> None:
+    fake_oxen.fault("POST /ai/queue", status=500)
+    async with _oxen_client(fake_oxen) as http:
+        refused = await http.post("/ai/queue", json={"model": SEEDREAM, "prompt": "fox"})
+        listed = (await http.get("/ai/queue")).json()
+    assert refused.status_code == 500
+    assert refused.json() == {
+        "error": {"type": "unknown_error", "title": "Internal server error"},
+        "status": "error",
+        "status_message": "unknown_error",
+    }
+    assert (listed["count"], fake_oxen.generations, fake_oxen.billed) == (0, {}, [])
+
+
+async def test_oxen_server_error_after_processing_still_runs_and_bills(fake_oxen: FakeOxen) -> None:
+    fake_oxen.hold()
+    fake_oxen.fault("POST /ai/queue", status=500, after=True)
+    async with _oxen_client(fake_oxen) as http:
+        lost = await http.post("/ai/queue", json={"model": SEEDREAM, "prompt": "fox", "num_generations": 2})
+        assert (lost.status_code, lost.json()["error"]["title"]) == (500, "Internal server error")
+        listed = (await http.get("/ai/queue")).json()
+        assert [row["prompt"] for row in listed["generations"]] == ["fox", "fox"]
+        fake_oxen.release()
+        ids = [row["generation_id"] for row in listed["generations"]]
+        rows = [(await http.get(f"/ai/queue/{gid}")).json() for gid in ids]
+    assert [row["status"] for row in rows] == ["succeeded", "succeeded"]
+    assert sorted(fake_oxen.billed) == sorted(ids)
+
+
+async def test_oxen_dropped_connection_is_a_transport_error_before_or_after_processing(
+    fake_oxen: FakeOxen,
+) -> None:
+    fake_oxen.fault("POST /ai/queue", drop=True)
+    fake_oxen.fault("POST /ai/queue", drop=True, after=True)
+    async with _oxen_client(fake_oxen) as http:
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post("/ai/queue", json={"model": SEEDREAM, "prompt": "never enqueued"})
+        assert fake_oxen.generations == {}
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post("/ai/queue", json={"model": SEEDREAM, "prompt": "enqueued"})
+        listed = (await http.get("/ai/queue", params={"status": "succeeded"})).json()["generations"]
+        active = (await http.get("/ai/queue")).json()["generations"]
+    assert [row["prompt"] for row in listed + active] == ["enqueued"]
+    assert len(fake_oxen.recorder.calls_to("POST /ai/queue")) == 2
+
+
+async def test_oxen_slow_answer_after_processing_times_the_client_out_with_the_work_done(
+    fake_oxen: FakeOxen,
+) -> None:
+    fake_oxen.fault("POST /ai/queue", delay=30.0)
+    fake_oxen.fault("POST /ai/queue", delay=30.0, after=True)
+    async with _oxen_client(fake_oxen, timeout=0.3) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post("/ai/queue", json={"model": SEEDREAM, "prompt": "slow before"})
+        assert fake_oxen.generations == {}
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post("/ai/queue", json={"model": SEEDREAM, "prompt": "slow after"})
+    assert [g.params["prompt"] for g in fake_oxen.generations.values()] == ["slow after"]
+
+
+async def test_oxen_sync_generation_is_billed_even_when_its_answer_is_lost(fake_oxen: FakeOxen) -> None:
+    fake_oxen.fault("POST /ai/images/generate", status=503)
+    fake_oxen.fault("POST /ai/images/generate", status=502, after=True)
+    async with _oxen_client(fake_oxen) as http:
+        refused = await http.post("/ai/images/generate", json={"model": SEEDREAM, "prompt": "fox"})
+        assert (refused.status_code, fake_oxen.billed) == (503, [])
+        lost = await http.post("/ai/images/generate", json={"model": SEEDREAM, "prompt": "fox"})
+    assert (lost.status_code, lost.headers["content-type"].split(";")[0]) == (502, "text/html")
+    assert "Bad Gateway" in lost.text
+    assert len(fake_oxen.billed) == 1
+
+
+async def test_oxen_can_succeed_without_a_result_url(fake_oxen: FakeOxen) -> None:
+    fake_oxen.succeed_without_result()
+    async with _oxen_client(fake_oxen) as http:
+        [empty] = await _enqueue(http, prompt="nothing to show")
+        [normal] = await _enqueue(http, prompt="fox")
+        rows = [(await http.get(f"/ai/queue/{gid}")).json() for gid in (empty, normal)]
+    assert [(row["status"], row["result_url"] is None) for row in rows] == [
+        ("succeeded", True),
+        ("succeeded", False),
+    ]
+
+
+async def test_oxen_result_url_can_serve_html_or_octet_stream(fake_oxen: FakeOxen) -> None:
+    async with _oxen_client(fake_oxen) as http:
+        [generation_id] = await _enqueue(http, prompt="fox")
+        row = (await http.get(f"/ai/queue/{generation_id}")).json()
+        fake_oxen.serve_result_as("text/html", times=1)
+        fake_oxen.serve_result_as("application/octet-stream", times=1)
+        page, octets, image = [await http.get(row["result_url"]) for _ in range(3)]
+    assert (page.status_code, page.headers["content-type"]) == (200, "text/html")
+    assert b"<html" in page.content
+    assert octets.headers["content-type"] == "application/octet-stream"
+    assert octets.content == image.content
+    assert image.content.startswith(b"\x89PNG")
+    assert image.headers["content-type"] == "image/png"
+
+
+def test_oxen_refuses_faults_the_service_cannot_produce(fake_oxen: FakeOxen) -> None:
+    with pytest.raises(ValueError, match="429"):
+        fake_oxen.fault("POST /ai/queue", status=429, after=True)
+    with pytest.raises(ValueError, match="status or drops"):
+        fake_oxen.fault("POST /ai/queue", status=500, drop=True)
+
+
+# -- FakeSlack: "processed, answer lost", server errors, metadata, upload URL faults -------------------
+
+
+def _slack_client(slack: FakeSlack, **kwargs: Any) -> httpx.AsyncClient:
+    headers = {"Authorization": f"Bearer {slack.bot_token}"}
+    return httpx.AsyncClient(base_url=slack.api_url, headers=headers, **kwargs)
+
+
+async def test_slack_server_errors_are_html_and_answer_instead_unless_after(fake_slack: FakeSlack) -> None:
+    fake_slack.fault("chat.postMessage", status=500)
+    fake_slack.fault("chat.postMessage", status=503, after=True)
+    fake_slack.fault("chat.postMessage", error="fatal_error", after=True)
+    async with _slack_client(fake_slack) as http:
+        refused = await http.post("chat.postMessage", data={"channel": "C1", "text": "refused"})
+        lost = await http.post("chat.postMessage", data={"channel": "C1", "text": "posted, answer lost"})
+        fatal = await http.post("chat.postMessage", data={"channel": "C1", "text": "posted, fatal_error"})
+    assert (refused.status_code, refused.headers["content-type"].split(";")[0]) == (500, "text/html")
+    assert "Server Error" in refused.text
+    assert "ratelimited" not in refused.text
+    assert lost.status_code == 503
+    assert fatal.json() == {"ok": False, "error": "fatal_error"}
+    assert [m["text"] for m in fake_slack.messages("C1")] == ["posted, answer lost", "posted, fatal_error"]
+
+
+async def test_slack_sdk_sees_a_server_error_as_a_failed_call(fake_slack: FakeSlack) -> None:
+    fake_slack.fault("chat.update", status=500, after=True)
+    client = AsyncWebClient(token=fake_slack.bot_token, base_url=fake_slack.api_url)
+    posted = await client.chat_postMessage(channel="C1", text="queued")
+    with pytest.raises(SlackApiError) as failed:
+        await client.chat_update(channel="C1", ts=posted["ts"], text="done")
+    assert failed.value.response.status_code == 500
+    assert fake_slack.message("C1", posted["ts"])["text"] == "done"
+
+
+async def test_slack_dropped_connection_after_sharing_files(fake_slack: FakeSlack) -> None:
+    async with _slack_client(fake_slack) as http:
+        reserved = (
+            await http.post("files.getUploadURLExternal", data={"filename": "a.png", "length": "4"})
+        ).json()
+        async with httpx.AsyncClient() as plain:
+            assert (await plain.post(reserved["upload_url"], content=b"\x89PNG")).status_code == 200
+        fake_slack.fault("files.completeUploadExternal", drop=True, after=True)
+        files = json.dumps([{"id": reserved["file_id"], "title": "a"}])
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post("files.completeUploadExternal", data={"files": files, "channel_id": "C1"})
+    file = fake_slack.uploaded_files[reserved["file_id"]]
+    assert file.completed
+    assert "C1" in file.shares["public"]
+    assert [m["files"] for m in fake_slack.messages("C1")] == [[reserved["file_id"]]]
+
+
+async def test_slack_slow_answer_after_processing_times_the_client_out(fake_slack: FakeSlack) -> None:
+    fake_slack.fault("chat.postMessage", delay=30.0, after=True)
+    async with _slack_client(fake_slack, timeout=0.3) as http:
+        with pytest.raises(httpx.ReadTimeout):
+            await http.post("chat.postMessage", data={"channel": "C1", "text": "posted"})
+    assert [m["text"] for m in fake_slack.messages("C1")] == ["posted"]
+
+
+async def test_slack_metadata_round_trips_only_with_include_all_metadata(fake_slack: FakeSlack) -> None:
+    metadata = {"event_type": "dreamboard_job", "event_payload": {"job": "j1", "n": 2}}
+    client = AsyncWebClient(token=fake_slack.bot_token, base_url=fake_slack.api_url)
+    root = await client.chat_postMessage(channel="C1", text="root", metadata=metadata)
+    assert "metadata" not in root["message"]
+    async with _slack_client(fake_slack) as http:
+        form = {"channel": "C1", "text": "reply", "thread_ts": root["ts"], "metadata": json.dumps(metadata)}
+        assert (await http.post("chat.postMessage", data=form)).json()["ok"]
+
+    plain = await client.conversations_replies(channel="C1", ts=root["ts"])
+    assert [("metadata" in m) for m in plain["messages"]] == [False, False]
+    full = await client.conversations_replies(channel="C1", ts=root["ts"], include_all_metadata=True)
+    assert [m["metadata"] for m in full["messages"]] == [metadata, metadata]
+    history = await client.conversations_history(channel="C1")
+    assert [("metadata" in m) for m in history["messages"]] == [False]
+    history = await client.conversations_history(channel="C1", include_all_metadata=True)
+    assert [m["metadata"] for m in history["messages"]] == [metadata]
+
+    await client.chat_update(channel="C1", ts=root["ts"], text="root, updated")
+    assert fake_slack.message("C1", root["ts"])["metadata"] == metadata
+    await client.chat_update(channel="C1", ts=root["ts"], text="root, bare", metadata={})
+    assert "metadata" not in fake_slack.message("C1", root["ts"])
+
+
+@pytest.mark.parametrize(
+    "metadata",
+    [
+        "not json",
+        json.dumps(["event_type", "event_payload"]),
+        json.dumps({"event_type": "x"}),
+        json.dumps({"event_type": "x", "event_payload": "not an object"}),
+        json.dumps({"event_type": 7, "event_payload": {}}),
+        json.dumps({"event_type": "x", "event_payload": {}, "extra": 1}),
+        json.dumps({}),
+    ],
+)
+async def test_slack_refuses_malformed_metadata(fake_slack: FakeSlack, metadata: str) -> None:
+    async with _slack_client(fake_slack) as http:
+        answer = await http.post(
+            "chat.postMessage", data={"channel": "C1", "text": "x", "metadata": metadata}
+        )
+    assert answer.json() == {"ok": False, "error": "invalid_metadata_format"}
+    assert fake_slack.messages("C1") == []
+
+
+async def test_slack_upload_url_faults_and_single_use(fake_slack: FakeSlack) -> None:
+    async with _slack_client(fake_slack) as http:
+        reserved = [
+            (
+                await http.post("files.getUploadURLExternal", data={"filename": f"{n}.png", "length": "4"})
+            ).json()
+            for n in range(2)
+        ]
+    [first, second] = [entry["upload_url"] for entry in reserved]
+    fake_slack.fault("upload", status=429, retry_after=2)
+    fake_slack.fault("upload", status=500)
+    fake_slack.fault("upload", drop=True)
+    fake_slack.fault("upload", drop=True, after=True)
+    async with httpx.AsyncClient() as http:
+        limited = await http.post(first, content=b"\x89PNG")
+        assert (limited.status_code, limited.headers["Retry-After"]) == (429, "2")
+        broken = await http.post(first, content=b"\x89PNG")
+        assert (broken.status_code, broken.headers["content-type"].split(";")[0]) == (500, "text/html")
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post(first, content=b"\x89PNG")
+        assert not fake_slack.uploaded_files[reserved[0]["file_id"]].uploaded
+        with pytest.raises(httpx.RemoteProtocolError):
+            await http.post(second, content=b"\x89PNG")
+        assert fake_slack.uploaded_files[reserved[1]["file_id"]].content == b"\x89PNG"
+        again = await http.post(second, content=b"\x89PNG")
+        assert again.status_code == 404, "an upload URL takes the bytes once"
+        accepted = await http.post(first, content=b"\x89PNG")
+        assert (accepted.status_code, accepted.text) == (200, "OK - 4")
+    assert len(fake_slack.calls_to("upload")) == 6
+
+
+def test_slack_refuses_faults_the_service_cannot_produce(fake_slack: FakeSlack) -> None:
+    with pytest.raises(ValueError, match="429"):
+        fake_slack.fault("chat.postMessage", status=429, after=True)
+    with pytest.raises(ValueError, match="429 and 5xx"):
+        fake_slack.fault("chat.postMessage", status=404)
+    with pytest.raises(ValueError, match="ok:false"):
+        fake_slack.fault("upload", error="fatal_error")
