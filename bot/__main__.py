@@ -35,17 +35,7 @@ def main() -> None:
     except SettingsError as exc:
         print(exc.checklist(), file=sys.stderr)
         sys.exit(2)
-    secrets = [
-        secret.get_secret_value()
-        for secret in (
-            settings.slack_bot_token,
-            settings.slack_app_token,
-            settings.slack_signing_secret,
-            settings.oxen_api_key,
-        )
-        if secret is not None
-    ]
-    configure_logging(settings.log_level, secrets)
+    configure_logging(settings.log_level, settings.secret_values)
     asyncio.run(serve(settings))
 
 

@@ -12,7 +12,8 @@ from bot.app.services import Services
 from bot.domain.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
 from bot.domain.requests import RequestError, parse_request
 from bot.features.actions import NotAllowedError
-from bot.features.intake import CapReachedError, NotInChannelError
+from bot.features.intake import CapReachedError, NotInChannelError, StatusPostError
+from bot.store.sqlite import DuplicateRequestError
 from bot.views import blocks as views
 
 log = logging.getLogger(__name__)
@@ -67,22 +68,22 @@ async def handle_imagine(
         await ack(response_type="ephemeral", **views.error_message(str(exc)))
         return
     await ack()
-    if not await services.store.claim_event(
-        f"command:{command.get('trigger_id') or command.get('response_url')}"
-    ):
-        log.info("duplicate /imagine delivery ignored")
-        return
     try:
         await intake.start_job(
             request,
             team_id=str(command["team_id"]),
             channel_id=str(command["channel_id"]),
             user_id=str(command["user_id"]),
+            request_key=f"command:{command.get('trigger_id') or command.get('response_url')}",
         )
+    except DuplicateRequestError:
+        log.info("duplicate /imagine delivery ignored")
     except CapReachedError as exc:
         await respond(response_type="ephemeral", **views.cap_reached(exc.queued, request.prompt))
     except NotInChannelError:
         await respond(response_type="ephemeral", **views.not_in_channel(context.bot_user_id))
+    except StatusPostError as exc:
+        await respond(response_type="ephemeral", **views.notice(exc.user_message))
 
 
 async def _show(

@@ -68,6 +68,12 @@ class Settings(BaseSettings):
         return self.database_path.parent
 
     @property
+    def secret_values(self) -> list[str]:
+        """Every configured secret, for redaction in logs and in messages posted to Slack."""
+        secrets = (self.slack_bot_token, self.slack_app_token, self.slack_signing_secret, self.oxen_api_key)
+        return [secret.get_secret_value() for secret in secrets if secret is not None]
+
+    @property
     def socket_mode(self) -> bool:
         """Socket Mode when an app-level token is configured, HTTP mode otherwise."""
         return self.slack_app_token is not None

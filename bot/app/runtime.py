@@ -14,7 +14,8 @@ from bot.app.config import Settings
 from bot.app.server import build_web_app, start_server
 from bot.app.services import Services
 from bot.app.socket_mode import SocketModeTransport
-from bot.backends.oxen import OxenError, RetryPolicy
+from bot.backends.base import BackendError
+from bot.backends.oxen import RetryPolicy
 
 log = logging.getLogger(__name__)
 
@@ -46,7 +47,7 @@ async def start(settings: Settings, *, register: Register, oxen_retry: RetryPoli
     services = await Services.build(settings, oxen_retry=oxen_retry)
     try:
         await services.oxen.model_schema(settings.oxen_model)
-    except OxenError as exc:
+    except BackendError as exc:
         log.warning("could not fetch the %s schema yet (%s); will retry per job", settings.oxen_model, exc)
     bolt = build_app(services, register=register)
     socket = None
@@ -54,6 +55,7 @@ async def start(settings: Settings, *, register: Register, oxen_retry: RetryPoli
         socket = SocketModeTransport(bolt, settings.slack_app_token.get_secret_value())
     app = build_web_app(services, bolt, socket_connected=socket.is_connected if socket else None)
     runner, port = await start_server(app, settings.host, settings.port)
+    services.backend.start()
     await services.runner.start()
     if socket is not None:
         await socket.start()

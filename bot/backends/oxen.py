@@ -2,12 +2,17 @@
 
 One `httpx.AsyncClient` for every call. The async queue is the main path (enqueue, store the
 generation id, poll), the sync route a fallback for when the queue is unavailable.
+
+Retries follow what a request does. GETs, DELETEs and the content-addressed repository PUT are
+retried on transport errors, 429 and 5xx. A submission (`POST /ai/queue`, `/ai/images/*`) costs
+money, so it is retried only where it provably did not run (the connection was never made, or a 429);
+any other lost answer raises SubmissionUnknownError, and the caller asks `GET /ai/queue` first.
+Every message a BackendError from here carries has the API key and token shapes removed.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import logging
 import random
 import re
@@ -15,70 +20,67 @@ import time
 from collections.abc import AsyncIterator, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from enum import StrEnum
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
+from httpx_sse import SSEError, aconnect_sse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.app.metrics import Metrics
+from bot.backends.base import BackendError, FailureKind, SubmissionUnknownError
 from bot.backends.model_schema import ModelSchema, SchemaError
+from bot.domain.secrets import Redactor
 
 log = logging.getLogger(__name__)
 
 TERMINAL_STATUSES = frozenset({"succeeded", "failed", "cancelled"})
 _CREDITS = re.compile(r"credit|balance|payment", re.IGNORECASE)
 _CONTENT_POLICY = re.compile(r"sensitive|moderat|safety|policy|nsfw", re.IGNORECASE)
+_PROVIDER_FAULT = re.compile(r"internal server error|server error|timed? ?out|unavailable|overloaded", re.I)
+_VALIDATION = re.compile(r"\b422\b|\b400\b|invalid|must be|not permitted|cannot be empty", re.IGNORECASE)
+_NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
+SUBMISSION_ROUTES = frozenset({"queue", "sync"})
 
 
-class FailureKind(StrEnum):
-    """Why a call to Oxen failed, as far as the user is concerned."""
-
-    AUTH = "auth"
-    CREDITS = "credits"
-    CONTENT_POLICY = "content_policy"
-    INVALID = "invalid"
-    NOT_FOUND = "not_found"
-    UNAVAILABLE = "unavailable"
-
-
-class OxenError(Exception):
-    """A failed Oxen call; `user_message` is readable and never contains the API key."""
-
-    def __init__(self, kind: FailureKind, user_message: str) -> None:
-        super().__init__(user_message)
-        self.kind = kind
-        self.user_message = user_message
-
-
-class QueueUnavailableError(OxenError):
+class QueueUnavailableError(BackendError):
     """The async queue route is missing; callers fall back to the sync route."""
 
 
-def classify_failure(status: int | None, detail: str, *, model_id: str = "") -> OxenError:
-    """Turn an HTTP status and Oxen's message into an OxenError with a readable explanation."""
+def classify_failure(status: int | None, detail: str, *, model_id: str = "") -> BackendError:
+    """Turn an HTTP status (None: a generation that ended `failed`) and Oxen's message into a
+    BackendError whose message says what happened, in one sentence that wraps nothing else."""
     detail = detail.strip()[:300] or "no details given"
     if _CREDITS.search(detail) or status == 402:
-        return OxenError(
+        return BackendError(
             FailureKind.CREDITS, "The Oxen.ai account is out of credits; an admin needs to top it up."
         )
     if _CONTENT_POLICY.search(detail):
-        return OxenError(
+        return BackendError(
             FailureKind.CONTENT_POLICY,
             "The model's content filter blocked this prompt or image. Try rephrasing it.",
         )
     if status in (401, 403):
-        return OxenError(
+        return BackendError(
             FailureKind.AUTH, "Oxen.ai refused Dreamboard's API key; an admin needs to check it."
         )
     if status == 404 and detail.startswith("Model not found"):
-        return OxenError(FailureKind.NOT_FOUND, f"Oxen.ai has no model called `{model_id or detail[17:]}`.")
-    if status is None or status in (400, 404, 409, 422):
-        return OxenError(FailureKind.INVALID, f"Oxen.ai refused the request: {detail}")
-    return OxenError(
-        FailureKind.UNAVAILABLE, f"Oxen.ai is unavailable right now (HTTP {status}). Try again later."
-    )
+        return BackendError(
+            FailureKind.NOT_FOUND, f"Oxen.ai has no model called `{model_id or detail[17:]}`."
+        )
+    if status is not None and status >= 500:
+        return BackendError(
+            FailureKind.UNAVAILABLE, f"Oxen.ai is unavailable right now (HTTP {status}). Try again later."
+        )
+    if status is None and _PROVIDER_FAULT.search(detail) and not _VALIDATION.search(detail):
+        return BackendError(
+            FailureKind.PROVIDER,
+            f"The model provider failed while generating ({detail}). Nothing is wrong with the request; "
+            "try again.",
+        )
+    if status is None and not _VALIDATION.search(detail):
+        return BackendError(FailureKind.PROVIDER, f"The generation failed at Oxen.ai: {detail}")
+    return BackendError(FailureKind.INVALID, f"Oxen.ai refused the request: {detail}")
 
 
 def error_detail(response: httpx.Response) -> str:
@@ -141,6 +143,10 @@ class _EnqueueResponse(BaseModel):
     generations: list[_Queued]
 
 
+class _QueueList(BaseModel):
+    generations: list[QueueRow] = []
+
+
 class _SyncImage(BaseModel):
     url: str | None = None
     b64_json: str | None = None
@@ -162,8 +168,10 @@ class OxenClient:
         metrics: Metrics,
         retry: RetryPolicy | None = None,
         schema_ttl: float = 3600.0,
+        redactor: Redactor | None = None,
     ) -> None:
         self._base = base_url.rstrip("/")
+        self._redactor = redactor or Redactor([api_key])
         self._api_host = urlsplit(self._base).hostname
         self._key = api_key
         self._retry = retry or RetryPolicy()
@@ -196,7 +204,7 @@ class OxenClient:
         try:
             schema = ModelSchema.from_model_object(model_id, response.json())
         except (SchemaError, ValueError) as exc:
-            raise OxenError(
+            raise BackendError(
                 FailureKind.INVALID, f"Oxen.ai described `{model_id}` unexpectedly: {exc}"
             ) from None
         self._schemas[model_id] = (time.monotonic(), schema)
@@ -208,7 +216,19 @@ class OxenClient:
         response = await self._call(
             "POST", "/ai/queue", route="queue", json=payload, model=str(body["model"])
         )
-        return [generation.generation_id for generation in _parse(_EnqueueResponse, response).generations]
+        generations = _parse(_EnqueueResponse, response).generations
+        if len(generations) != count:
+            raise BackendError(
+                FailureKind.NO_RESULT,
+                f"Oxen.ai accepted the request but started {len(generations)} generations, not {count}.",
+            )
+        return [generation.generation_id for generation in generations]
+
+    async def list_generations(self, *, model: str, status: str | None = None) -> list[QueueRow]:
+        """`GET /ai/queue`: generations of `model` (active ones only when `status` is None)."""
+        query = {"model": model, "media_type": "image", **({"status": status} if status else {})}
+        response = await self._call("GET", "/ai/queue", route="list", params=query)
+        return _parse(_QueueList, response).generations
 
     async def poll(self, generation_id: str) -> QueueRow:
         """`GET /ai/queue/{id}`: the generation's current state."""
@@ -231,54 +251,74 @@ class OxenClient:
                 return "data:image/png;base64," + image.b64_json
         if parsed.image_url:
             return parsed.image_url
-        raise OxenError(FailureKind.UNAVAILABLE, "Oxen.ai answered without an image.")
+        raise BackendError(FailureKind.NO_RESULT, "Oxen.ai answered without an image.")
 
     @asynccontextmanager
     async def download(self, url: str) -> AsyncIterator[httpx.Response]:
-        """Stream a result image. The API key is sent only to Oxen's own host, and only after a 401/403."""
-        for with_key in (False, True):
+        """Stream a result image, retrying transport errors and 5xx. The API key is sent only to Oxen's
+        own host, and only after a 401/403. Raises BackendError (never an httpx exception)."""
+        attempt, with_key = 0, False
+        while True:
+            attempt += 1
             headers = {"Authorization": f"Bearer {self._key}"} if with_key else {}
             started = time.perf_counter()
-            async with self._http.stream("GET", url, headers=headers) as response:
-                if response.status_code in (401, 403) and not with_key and self._owns(url):
-                    continue
-                if response.status_code != 200:
-                    raise OxenError(
-                        FailureKind.UNAVAILABLE,
-                        f"Downloading the result from Oxen.ai failed (HTTP {response.status_code}).",
-                    )
-                self._metrics.observe(
-                    "dreamboard_oxen_request_seconds", time.perf_counter() - started, route="download"
+            problem: str
+            try:
+                async with self._http.stream("GET", url, headers=headers) as response:
+                    status = response.status_code
+                    if status in (401, 403) and not with_key and self._owns(url):
+                        with_key, attempt = True, attempt - 1
+                        continue
+                    if status == 200:
+                        self._record("download", "200", started)
+                        yield response
+                        return
+                    self._record("download", str(status), started)
+                    problem = f"HTTP {status}"
+                    if status != 429 and status < 500:
+                        raise BackendError(
+                            FailureKind.UNAVAILABLE,
+                            f"Downloading the result from Oxen.ai failed ({problem}).",
+                        )
+            except httpx.TransportError as exc:
+                self._record("download", "transport_error", started)
+                problem = type(exc).__name__
+            if attempt >= self._retry.attempts:
+                raise BackendError(
+                    FailureKind.UNAVAILABLE, f"Downloading the result from Oxen.ai failed ({problem})."
                 )
-                yield response
-                return
+            await asyncio.sleep(self._retry.delay(attempt))
 
     def _owns(self, url: str) -> bool:
         return urlsplit(url).hostname == self._api_host
 
     async def completion_events(self) -> AsyncIterator[dict[str, Any]]:
         """`GET /events` (Server-Sent Events): yields each `media_generation_completed` payload.
-        Raises OxenError when the stream cannot be opened; ends when the server closes it."""
-        headers = {"Authorization": f"Bearer {self._key}", "Accept": "text/event-stream"}
+        Raises BackendError when the stream cannot be opened; ends when the server closes it."""
+        headers = {"Authorization": f"Bearer {self._key}"}
         timeout = httpx.Timeout(30.0, read=None)
-        async with self._http.stream(
-            "GET", self._base + "/events", headers=headers, timeout=timeout
-        ) as response:
-            if response.status_code != 200:
-                raise classify_failure(response.status_code, "the completion event stream is unavailable")
-            name, data = "", []
-            async for line in response.aiter_lines():
-                if line.startswith("event:"):
-                    name = line[6:].strip()
-                elif line.startswith("data:"):
-                    data.append(line[5:].strip())
-                elif not line:
-                    if name == "media_generation_completed" and data:
-                        try:
-                            yield json.loads("\n".join(data))
-                        except ValueError:
-                            log.warning("ignoring a malformed completion event")
-                    name, data = "", []
+        async with aconnect_sse(
+            self._http, "GET", self._base + "/events", headers=headers, timeout=timeout
+        ) as source:
+            if source.response.status_code != 200:
+                raise classify_failure(
+                    source.response.status_code, "the completion event stream is unavailable"
+                )
+            try:
+                async for event in source.aiter_sse():
+                    if event.event != "media_generation_completed":
+                        continue
+                    try:
+                        payload = event.json()
+                    except ValueError:
+                        log.warning("ignoring a malformed completion event")
+                        continue
+                    if isinstance(payload, dict):
+                        yield payload
+            except SSEError as exc:
+                raise BackendError(
+                    FailureKind.UNAVAILABLE, f"The completion event stream broke: {exc}"
+                ) from None
 
     async def upload_repo_file(self, repo: str, path: str, data: bytes, mimetype: str) -> str:
         """Commit `data` to `path` on the main branch of Oxen repository `repo`; returns its download URL."""
@@ -299,6 +339,7 @@ class OxenClient:
     async def _call(
         self, method: str, path: str, *, route: str, model: str = "", **request: Any
     ) -> httpx.Response:
+        submission = route in SUBMISSION_ROUTES
         attempt = 0
         while True:
             attempt += 1
@@ -309,32 +350,37 @@ class OxenClient:
                     method, self._base + path, headers={"Authorization": f"Bearer {self._key}"}, **request
                 )
             except httpx.TransportError as exc:
-                failure: OxenError = OxenError(
-                    FailureKind.UNAVAILABLE, f"Oxen.ai did not answer ({type(exc).__name__})."
+                self._record(route, "transport_error", started)
+                name = type(exc).__name__
+                if submission and not isinstance(exc, _NEVER_SENT):
+                    raise SubmissionUnknownError(
+                        FailureKind.UNAVAILABLE, f"Oxen.ai did not answer the submission ({name})."
+                    ) from None
+                failure: BackendError = BackendError(
+                    FailureKind.UNAVAILABLE, f"Oxen.ai did not answer ({name})."
                 )
-                outcome = "transport_error"
             else:
                 outcome = str(response.status_code)
+                self._record(route, outcome, started)
                 if response.status_code < 400:
-                    self._record(route, outcome, started)
                     return response
                 if (
                     route == "queue"
                     and response.status_code in (404, 405)
                     and "Model not found" not in response.text
                 ):
-                    self._record(route, outcome, started)
                     raise QueueUnavailableError(FailureKind.UNAVAILABLE, "The Oxen.ai queue is unavailable.")
-                failure = classify_failure(response.status_code, error_detail(response), model_id=model)
+                detail = self._redactor.redact(error_detail(response))
+                failure = classify_failure(response.status_code, detail, model_id=model)
                 retry_after = response.headers.get("Retry-After")
+                if submission and response.status_code >= 500:
+                    raise SubmissionUnknownError(failure.kind, failure.user_message)
                 if response.status_code != 429 and response.status_code < 500:
-                    self._record(route, outcome, started)
                     raise failure
-            self._record(route, outcome, started)
             if attempt >= self._retry.attempts:
                 raise failure
             delay = self._retry.delay(attempt, retry_after)
-            log.warning("oxen %s %s: %s, retry %d in %.1fs", method, route, outcome, attempt, delay)
+            log.warning("oxen %s %s: %s, retry %d in %.1fs", method, route, failure.kind, attempt, delay)
             await asyncio.sleep(delay)
 
     def _record(self, route: str, outcome: str, started: float) -> None:
@@ -349,6 +395,6 @@ def _parse(model: type[_Model], response: httpx.Response) -> _Model:
     try:
         return model.model_validate_json(response.content)
     except ValidationError:
-        raise OxenError(
+        raise BackendError(
             FailureKind.UNAVAILABLE, "Oxen.ai sent an answer Dreamboard does not understand."
         ) from None

@@ -12,7 +12,8 @@ import contextlib
 import logging
 from collections import OrderedDict
 
-from bot.backends.oxen import FailureKind, OxenClient, OxenError
+from bot.backends.base import BackendError, FailureKind
+from bot.backends.oxen import OxenClient
 
 log = logging.getLogger(__name__)
 
@@ -67,12 +68,12 @@ class CompletionWatcher:
                 async for event in self._oxen.completion_events():
                     backoff = 1.0
                     self._completed(str(event.get("generation_id", "")))
-            except OxenError as exc:
+            except BackendError as exc:
                 if exc.kind in (FailureKind.NOT_FOUND, FailureKind.INVALID, FailureKind.AUTH):
                     log.info("Oxen completion events unavailable (%s); polling only", exc)
                     return
                 log.warning("Oxen completion events interrupted: %s", exc)
-            except Exception as exc:
-                log.warning("Oxen completion events interrupted: %s", type(exc).__name__)
+            except Exception:
+                log.warning("Oxen completion events interrupted unexpectedly", exc_info=True)
             await asyncio.sleep(backoff)
             backoff = min(backoff * 2, self._max_backoff)

@@ -9,19 +9,18 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Mapping
+from collections.abc import Awaitable, Mapping
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.controls import REACTIONS, Action, Target
-from bot.features.intake import CapReachedError, Intake, NotInChannelError
+from bot.features.intake import CapReachedError, Intake, NotInChannelError, StatusPostError
 from bot.features.references import Collected, ReferenceSource
 from bot.jobs import recipes
 from bot.jobs.recipes import Recipe
 from bot.jobs.runner import JobRunner
-from bot.slack.messages import NOT_A_MEMBER, slack_error
+from bot.slack.errors import SlackError, SlackErrorKind, call
 from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind
 from bot.store.sqlite import Store
 from bot.views import blocks as views
@@ -85,20 +84,27 @@ class Branching:
                 f"Only <@{job.user_id}> or a workspace admin can cancel or delete job `{job.id}`."
             )
         if not job.finished:
-            await self._runner.cancel(job.id)
+            state = await self._runner.cancel(job.id)
+            if state is JobState.UPLOADED:
+                return (
+                    f"Job `{job.id}` was already posting its images, so it was delivered, not cancelled. "
+                    "React ❌ again to delete its results."
+                )
+            if state is JobState.FAILED:
+                return f"Job `{job.id}` had already failed; nothing was cancelled."
             return f"Job `{job.id}` was cancelled."
         if job.state is not JobState.UPLOADED:
             raise NotAllowedError(f"Job `{job.id}` has no results to delete.")
         for image in await self._store.images(job.id):
             if image.file_id:
-                await self._quietly("files_delete", file=image.file_id)
+                await self._quietly(self._slack.files_delete(file=image.file_id))
         if job.card_ts:
-            await self._quietly("chat_delete", channel=job.channel_id, ts=job.card_ts)
+            await self._quietly(self._slack.chat_delete(channel=job.channel_id, ts=job.card_ts))
         await self._store.mark_deleted(job.id, user_id)
         deleted = await self._visible_job(job.id, allow_deleted=True)
         if deleted.status_ts:
             await self._quietly(
-                "chat_update", channel=job.channel_id, ts=deleted.status_ts, **views.status(deleted)
+                self._slack.chat_update(channel=job.channel_id, ts=deleted.status_ts, **views.status(deleted))
             )
         return f"The results of job `{job.id}` were deleted."
 
@@ -125,17 +131,17 @@ class Branching:
 
     async def _is_admin(self, user_id: str) -> bool:
         try:
-            user = (await self._slack.users_info(user=user_id))["user"]
-        except SlackApiError as exc:
-            log.warning("users.info failed: %s", slack_error(exc))
+            user = (await call(self._slack.users_info(user=user_id)))["user"]
+        except SlackError as exc:
+            log.warning("users.info failed: %s", exc)
             return False
         return bool(user.get("is_admin") or user.get("is_owner"))
 
-    async def _quietly(self, method: str, **kwargs: object) -> None:
+    async def _quietly(self, request: Awaitable[object]) -> None:
         try:
-            await getattr(self._slack, method)(**kwargs)
-        except SlackApiError as exc:
-            log.warning("slack %s failed: %s", method, slack_error(exc))
+            await call(request)
+        except SlackError as exc:
+            log.warning("slack call failed: %s", exc)
 
     async def press(
         self,
@@ -175,7 +181,7 @@ class Branching:
             await self.branch(
                 action, target, user_id=user_id, team_id=team_id, channel_id=channel_id, thread_ts=thread_ts
             )
-        except (NotAllowedError, CapReachedError, NotInChannelError) as exc:
+        except (NotAllowedError, CapReachedError, NotInChannelError, StatusPostError) as exc:
             return refusal(exc, "")
         return None
 
@@ -226,7 +232,7 @@ class Branching:
             await self.start(
                 recipe, job, user_id=user_id, team_id=team_id, channel_id=channel, thread_ts=thread
             )
-        except (CapReachedError, NotInChannelError) as exc:
+        except (CapReachedError, NotInChannelError, StatusPostError) as exc:
             await self._ephemeral(channel, user_id, thread, refusal(exc, recipe.request.prompt))
         return {}
 
@@ -243,10 +249,10 @@ class Branching:
         parent = await self._store.get_job(job.parent_id) if job.parent_id else None
         card = views.result_card(job, await self._store.images(job.id), parent=parent, with_images=True)
         try:
-            response = await self._slack.chat_postMessage(channel=channel_id, **card)
-        except SlackApiError as exc:
-            if slack_error(exc) in NOT_A_MEMBER:
-                raise NotInChannelError from None
+            response = await call(self._slack.chat_postMessage(channel=channel_id, **card))
+        except SlackError as exc:
+            if exc.kind in (SlackErrorKind.NOT_IN_CHANNEL, SlackErrorKind.ARCHIVED):
+                raise NotInChannelError(archived=exc.kind is SlackErrorKind.ARCHIVED) from None
             raise
         await self._store.add_message(
             channel_id, str(response["ts"]), job.id, MessageKind.CARD, thread_ts=None
@@ -275,7 +281,7 @@ class Branching:
         reply_in = thread_ts or ts
         try:
             if action is Action.DM_RECIPE:
-                await self._slack.chat_postMessage(channel=user, **await self.recipe(job.id))
+                await call(self._slack.chat_postMessage(channel=user, **await self.recipe(job.id)))
             elif action is Action.CANCEL_OR_DELETE:
                 outcome = await self.cancel_or_delete(job.id, user_id=user)
                 await self._ephemeral(channel, user, reply_in, views.notice(outcome))
@@ -288,14 +294,16 @@ class Branching:
                     channel_id=channel,
                     thread_ts=reply_in,
                 )
-        except (NotAllowedError, CapReachedError, NotInChannelError) as exc:
+        except (NotAllowedError, CapReachedError, NotInChannelError, StatusPostError) as exc:
             await self._ephemeral(channel, user, reply_in, refusal(exc, job.prompt))
 
     async def _ephemeral(self, channel: str, user: str, thread_ts: str, message: views.Message) -> None:
         try:
-            await self._slack.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
-        except SlackApiError as exc:
-            log.warning("ephemeral reply in %s failed: %s", channel, slack_error(exc))
+            await call(
+                self._slack.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
+            )
+        except SlackError as exc:
+            log.warning("ephemeral reply in %s failed: %s", channel, exc)
 
 
 def refusal(exc: Exception, prompt: str) -> views.Message:
@@ -304,4 +312,6 @@ def refusal(exc: Exception, prompt: str) -> views.Message:
         return views.cap_reached(exc.queued, prompt)
     if isinstance(exc, NotInChannelError):
         return views.not_in_channel(None)
+    if isinstance(exc, StatusPostError):
+        return views.notice(exc.user_message)
     return views.notice(f":no_entry: {exc}")

@@ -14,11 +14,10 @@ import time
 from collections.abc import Callable, Sequence
 from datetime import UTC, datetime
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.controls import PAGE_SIZE, HistoryQuery
-from bot.slack.messages import slack_error
+from bot.slack.errors import SlackError, call
 from bot.store.model import Job
 from bot.store.sqlite import Store
 from bot.views import blocks as views
@@ -77,9 +76,9 @@ class History:
         """A function from job to the permalink of its thread (no API call per job)."""
         if self._workspace_url is None:
             try:
-                self._workspace_url = str((await self._slack.auth_test())["url"])
-            except SlackApiError as exc:
-                log.warning("auth.test failed: %s", slack_error(exc))
+                self._workspace_url = str((await call(self._slack.auth_test()))["url"])
+            except SlackError as exc:
+                log.warning("auth.test failed: %s", exc)
                 return lambda job: ""
         base = self._workspace_url.rstrip("/")
 
@@ -127,9 +126,9 @@ class History:
         today = await self._store.jobs_since(team_id, user_id, midnight)
         view = views.home(recent, favourites, images, today=today, permalink=await self.permalinker())
         try:
-            await self._slack.views_publish(user_id=user_id, view=view)
-        except SlackApiError as exc:
-            log.warning("views.publish for %s failed: %s", user_id, slack_error(exc))
+            await call(self._slack.views_publish(user_id=user_id, view=view))
+        except SlackError as exc:
+            log.warning("views.publish for %s failed: %s", user_id, exc)
 
     def refresh_home(self, team_id: str, user_id: str) -> None:
         """Publish App Home soon, at most once per `min_interval` seconds per user."""

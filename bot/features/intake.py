@@ -1,4 +1,9 @@
-"""Intake: turning a validated request into a stored, announced and queued job."""
+"""Intake: turning a validated request into a stored, announced and queued job.
+
+The hand-off is one sequence with a synchronous first step: the runner admits the user (caps are
+counted before any `await`), the job is stored, and the runner posts its status message and puts it in
+line. If any step fails, the place is given back and no queued row is left that nothing would run.
+"""
 
 from __future__ import annotations
 
@@ -6,56 +11,62 @@ import random
 import secrets
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
-
 from bot.app.config import Settings
-from bot.backends.oxen import OxenClient
+from bot.backends.base import ImageBackend
 from bot.domain.requests import GenerationRequest, Limits
 from bot.features.references import Collected
 from bot.jobs.runner import JobRunner
-from bot.slack.messages import NOT_A_MEMBER, SlackMessages, slack_error
+from bot.jobs.scheduler import CapReachedError
+from bot.slack.errors import SlackError, SlackErrorKind
 from bot.store.model import Job, NewJob
 from bot.store.sqlite import Store
 
-
-class CapReachedError(Exception):
-    """The user already has the maximum number of jobs waiting."""
-
-    def __init__(self, queued: int) -> None:
-        super().__init__(f"{queued} jobs queued")
-        self.queued = queued
+__all__ = ["CapReachedError", "Intake", "NotInChannelError", "StatusPostError"]
 
 
 class NotInChannelError(Exception):
-    """Slack refused to let the bot post in the conversation."""
+    """Slack refused to let the bot post in the conversation (not a member, or archived)."""
+
+    def __init__(self, *, archived: bool = False) -> None:
+        super().__init__("archived" if archived else "not in channel")
+        self.archived = archived
+
+
+class StatusPostError(Exception):
+    """Slack did not take the status message, so the job was not started (nothing was submitted)."""
+
+    def __init__(self, error: SlackError) -> None:
+        super().__init__(str(error))
+        self.error = error
+
+    @property
+    def user_message(self) -> str:
+        """What to tell the person who asked."""
+        if self.error.kind is SlackErrorKind.RATE_LIMITED:
+            reason = "Slack is rate-limiting Dreamboard in this channel"
+        elif self.error.kind is SlackErrorKind.UNAVAILABLE:
+            reason = "Slack did not answer when Dreamboard posted the status message"
+        else:
+            reason = f"Slack refused Dreamboard's status message ({self.error.code})"
+        return f":warning: {reason}, so the job was not started and nothing was sent to Oxen.ai. Try again."
 
 
 class Intake:
-    """Creates jobs: checks caps, draws seeds, stores, posts the status message, queues."""
+    """Creates jobs: admits, draws seeds, stores, and hands over to the runner."""
 
-    def __init__(
-        self,
-        *,
-        settings: Settings,
-        store: Store,
-        oxen: OxenClient,
-        runner: JobRunner,
-        messages: SlackMessages,
-    ) -> None:
+    def __init__(self, *, settings: Settings, store: Store, backend: ImageBackend, runner: JobRunner) -> None:
         self._settings = settings
         self._store = store
-        self._oxen = oxen
+        self._backend = backend
         self._runner = runner
-        self._messages = messages
 
     def model_for(self, request: GenerationRequest) -> str:
         """The model a request will run on."""
         return request.model or self._settings.oxen_model
 
     def limits_for(self, model: str | None = None) -> Limits:
-        """Validation bounds from the model's cached schema, or defaults before it is fetched."""
-        schema = self._oxen.cached_schema(model or self._settings.oxen_model)
-        return schema.limits if schema else Limits()
+        """Validation bounds from what the backend knows now (defaults before it fetched the schema)."""
+        return self._backend.limits(model or self._settings.oxen_model)
 
     async def start_job(
         self,
@@ -66,13 +77,45 @@ class Intake:
         user_id: str,
         thread_ts: str | None = None,
         references: Collected | None = None,
+        request_key: str | None = None,
     ) -> Job:
-        """Store and queue a job; raises CapReachedError or NotInChannelError."""
-        queued = self._runner.queued_for(team_id, user_id)
-        if queued >= self._settings.max_queued_per_user:
-            raise CapReachedError(queued)
+        """Store, announce and queue a job. Raises CapReachedError, NotInChannelError, StatusPostError,
+        or store.DuplicateRequestError when `request_key` already made a job."""
+        ticket = self._runner.admit(team_id, user_id)
+        try:
+            job, images = await self._store.insert_job(
+                self._new_job(
+                    request,
+                    team_id=team_id,
+                    channel_id=channel_id,
+                    user_id=user_id,
+                    thread_ts=thread_ts,
+                    references=references,
+                    request_key=request_key,
+                )
+            )
+        except BaseException:
+            ticket.withdraw()
+            raise
+        try:
+            return await self._runner.accept(ticket, job, images)
+        except SlackError as exc:
+            if exc.kind in (SlackErrorKind.NOT_IN_CHANNEL, SlackErrorKind.ARCHIVED):
+                raise NotInChannelError(archived=exc.kind is SlackErrorKind.ARCHIVED) from None
+            raise StatusPostError(exc) from None
+
+    def _new_job(
+        self,
+        request: GenerationRequest,
+        *,
+        team_id: str,
+        channel_id: str,
+        user_id: str,
+        thread_ts: str | None,
+        references: Collected | None,
+        request_key: str | None,
+    ) -> NewJob:
         model = self.model_for(request)
-        limits = self.limits_for(model)
         aspect_ratio = request.aspect_ratio
         if references and references.sources and aspect_ratio is None:
             aspect_ratio = "match_input_image"
@@ -82,38 +125,24 @@ class Intake:
             params["left_out"] = references.left_out
             params["skipped"] = references.skipped
         if request.seed is None:
-            low, high = limits.seed_range
+            low, high = self.limits_for(model).seed_range
             seed = random.randint(low, high - request.n + 1)
         else:
             seed = request.seed
-        job = await self._store.insert_job(
-            NewJob(
-                id=secrets.token_hex(5),
-                team_id=team_id,
-                channel_id=channel_id,
-                user_id=user_id,
-                prompt=request.prompt,
-                model=model,
-                size=request.size or self._settings.oxen_size,
-                aspect_ratio=aspect_ratio,
-                seed=seed,
-                seed_given=request.seed is not None,
-                n=request.n,
-                thread_ts=thread_ts,
-                parent_id=references.parent_id if references else None,
-                params=params,
-            )
+        return NewJob(
+            id=secrets.token_hex(5),
+            team_id=team_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            prompt=request.prompt,
+            model=model,
+            size=request.size or self._settings.oxen_size,
+            aspect_ratio=aspect_ratio,
+            seed=seed,
+            seed_given=request.seed is not None,
+            n=request.n,
+            thread_ts=thread_ts,
+            parent_id=references.parent_id if references else None,
+            params=params,
+            request_key=request_key,
         )
-        try:
-            ts = await self._messages.post_status(job, position=self._runner.reserve_position())
-        except SlackApiError as exc:
-            self._runner.release_position()
-            await self._store.discard_unstarted(job.id)
-            if slack_error(exc) in NOT_A_MEMBER:
-                raise NotInChannelError from None
-            raise
-        await self._store.set_status_ts(job.id, ts, thread_ts=thread_ts or ts)
-        stored = await self._store.get_job(job.id)
-        assert stored is not None
-        self._runner.submit(stored)
-        return stored

@@ -7,13 +7,12 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.requests import RequestError, parse_request
-from bot.features.intake import CapReachedError, Intake, NotInChannelError
+from bot.features.intake import CapReachedError, Intake, NotInChannelError, StatusPostError
 from bot.features.references import ReferenceError, References
-from bot.slack.messages import slack_error
+from bot.slack.errors import SlackError, call
 from bot.store.sqlite import Store
 from bot.views import blocks as views
 
@@ -97,11 +96,15 @@ class Iterations:
             )
         except CapReachedError as exc:
             await self._ephemeral(channel, user, reply_in, views.cap_reached(exc.queued, text))
+        except StatusPostError as exc:
+            await self._ephemeral(channel, user, reply_in, views.notice(exc.user_message))
         except NotInChannelError:
             log.warning("cannot post in %s although a message arrived from it", channel)
 
     async def _ephemeral(self, channel: str, user: str, thread_ts: str, message: views.Message) -> None:
         try:
-            await self._slack.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
-        except SlackApiError as exc:
-            log.warning("ephemeral reply in %s failed: %s", channel, slack_error(exc))
+            await call(
+                self._slack.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
+            )
+        except SlackError as exc:
+            log.warning("ephemeral reply in %s failed: %s", channel, exc)

@@ -18,8 +18,10 @@ from typing import Any, Literal
 
 from slack_sdk.web.async_client import AsyncWebClient
 
+from bot.backends.base import BackendError
 from bot.backends.model_schema import MAX_REFERENCES
-from bot.backends.oxen import OxenClient, OxenError
+from bot.backends.oxen import OxenClient
+from bot.domain.errors import UserFacingError
 from bot.domain.images import ImageRejectedError, PreparedImage, prepare_image
 from bot.features.reference_hosting import ReferenceHost
 from bot.slack.files import ReferenceFetchError, SlackFileReader, file_name
@@ -29,7 +31,7 @@ from bot.store.sqlite import Store
 FRESH_RESULT_URL = 20 * 60
 
 
-class ReferenceError(ValueError):
+class ReferenceError(UserFacingError):
     """A reference cannot be used; the message is for the user and names the file."""
 
 
@@ -140,9 +142,10 @@ class References:
             parent_id = None
         return Collected(sources, left_out, skipped, parent_id)
 
-    async def resolve(self, sources: Sequence[ReferenceSource]) -> list[str]:
-        """URLs Oxen can fetch, in order; raises ReferenceError when one cannot be made."""
-        return [await self._url(source) for source in sources]
+    async def resolve(self, sources: Sequence[Mapping[str, Any]]) -> list[str]:
+        """URLs Oxen can fetch for a job's stored references, in order; raises ReferenceError when one
+        cannot be made."""
+        return [await self._url(ReferenceSource.from_json(source)) for source in sources]
 
     async def _base(self, thread_jobs: Sequence[Job]) -> tuple[ReferenceSource | None, str | None]:
         for job in thread_jobs:
@@ -245,13 +248,13 @@ class References:
         if source.job_id is None or source.idx is None:
             return None
         image = next((i for i in await self._store.images(source.job_id) if i.idx == source.idx), None)
-        if image is None or image.oxen_generation_id is None:
+        if image is None or image.generation_id is None:
             return None
         if image.result_url and image.result_url_at and time.time() - image.result_url_at < FRESH_RESULT_URL:
             return image.result_url
         try:
-            row = await self._oxen.poll(image.oxen_generation_id)
-        except OxenError:
+            row = await self._oxen.poll(image.generation_id)
+        except BackendError:
             return None
         if row.status != "succeeded" or not row.result_url:
             return None

@@ -2,8 +2,10 @@
 
 from __future__ import annotations
 
+import asyncio
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
+from enum import StrEnum
 from pathlib import Path
 from typing import Any
 from urllib.parse import urlsplit
@@ -12,6 +14,8 @@ import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app.config import is_loopback
+from bot.domain.errors import UserFacingError
+from bot.slack.errors import SlackError, SlackErrorKind, call
 
 
 @dataclass(frozen=True)
@@ -25,56 +29,109 @@ class ResultFile:
     alt_text: str
 
 
-class UploadError(Exception):
-    """The bytes could not be sent to Slack's upload URL."""
+class UploadState(StrEnum):
+    """Where a recorded upload stands, as `files.info` tells."""
+
+    SHARED = "shared"
+    COMPLETED = "completed"
+    MISSING = "missing"
+
+
+UPLOAD_ATTEMPTS = 4
+UPLOAD_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=30)
+MAX_RETRY_AFTER = 60.0
 
 
 class SlackFiles:
-    """`files.getUploadURLExternal` → POST bytes → `files.completeUploadExternal`, done in steps so the
-    job runner can record the file ids before completing (a restart then never uploads twice)."""
+    """`files.getUploadURLExternal` → POST bytes → `files.completeUploadExternal`, in steps, so the
+    pipeline records the file ids before completing and a restart can tell which step happened."""
 
     def __init__(self, client: AsyncWebClient, http: aiohttp.ClientSession) -> None:
         self._client = client
         self._http = http
 
     async def send_bytes(self, files: Sequence[ResultFile]) -> dict[int, str]:
-        """Reserve a file id per image and stream its bytes to Slack; returns {image index: file id}."""
+        """Reserve a file id per image and send its bytes; returns {image index: file id}."""
         file_ids: dict[int, str] = {}
         for result in files:
             size = result.path.stat().st_size
-            reserved = await self._client.files_getUploadURLExternal(
-                filename=result.filename, length=size, alt_txt=result.alt_text[:1000]
+            reserved = await call(
+                self._client.files_getUploadURLExternal(
+                    filename=result.filename, length=size, alt_txt=result.alt_text[:1000]
+                )
             )
-            with result.path.open("rb") as body:
-                async with self._http.post(str(reserved["upload_url"]), data=body) as response:
-                    if response.status != 200:
-                        raise UploadError(f"Slack refused the upload (HTTP {response.status})")
+            await self._send(str(reserved["upload_url"]), result.path)
             file_ids[result.idx] = str(reserved["file_id"])
         return file_ids
+
+    async def _send(self, url: str, path: Path) -> None:
+        """POST the bytes to the upload URL, retrying 429 (after Retry-After), 5xx and transport errors:
+        the URL is single-file, so sending the same bytes again cannot make a second file."""
+        for attempt in range(1, UPLOAD_ATTEMPTS + 1):
+            retry_after: str | None = None
+            try:
+                with path.open("rb") as body:
+                    async with self._http.post(url, data=body, timeout=UPLOAD_TIMEOUT) as response:
+                        if response.status == 200:
+                            return
+                        if response.status == 404 and attempt > 1:
+                            return  # single-use URL: an earlier attempt's bytes arrived, its answer was lost
+                        problem = f"http_{response.status}"
+                        retry_after = response.headers.get("Retry-After")
+                        if response.status != 429 and response.status < 500:
+                            raise SlackError(SlackErrorKind.REFUSED, problem)
+            except (aiohttp.ClientError, TimeoutError) as exc:
+                problem = type(exc).__name__
+            if attempt == UPLOAD_ATTEMPTS:
+                kind = SlackErrorKind.RATE_LIMITED if problem == "http_429" else SlackErrorKind.UNAVAILABLE
+                raise SlackError(kind, problem)
+            await asyncio.sleep(_retry_delay(attempt, retry_after))
 
     async def share(
         self, files: Sequence[tuple[str, str]], *, channel_id: str, thread_ts: str, comment: str
     ) -> None:
         """Complete the upload: post the files (id, title) as one message in the thread."""
-        await self._client.files_completeUploadExternal(
-            files=[{"id": file_id, "title": title} for file_id, title in files],
-            channel_id=channel_id,
-            thread_ts=thread_ts,
-            initial_comment=comment,
+        await call(
+            self._client.files_completeUploadExternal(
+                files=[{"id": file_id, "title": title} for file_id, title in files],
+                channel_id=channel_id,
+                thread_ts=thread_ts,
+                initial_comment=comment,
+            )
         )
+
+    async def upload_state(self, file_id: str, channel_id: str) -> tuple[UploadState, str | None]:
+        """Whether a recorded upload was completed (and the ts of its message, once Slack shows the
+        share): a file reserved but never completed is `file_not_found` (slack.md §8)."""
+        try:
+            ts = await self.share_ts(file_id, channel_id)
+        except SlackError as exc:
+            if exc.kind is SlackErrorKind.NOT_FOUND:
+                return UploadState.MISSING, None
+            raise
+        return (UploadState.SHARED, ts) if ts else (UploadState.COMPLETED, None)
 
     async def share_ts(self, file_id: str, channel_id: str) -> str | None:
         """The ts of the message that shares the file in `channel_id`, or None while Slack shows no
-        share (not completed, or not processed yet: Slack fills `shares` in with a delay)."""
-        info = await self._client.files_info(file=file_id)
-        shares = info["file"].get("shares") or {}
+        share (Slack fills `shares` in with a delay)."""
+        info = await call(self._client.files_info(file=file_id))
+        shares = (info.get("file") or {}).get("shares") or {}
         for kind in ("public", "private"):
             for share in shares.get(kind, {}).get(channel_id, []):
                 return str(share["ts"])
         return None
 
 
-class ReferenceFetchError(ValueError):
+def _retry_delay(attempt: int, retry_after: str | None) -> float:
+    if retry_after is not None:
+        try:
+            return min(max(float(retry_after), 0.0), MAX_RETRY_AFTER)
+        except ValueError:
+            pass
+    return float(min(0.5 * 2 ** (attempt - 1), 8.0))
+
+
+class ReferenceFetchError(UserFacingError):
     """A Slack file could not be used; the message names it, for the user."""
 
 
@@ -98,7 +155,12 @@ class SlackFileReader:
         """The full file object (events sometimes carry a stub marked `file_access`)."""
         if file.get("url_private_download") or file.get("url_private") or not file.get("id"):
             return file
-        info = await self._client.files_info(file=str(file["id"]))
+        try:
+            info = await call(self._client.files_info(file=str(file["id"])))
+        except SlackError as exc:
+            raise ReferenceFetchError(
+                f"Slack would not describe “{file_name(file)}” ({exc.code}); try attaching it again."
+            ) from None
         return dict(info["file"])
 
     async def download(self, file: Mapping[str, Any], *, max_bytes: int) -> bytes:
@@ -120,15 +182,22 @@ class SlackFileReader:
         if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
             raise ReferenceFetchError(f"“{name}” is not served over https, so Dreamboard won't fetch it.")
         headers = {"Authorization": f"Bearer {self._token}"}
-        async with self._http.get(url, headers=headers, allow_redirects=False) as response:
-            if response.status != 200 or response.content_type == "text/html":
-                raise ReferenceFetchError(
-                    f"Slack answered with a sign-in page instead of “{name}”. "
-                    "Dreamboard may be missing the files:read scope or access to that file."
-                )
-            data = bytearray()
-            async for chunk in response.content.iter_chunked(256 * 1024):
-                data += chunk
-                if len(data) > max_bytes:
-                    raise ReferenceFetchError(too_big)
+        try:
+            async with self._http.get(
+                url, headers=headers, allow_redirects=False, timeout=UPLOAD_TIMEOUT
+            ) as response:
+                if response.status != 200 or response.content_type == "text/html":
+                    raise ReferenceFetchError(
+                        f"Slack answered with a sign-in page instead of “{name}”. "
+                        "Dreamboard may be missing the files:read scope or access to that file."
+                    )
+                data = bytearray()
+                async for chunk in response.content.iter_chunked(256 * 1024):
+                    data += chunk
+                    if len(data) > max_bytes:
+                        raise ReferenceFetchError(too_big)
+        except (aiohttp.ClientError, TimeoutError) as exc:
+            raise ReferenceFetchError(
+                f"Downloading “{name}” from Slack failed ({type(exc).__name__}); try again."
+            ) from None
         return bytes(data)

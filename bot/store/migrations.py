@@ -1,4 +1,10 @@
-"""The schema, as numbered migrations applied in order (PRAGMA user_version holds the last one)."""
+"""The schema, as numbered migrations applied in order (PRAGMA user_version holds the last one).
+
+Migration 5 is the step log's markers: `submit_started_at` (a submission may exist at the backend),
+`request_key` (one job per Slack request, enforced by a unique index), `upload_ts` and
+`card_claimed_at` (the result card may already be in the thread). A job's status, card and upload
+messages are found through `generations` itself; `job_messages` keeps the other cards (reposts).
+"""
 
 from __future__ import annotations
 
@@ -75,5 +81,16 @@ MIGRATIONS: tuple[str, ...] = (
         created_at REAL NOT NULL,
         PRIMARY KEY (team_id, user_id, job_id)
     );
+    """,
+    """
+    ALTER TABLE generation_images RENAME COLUMN oxen_generation_id TO generation_id;
+    ALTER TABLE generation_images ADD COLUMN submit_started_at REAL;
+    ALTER TABLE generations ADD COLUMN request_key TEXT;
+    ALTER TABLE generations ADD COLUMN upload_ts TEXT;
+    ALTER TABLE generations ADD COLUMN card_claimed_at REAL;
+    CREATE UNIQUE INDEX generations_by_request ON generations (request_key);
+    CREATE INDEX generations_by_status_message ON generations (channel_id, status_ts);
+    CREATE INDEX generations_by_card ON generations (channel_id, card_ts);
+    CREATE INDEX generations_by_upload ON generations (channel_id, upload_ts);
     """,
 )

@@ -55,21 +55,29 @@ class NewJob:
     thread_ts: str | None = None
     parent_id: str | None = None
     params: dict[str, Any] = field(default_factory=dict)
+    request_key: str | None = None
+    """The Slack request that asked for the job (a trigger id): a second delivery makes no second job."""
 
 
 @dataclass(frozen=True)
 class JobImage:
-    """One image of a job: its seed, its Oxen generation and its Slack file."""
+    """One image of a job: its seed, its generation at the image backend and its Slack file."""
 
     job_id: str
     idx: int
     seed: int
     state: ImageState
-    oxen_generation_id: str | None
+    generation_id: str | None
     error: str | None
     file_id: str | None
     result_url: str | None = None
     result_url_at: float | None = None
+    submit_started_at: float | None = None
+
+    @property
+    def submission_unknown(self) -> bool:
+        """A submission was started but its generation id never recorded: it may exist at the backend."""
+        return self.generation_id is None and self.submit_started_at is not None
 
 
 @dataclass(frozen=True)
@@ -100,8 +108,20 @@ class Job:
     finished_at: float | None
     deleted_at: float | None = None
     deleted_by: str | None = None
+    upload_ts: str | None = None
+    card_claimed_at: float | None = None
 
     @property
     def finished(self) -> bool:
         """Whether the job reached a terminal state."""
         return self.state not in UNFINISHED
+
+    @property
+    def root_ts(self) -> str | None:
+        """The thread the job's messages live in (its own status message when it started one)."""
+        return self.thread_ts or self.status_ts
+
+    @property
+    def reference_sources(self) -> list[dict[str, Any]]:
+        """The stored reference descriptions (see features/references.ReferenceSource)."""
+        return list(self.params.get("references") or [])

@@ -711,7 +711,9 @@ class FakeSlack:
 
     def _m_files_info(self, params: dict[str, Any]) -> dict[str, Any]:
         file = self.uploaded_files.get(str(params.get("file")))
-        if file is None:
+        # A file reserved with getUploadURLExternal but never completed does not exist for the rest of
+        # the API: slack.md §2.1 is silent, issue 10 measured `file_not_found`; the stricter answer.
+        if file is None or not file.completed:
             return {"ok": False, "error": "file_not_found"}
         return {"ok": True, "file": self._file_object(file)}
 

@@ -16,7 +16,7 @@ async def test_restart_while_oxen_is_working_polls_instead_of_resubmitting(harne
     await harness.stop()
     [(job, images)] = await harness.jobs()
     assert job.state is JobState.RUNNING
-    assert all(image.state is ImageState.SUBMITTED and image.oxen_generation_id for image in images)
+    assert all(image.state is ImageState.SUBMITTED and image.generation_id for image in images)
 
     await harness.start()
     harness.oxen.release()

@@ -74,7 +74,7 @@ async def test_two_images_land_in_the_thread_of_the_status_message(harness: Harn
     )
     assert [image.seed for image in images] == [7, 8]
     assert all(image.state is ImageState.SUCCEEDED and image.file_id for image in images)
-    assert all(image.oxen_generation_id for image in images)
+    assert all(image.generation_id for image in images)
 
 
 async def test_a_prompt_may_start_with_the_word_help(harness: Harness) -> None:

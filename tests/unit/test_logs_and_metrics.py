@@ -11,8 +11,9 @@ from collections.abc import Iterator
 
 import pytest
 
-from bot.app.logs import JobFilter, RedactingJsonFormatter, bind_job, job_context
+from bot.app.logs import JobFilter, RedactingJsonFormatter
 from bot.app.metrics import Metrics
+from bot.domain.logcontext import bind_job, job_context
 
 
 def record(message: str) -> logging.LogRecord:

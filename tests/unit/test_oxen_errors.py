@@ -5,7 +5,8 @@ from __future__ import annotations
 import httpx
 import pytest
 
-from bot.backends.oxen import FailureKind, RetryPolicy, classify_failure, error_detail
+from bot.backends.base import FailureKind
+from bot.backends.oxen import RetryPolicy, classify_failure, error_detail
 
 
 @pytest.mark.parametrize(

@@ -11,8 +11,8 @@ from pathlib import Path
 import pytest
 
 from bot.store.migrations import MIGRATIONS
-from bot.store.model import ImageState, JobState, NewJob
-from bot.store.sqlite import Store
+from bot.store.model import ImageState, JobState, MessageKind, NewJob
+from bot.store.sqlite import DuplicateRequestError, Store
 
 
 @pytest.fixture
@@ -70,33 +70,35 @@ async def test_a_version_1_database_is_migrated_in_place(tmp_path: Path) -> None
 
 async def test_thread_jobs_find_a_threads_jobs_newest_first(store: Store) -> None:
     await store.insert_job(new_job("first"))
-    await store.insert_job(new_job("second"))
-    await store.set_status_ts("first", "5.0", thread_ts="5.0")
-    await store.set_status_ts("second", "5.1", thread_ts="5.0")
+    await store.insert_job(replace(new_job("second"), thread_ts="5.0"))
+    await store.set_status_ts("first", "5.0")
+    await store.set_status_ts("second", "5.1")
     assert [job.id for job in await store.thread_jobs("C1", "5.0")] == ["second", "first"]
     assert await store.thread_jobs("C1", "9.9") == []
 
 
 async def test_job_lifecycle_is_recorded(store: Store) -> None:
-    job = await store.insert_job(new_job())
+    job, images = await store.insert_job(new_job())
     assert job.state is JobState.QUEUED
+    assert images == await store.images("j1")
     assert [(image.idx, image.seed, image.state) for image in await store.images("j1")] == [
         (0, 41, ImageState.PENDING),
         (1, 42, ImageState.PENDING),
     ]
-    await store.set_status_ts("j1", "1.5", thread_ts="1.5")
+    await store.set_status_ts("j1", "1.5")
     await store.mark_running("j1", ["a note"])
     await store.set_generation_id("j1", 0, "gen-0")
     await store.set_image_outcome("j1", 0, error=None, result_url="https://oxen/result.png")
     await store.set_image_outcome("j1", 1, error="blocked")
     await store.set_file_ids("j1", {0: "F1"})
-    await store.finish("j1", JobState.UPLOADED)
+    await store.mark_running("j1", ["a note"])
+    assert await store.mark_uploaded("j1", upload_ts="1.7") is not None
     job_after = await store.get_job("j1")
     assert job_after is not None
     assert (job_after.state, job_after.thread_ts, job_after.notes) == (JobState.UPLOADED, "1.5", ["a note"])
     assert job_after.finished_at is not None
     images = await store.images("j1")
-    assert (images[0].state, images[0].oxen_generation_id, images[0].file_id) == (
+    assert (images[0].state, images[0].generation_id, images[0].file_id) == (
         ImageState.SUCCEEDED,
         "gen-0",
         "F1",
@@ -151,8 +153,9 @@ async def test_favourites_toggle(store: Store) -> None:
 
 async def test_bad_state_is_refused_by_the_schema(store: Store) -> None:
     await store.insert_job(new_job())
-    with pytest.raises(Exception, match="CHECK constraint failed"):
-        await store.finish("j1", "exploded")  # type: ignore[arg-type]
+    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+        async with store.transaction() as db:
+            await db.execute("UPDATE generations SET state = 'exploded' WHERE id = 'j1'")
     job = await store.get_job("j1")
     assert job is not None
     assert job.state is JobState.QUEUED
@@ -164,3 +167,78 @@ async def test_concurrent_writers_do_not_share_a_transaction(store: Store) -> No
     results = await asyncio.gather(*jobs, *claims)
     assert len(results) == 40
     assert len(await store.unfinished_jobs()) == 20
+
+
+async def test_a_terminal_state_is_never_overwritten(store: Store) -> None:
+    await store.insert_job(new_job())
+    await store.mark_running("j1", [])
+    uploaded = await store.mark_uploaded("j1", upload_ts=None)
+    assert uploaded is not None
+    assert uploaded.card_claimed_at is not None
+    assert await store.finish("j1", JobState.FAILED, error="late failure") is None
+    assert await store.finish("j1", JobState.CANCELLED) is None
+    assert await store.mark_running("j1", []) is None
+    job = await store.get_job("j1")
+    assert job is not None
+    assert (job.state, job.error) == (JobState.UPLOADED, None)
+
+
+async def test_a_failed_job_cannot_become_uploaded(store: Store) -> None:
+    await store.insert_job(new_job())
+    assert await store.finish("j1", JobState.FAILED, error="boom") is not None
+    assert await store.mark_uploaded("j1", upload_ts=None) is None
+
+
+async def test_one_request_makes_one_job(store: Store) -> None:
+    await store.insert_job(replace(new_job("a"), request_key="command:T1"))
+    with pytest.raises(DuplicateRequestError):
+        await store.insert_job(replace(new_job("b"), request_key="command:T1"))
+    assert [job.id for job in await store.unfinished_jobs()] == ["a"]
+    assert await store.images("b") == []
+
+
+async def test_the_submission_marker_and_adopted_ids(store: Store) -> None:
+    await store.insert_job(new_job())
+    at = await store.mark_submitting("j1", 0)
+    [first, second] = await store.images("j1")
+    assert first.submission_unknown
+    assert first.submit_started_at == at
+    assert not second.submission_unknown
+    await store.set_generation_id("j1", 0, "gen-0")
+    assert await store.generation_ids_in_use(["gen-0", "gen-9"]) == {"gen-0"}
+
+
+async def test_messages_map_back_to_their_job(store: Store) -> None:
+    await store.insert_job(new_job())
+    await store.set_status_ts("j1", "1.0")
+    await store.mark_running("j1", [])
+    await store.mark_uploaded("j1", upload_ts="1.2")
+    await store.set_card_ts("j1", "1.3")
+    await store.add_message("C2", "9.0", "j1", MessageKind.CARD, thread_ts=None)
+    kinds = {}
+    for channel, ts in (("C1", "1.0"), ("C1", "1.2"), ("C1", "1.3"), ("C2", "9.0")):
+        found = await store.job_for_message(channel, ts)
+        assert found is not None
+        kinds[ts] = (found[0].id, found[1], found[2])
+    assert kinds == {
+        "1.0": ("j1", MessageKind.STATUS, "1.0"),
+        "1.2": ("j1", MessageKind.UPLOAD, "1.0"),
+        "1.3": ("j1", MessageKind.CARD, "1.0"),
+        "9.0": ("j1", MessageKind.CARD, None),
+    }
+    assert await store.job_for_message("C1", "7.7") is None
+
+
+async def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
+    await store.insert_job(new_job())
+
+    async def change_then_break() -> None:
+        async with store.transaction() as db:
+            await db.execute("UPDATE generations SET prompt = 'changed' WHERE id = 'j1'")
+            await db.execute("UPDATE generation_images SET state = 'x' WHERE job_id = 'j1'")
+
+    with pytest.raises(sqlite3.IntegrityError):
+        await change_then_break()
+    job = await store.get_job("j1")
+    assert job is not None
+    assert job.prompt == "fox"

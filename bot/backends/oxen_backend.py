@@ -1,0 +1,167 @@
+"""OxenBackend: the ImageBackend the pipeline uses, on Oxen.ai's async queue (oxen-api.md §3).
+
+Submissions are reconciled rather than repeated: `find_submitted` lists the account's generations
+(`GET /ai/queue`, which returns the original parameters with each row, §3.2) and matches them on
+model, prompt, seed and references. Completion events wake waiters early; polling stays the truth.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Mapping, Sequence
+from pathlib import Path
+from typing import Any
+
+from PIL import Image, UnidentifiedImageError
+
+from bot.backends.base import BackendError, FailureKind, Outcome, ResultImage, SubmissionUnknownError
+from bot.backends.model_schema import PayloadPlan, plan_payload
+from bot.backends.oxen import OxenClient, QueueRow, QueueUnavailableError, classify_failure
+from bot.backends.oxen_events import CompletionWatcher
+from bot.domain.requests import Limits
+from bot.domain.secrets import Redactor
+
+MAX_RESULT_BYTES = 64 * 1024 * 1024
+SYNC_HANDLE = "sync:"
+CLOCK_SKEW = 120.0
+"""How far Oxen's `enqueued_at` may lag our own marker and still count as the same submission."""
+_SEARCHED_STATUSES = (None, "succeeded", "failed")
+_IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
+_MATCHED_FIELDS = ("prompt", "seed", "size", "aspect_ratio", "input_image", "input_images")
+
+
+class OxenBackend:
+    """Seedream (and other image models) on Oxen.ai."""
+
+    def __init__(self, client: OxenClient, *, redactor: Redactor) -> None:
+        self._client = client
+        self._events = CompletionWatcher(client)
+        self._redactor = redactor
+
+    def start(self) -> None:
+        """Start listening to completion events."""
+        self._events.start()
+
+    async def stop(self) -> None:
+        """Stop listening to completion events."""
+        await self._events.stop()
+
+    def limits(self, model: str) -> Limits:
+        """Bounds from the model's cached schema, or defaults before it was fetched."""
+        schema = self._client.cached_schema(model)
+        return schema.limits if schema else Limits()
+
+    async def plan(
+        self, model: str, *, prompt: str, size: str, aspect_ratio: str | None, references: Sequence[str]
+    ) -> PayloadPlan:
+        """Map the request onto the model's live schema, refusing what it would fail on later."""
+        schema = await self._client.model_schema(model)
+        if size not in schema.limits.sizes:
+            raise BackendError(FailureKind.INVALID, f"`{model}` does not offer size {size}.")
+        plan = plan_payload(
+            schema, prompt=prompt, size=size, aspect_ratio=aspect_ratio, references=references
+        )
+        if len(plan.base["prompt"]) > schema.limits.prompt_max:
+            raise BackendError(
+                FailureKind.INVALID,
+                f"The prompt is longer than the {schema.limits.prompt_max:,} characters allowed.",
+            )
+        return plan
+
+    async def submit(self, body: Mapping[str, Any]) -> str:
+        """`POST /ai/queue` for one generation; where the queue route is missing, the sync route,
+        whose result URL becomes the handle (it has nothing to poll, cancel or reconcile)."""
+        try:
+            [generation_id] = await self._client.enqueue(body)
+        except QueueUnavailableError:
+            has_references = any(name in body for name in ("input_image", "input_images"))
+            try:
+                url = await self._client.generate_sync(body, has_references=has_references)
+            except SubmissionUnknownError as exc:
+                raise BackendError(exc.kind, exc.user_message) from None
+            return SYNC_HANDLE + url
+        return generation_id
+
+    async def find_submitted(self, body: Mapping[str, Any], *, since: float) -> list[str]:
+        """Generations of this account that match `body` and were enqueued after `since`, oldest first."""
+        model = str(body["model"])
+        rows: dict[str, QueueRow] = {}
+        for status in _SEARCHED_STATUSES:
+            for row in await self._client.list_generations(model=model, status=status):
+                rows[row.generation_id] = row
+        matches = [row for row in rows.values() if _same_submission(row, body, since)]
+        matches.sort(key=lambda row: float(getattr(row, "enqueued_at", 0) or 0))
+        return [row.generation_id for row in matches]
+
+    async def wait(self, handle: str, *, within: float) -> Outcome | None:
+        """Poll once; if still running, wait for its completion event (or `within` seconds) and poll again."""
+        if handle.startswith(SYNC_HANDLE):
+            return Outcome(result_url=handle.removeprefix(SYNC_HANDLE))
+        row = await self._client.poll(handle)
+        if not row.finished:
+            await self._events.wait(handle, within=within)
+            row = await self._client.poll(handle)
+            if not row.finished:
+                return None
+        if row.status == "succeeded":
+            if row.result_url:
+                return Outcome(result_url=row.result_url)
+            return Outcome(
+                failure=BackendError(
+                    FailureKind.NO_RESULT, "Oxen.ai reported the image as finished but sent no result."
+                )
+            )
+        if row.status == "cancelled":
+            return Outcome(
+                failure=BackendError(FailureKind.UNAVAILABLE, "The generation was cancelled at Oxen.ai.")
+            )
+        reason = self._redactor.redact(row.error_message or "no reason given")
+        return Outcome(failure=classify_failure(None, reason))
+
+    async def cancel(self, handle: str) -> None:
+        """`DELETE /ai/queue/{id}` (a sync result has nothing to cancel)."""
+        if not handle.startswith(SYNC_HANDLE):
+            await self._client.cancel(handle)
+
+    async def fetch_result(self, url: str, folder: Path, stem: str) -> ResultImage:
+        """Stream the result to disk (size-capped), then check with Pillow that it is an image."""
+        partial = folder / f"{stem}.part"
+        async with self._client.download(url) as response:
+            content_type = response.headers.get("content-type", "unknown").split(";")[0].strip()
+            written = 0
+            with partial.open("wb") as sink:
+                async for chunk in response.aiter_bytes(256 * 1024):
+                    written += len(chunk)
+                    if written > MAX_RESULT_BYTES:
+                        raise BackendError(
+                            FailureKind.NOT_AN_IMAGE, "Oxen.ai sent an implausibly large image."
+                        )
+                    sink.write(chunk)
+        image_format = await asyncio.to_thread(_image_format, partial)
+        if image_format not in _IMAGE_TYPES:
+            raise BackendError(
+                FailureKind.NOT_AN_IMAGE,
+                f"Oxen.ai sent a result that is not an image ({content_type}); nothing was uploaded.",
+            )
+        mimetype = _IMAGE_TYPES[image_format]
+        path = partial.rename(folder / f"{stem}.{image_format.lower().replace('jpeg', 'jpg')}")
+        return ResultImage(path, mimetype)
+
+
+def _same_submission(row: QueueRow, body: Mapping[str, Any], since: float) -> bool:
+    extra = row.model_extra or {}
+    if str(extra.get("model_name", body["model"])) != str(body["model"]):
+        return False
+    enqueued = extra.get("enqueued_at")
+    if not isinstance(enqueued, int | float) or enqueued < since - CLOCK_SKEW:
+        return False
+    return all(extra.get(name) == body.get(name) for name in _MATCHED_FIELDS if name in body)
+
+
+def _image_format(path: Path) -> str | None:
+    try:
+        with Image.open(path) as image:
+            image.verify()
+            return str(image.format)
+    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
+        return None

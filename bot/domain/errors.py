@@ -1,0 +1,7 @@
+"""Errors whose text is already the complete message for the user (it names the file or input)."""
+
+from __future__ import annotations
+
+
+class UserFacingError(ValueError):
+    """Raise with a sentence the user can act on; describe_failure shows it as it is."""

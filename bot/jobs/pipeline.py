@@ -1,0 +1,362 @@
+"""JobPipeline: the steps that turn a stored job into images and a result card in its thread.
+
+Each step either commits a state before its side effect, or is declared best effort:
+
+| step               | written before the side effect      | a restart that finds it …                  |
+|--------------------|-------------------------------------|--------------------------------------------|
+| status message     | —                                   | status_ts NULL: posts it                   |
+| submit (per image) | submit_started_at                   | asks the backend for a matching generation |
+| wait               | generation_id                       | polls it, never submits again              |
+| outcome            | state succeeded/failed + result_url | skips to delivery                          |
+| upload             | file ids, before files.complete…    | files.info: missing → uploads again        |
+| uploaded           | state uploaded + card_claimed_at    | looks for the card by metadata, then posts |
+| result card        | card_ts                             | nothing left to do                         |
+Best effort: status updates, the upload message's ts (for reactions), the failure reply. A terminal
+state is never overwritten (guarded in SQL), and any failure after submission cancels the job's
+generations that are still running at the backend.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import tempfile
+import time
+from collections import Counter
+from collections.abc import Callable, Coroutine, Mapping, Sequence
+from contextlib import AbstractContextManager
+from dataclasses import replace
+from pathlib import Path
+from typing import Any, Protocol, TypeVar
+
+from bot.backends.base import (
+    BackendError,
+    FailureKind,
+    ImageBackend,
+    Outcome,
+    Plan,
+    SubmissionUnknownError,
+)
+from bot.domain.errors import UserFacingError
+from bot.domain.logcontext import bind_job
+from bot.jobs.failures import JobTimeoutError, describe_failure
+from bot.slack.errors import SlackError, SlackErrorKind
+from bot.slack.files import ResultFile, SlackFiles, UploadState
+from bot.slack.messages import SlackMessages
+from bot.store.model import ImageState, Job, JobImage, JobState
+from bot.store.sqlite import Store
+from bot.views import blocks as views
+
+log = logging.getLogger(__name__)
+
+_T = TypeVar("_T")
+SUBMIT_ATTEMPTS = 3
+CARD_ATTEMPTS = 3
+_EXPECTED = (BackendError, SlackError, UserFacingError, JobTimeoutError)
+
+
+class ReferenceResolver(Protocol):
+    """Turns a job's stored reference descriptions into URLs the backend can fetch."""
+
+    async def resolve(self, sources: Sequence[Mapping[str, Any]]) -> list[str]:
+        """URLs in order; raises a UserFacingError when one cannot be made."""
+        ...
+
+
+class JobPipeline:
+    """Runs one job's steps; the scheduler decides when."""
+
+    def __init__(
+        self,
+        *,
+        store: Store,
+        backend: ImageBackend,
+        messages: SlackMessages,
+        files: SlackFiles,
+        references: ReferenceResolver,
+        critical: Callable[[str], AbstractContextManager[None]],
+        job_timeout: float,
+        poll_interval: float,
+        retry_delay: float = 1.0,
+    ) -> None:
+        self._store = store
+        self._backend = backend
+        self._messages = messages
+        self._files = files
+        self._references = references
+        self._critical = critical
+        self._job_timeout = job_timeout
+        self._poll_interval = poll_interval
+        self._retry_delay = retry_delay
+        self._adopting = asyncio.Lock()
+        self._delivering: set[str] = set()
+        self._cancelling: set[str] = set()
+        self.finished: Counter[str] = Counter()
+        self.on_finished: list[Callable[[Job], None]] = []
+        self.durations: list[float] = []
+
+    async def announce(self, job: Job, *, position: int) -> Job:
+        """Post the status message of a queued job and record it; raises SlackError."""
+        ts = await self._messages.post_status(job, position=position)
+        announced = await self._store.set_status_ts(job.id, ts)
+        return announced or replace(job, status_ts=ts, thread_ts=job.thread_ts or ts)
+
+    def is_delivering(self, job_id: str) -> bool:
+        """Whether the job is posting its images (a cancel then waits for the outcome)."""
+        return job_id in self._delivering
+
+    def request_cancel(self, job_id: str) -> None:
+        """Mark the job's coming CancelledError as a user's cancel (not a shutdown)."""
+        self._cancelling.add(job_id)
+
+    async def cancel_queued(self, job: Job) -> Job | None:
+        """End a job that never started; None when it had already ended."""
+        cancelled = await self._store.finish(job.id, JobState.CANCELLED)
+        if cancelled is not None:
+            self.finished[JobState.CANCELLED] += 1
+            await self._messages.update_status(cancelled)
+        return cancelled
+
+    async def run(self, job: Job, images: list[JobImage]) -> None:
+        """Take the job from wherever its step log says it stands to a terminal state."""
+        bind_job(job.id)
+        if job.state is JobState.UPLOADED:
+            await self._post_card(job, images, look_first=job.card_claimed_at is not None)
+            return
+        if job.finished:
+            return
+        started = time.perf_counter()
+        log.info("job %s started (user %s, model %s, %d image(s))", job.id, job.user_id, job.model, job.n)
+        try:
+            try:
+                async with asyncio.timeout(self._job_timeout):
+                    final = await self._execute(job, images)
+            except TimeoutError:
+                raise JobTimeoutError(self._job_timeout) from None
+        except asyncio.CancelledError:
+            if job.id not in self._cancelling:
+                raise
+            self._cancelling.discard(job.id)
+            current = asyncio.current_task()
+            if current is not None:
+                current.uncancel()
+            final = await self._cancel_running(job)
+        except Exception as exc:
+            final = await self._fail(job, exc)
+        else:
+            elapsed = time.perf_counter() - started
+            self.durations.append(elapsed)
+            log.info("job %s uploaded in %.2fs", job.id, elapsed)
+        for hook in self.on_finished:
+            hook(final or job)
+
+    async def _execute(self, job: Job, images: list[JobImage]) -> Job | None:
+        if job.status_ts is None:
+            job = await self.announce(job, position=1)
+        urls = await self._references.resolve(job.reference_sources)
+        plan = await self._backend.plan(
+            job.model, prompt=job.prompt, size=job.size, aspect_ratio=job.aspect_ratio, references=urls
+        )
+        running = await self._store.mark_running(job.id, plan.notes)
+        if running is None:
+            return None
+        job = running
+        await self._messages.update_status(job)
+        outcomes = await _all_or_first_error([self._produce(job, plan, image) for image in images])
+        images = [
+            replace(image, state=ImageState.SUCCEEDED, result_url=outcome.result_url, error=None)
+            if outcome.result_url
+            else replace(image, state=ImageState.FAILED, error=_failure_text(outcome))
+            for image, outcome in zip(images, outcomes, strict=True)
+        ]
+        if not any(outcome.result_url for outcome in outcomes):
+            raise next(o.failure for o in outcomes if o.failure is not None)
+        with self._critical(job.id):
+            self._delivering.add(job.id)
+            try:
+                return await self._deliver(job, images)
+            finally:
+                self._delivering.discard(job.id)
+
+    async def _produce(self, job: Job, plan: Plan, image: JobImage) -> Outcome:
+        """Submit (unless the step log says it was) and wait for one image."""
+        if image.state is ImageState.FAILED:
+            return Outcome(failure=BackendError(FailureKind.PROVIDER, image.error or "The image failed."))
+        if image.state is ImageState.SUCCEEDED and image.result_url:
+            return Outcome(result_url=image.result_url)
+        handle = image.generation_id or await self._submit(job, image, plan.body_for(image.seed))
+        while True:
+            outcome = await self._backend.wait(handle, within=self._poll_interval)
+            if outcome is not None:
+                break
+        await self._store.set_image_outcome(
+            job.id, image.idx, error=_failure_text(outcome) if outcome.failure else None,
+            result_url=outcome.result_url,
+        )  # fmt: skip
+        return outcome
+
+    async def _submit(self, job: Job, image: JobImage, body: dict[str, Any]) -> str:
+        """Submit once, or adopt the generation an earlier attempt (or process) already started."""
+        with self._critical(job.id):
+            since = image.submit_started_at
+            handle = await self._adopt(body, since) if since is not None else None
+            if since is None:
+                since = await self._store.mark_submitting(job.id, image.idx)
+            attempt = 0
+            while handle is None:
+                attempt += 1
+                try:
+                    handle = await self._backend.submit(body)
+                except SubmissionUnknownError as exc:
+                    log.warning("job %s image %d: submission outcome unknown (%s)", job.id, image.idx, exc)
+                    handle = await self._adopt(body, since)
+                    if handle is None and attempt >= SUBMIT_ATTEMPTS:
+                        raise
+            await self._store.set_generation_id(job.id, image.idx, handle)
+            return handle
+
+    async def _adopt(self, body: Mapping[str, Any], since: float) -> str | None:
+        """A generation matching `body` that no stored image holds yet (one adoption at a time)."""
+        async with self._adopting:
+            candidates = await self._backend.find_submitted(body, since=since)
+            taken = await self._store.generation_ids_in_use(candidates)
+            free = [handle for handle in candidates if handle not in taken]
+        if free:
+            log.info("adopting generation %s submitted earlier", free[0])
+        return free[0] if free else None
+
+    async def _deliver(self, job: Job, images: list[JobImage]) -> Job | None:
+        made = [image for image in images if image.state is ImageState.SUCCEEDED]
+        state, upload_ts = UploadState.MISSING, None
+        if all(image.file_id for image in made):
+            state, upload_ts = await self._files.upload_state(str(made[0].file_id), job.channel_id)
+        if state is UploadState.MISSING:
+            file_ids = await self._upload(job, made)
+            images = [replace(image, file_id=file_ids.get(image.idx, image.file_id)) for image in images]
+            upload_ts = await self._upload_ts(file_ids[made[0].idx], job.channel_id)
+        uploaded = await self._store.mark_uploaded(job.id, upload_ts=upload_ts)
+        if uploaded is None:
+            log.warning("job %s was no longer running when its images were posted", job.id)
+            return None
+        self.finished[JobState.UPLOADED] += 1
+        await self._post_card(uploaded, images, look_first=False)
+        return uploaded
+
+    async def _upload(self, job: Job, made: list[JobImage]) -> dict[int, str]:
+        with tempfile.TemporaryDirectory(prefix=f"dreamboard-{job.id}-") as folder:
+            results = await _all_or_first_error([self._download(job, image, Path(folder)) for image in made])
+            file_ids = await self._files.send_bytes(results)
+            await self._store.set_file_ids(job.id, dict(file_ids))
+            files = [(file_ids[result.idx], result.title) for result in results]
+            try:
+                await self._files.share(
+                    files,
+                    channel_id=job.channel_id,
+                    thread_ts=str(job.root_ts),
+                    comment=views.upload_comment(job, len(results)),
+                )
+            except SlackError as exc:
+                first = files[0][0]
+                if not exc.maybe_done or (await self._files.upload_state(first, job.channel_id))[0] is (
+                    UploadState.MISSING
+                ):
+                    raise
+        return file_ids
+
+    async def _download(self, job: Job, image: JobImage, folder: Path) -> ResultFile:
+        result = await self._backend.fetch_result(str(image.result_url), folder, f"{job.id}-{image.idx + 1}")
+        return ResultFile(
+            idx=image.idx,
+            path=result.path,
+            filename=result.path.name,
+            title=f"{job.prompt[:60]} · seed {image.seed}",
+            alt_text=job.prompt,
+        )
+
+    async def _upload_ts(self, file_id: str, channel_id: str) -> str | None:
+        """Best effort: the upload message's ts, so reactions on the image itself work too."""
+        try:
+            return await self._files.share_ts(file_id, channel_id)
+        except SlackError as exc:
+            log.info("files.info for %s failed (%s); reactions work on the result card", file_id, exc)
+            return None
+
+    async def _post_card(self, job: Job, images: list[JobImage] | None, *, look_first: bool) -> None:
+        """Post the result card at most once: after an answer that may have been lost (or a restart
+        with the card claimed) the thread is searched for it first. Then mark the status Done."""
+        images = images if images is not None else await self._store.images(job.id)
+        parent = await self._store.get_job(job.parent_id) if job.parent_id else None
+        card = views.result_card(job, images, parent=parent)
+        ts: str | None = None
+        for attempt in range(1, CARD_ATTEMPTS + 1):
+            try:
+                ts = await self._messages.find_card(job) if look_first else None
+                ts = ts or await self._messages.post_card(job, card)
+                break
+            except SlackError as exc:
+                look_first = look_first or exc.maybe_done
+                retry = exc.kind in (SlackErrorKind.RATE_LIMITED, SlackErrorKind.UNAVAILABLE)
+                if not retry or attempt == CARD_ATTEMPTS:
+                    log.warning(
+                        "job %s: result card not posted (%s); it is retried at the next start", job.id, exc
+                    )
+                    await self._messages.update_status(job)
+                    return
+                await asyncio.sleep(self._retry_delay * attempt)
+        if ts is not None:
+            job = await self._store.set_card_ts(job.id, ts) or job
+        await self._messages.update_status(job)
+
+    async def _live_handles(self, job: Job) -> list[str]:
+        return [
+            image.generation_id
+            for image in await self._store.images(job.id)
+            if image.generation_id and image.state is ImageState.SUBMITTED
+        ]
+
+    async def _cancel_generations(self, job: Job) -> None:
+        """Stop every generation of this job still running at the backend (best effort, logged)."""
+        for handle in await self._live_handles(job):
+            try:
+                await self._backend.cancel(handle)
+            except BackendError as exc:
+                log.warning("job %s: cancelling generation %s failed: %s", job.id, handle, exc)
+
+    async def _cancel_running(self, job: Job) -> Job | None:
+        await self._cancel_generations(job)
+        cancelled = await self._store.finish(job.id, JobState.CANCELLED)
+        if cancelled is not None:
+            self.finished[JobState.CANCELLED] += 1
+            log.info("job %s cancelled", job.id)
+            await self._messages.update_status(cancelled)
+        return cancelled
+
+    async def _fail(self, job: Job, exc: Exception) -> Job | None:
+        problem = describe_failure(exc, job_id=job.id)
+        if isinstance(exc, _EXPECTED):
+            log.info("job %s failed: %s", job.id, problem)
+        else:
+            log.exception("job %s crashed", job.id)
+        await self._cancel_generations(job)
+        failed = await self._store.finish(job.id, JobState.FAILED, error=problem)
+        if failed is None:
+            log.warning("job %s had already ended; not reporting this failure: %s", job.id, problem)
+            return None
+        self.finished[JobState.FAILED] += 1
+        await self._messages.update_status(failed, problem=problem)
+        await self._messages.post_failure(failed, problem)
+        return failed
+
+
+def _failure_text(outcome: Outcome) -> str:
+    return outcome.failure.user_message if outcome.failure else "The image failed."
+
+
+async def _all_or_first_error(coroutines: list[Coroutine[Any, Any, _T]]) -> list[_T]:
+    """Run concurrently; on the first failure cancel the rest and raise that failure itself."""
+    try:
+        async with asyncio.TaskGroup() as group:
+            tasks = [group.create_task(coroutine) for coroutine in coroutines]
+    except ExceptionGroup as failed:
+        raise failed.exceptions[0] from None
+    return [task.result() for task in tasks]
