@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import ipaddress
 import re
 from enum import StrEnum
 from pathlib import Path
@@ -18,6 +17,8 @@ from pydantic import (
     model_validator,
 )
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
+
+from bot.domain.hosts import is_loopback
 
 
 class ReferenceHosting(StrEnum):
@@ -169,16 +170,6 @@ def _cross_field_problems(raw: dict[str, Any]) -> list[str]:
     if hosting == ReferenceHosting.OXEN_REPO and not raw.get("oxen_reference_repo"):
         problems.append("OXEN_REFERENCE_REPO: required when REFERENCE_HOSTING=oxen_repo")
     return problems
-
-
-def is_loopback(hostname: str) -> bool:
-    """True for localhost and loopback IP literals."""
-    if hostname == "localhost":
-        return True
-    try:
-        return ipaddress.ip_address(hostname).is_loopback
-    except ValueError:
-        return False
 
 
 _HINTS = {

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import hashlib
+import hmac
 from dataclasses import dataclass
 
 import aiohttp
@@ -11,7 +13,7 @@ from slack_sdk.http_retry.builtin_async_handlers import (
 )
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.app.config import Settings
+from bot.app.config import ReferenceHosting, Settings
 from bot.app.metrics import Metrics
 from bot.backends.oxen import OxenClient, RetryPolicy
 from bot.backends.oxen_backend import OxenBackend
@@ -20,7 +22,7 @@ from bot.features.actions import Branching
 from bot.features.history import History
 from bot.features.intake import Intake
 from bot.features.iterations import Iterations
-from bot.features.reference_hosting import ReferenceHost, build_host
+from bot.features.reference_hosting import DataUriHost, OxenRepoHost, ReferenceHost, SignedUrlHost
 from bot.features.references import References
 from bot.jobs.pipeline import JobPipeline
 from bot.jobs.runner import JobRunner
@@ -107,7 +109,13 @@ class Services:
         )
         runner = JobRunner(store=store, pipeline=pipeline, scheduler=scheduler)
         metrics.gauge("dreamboard_jobs", "state", runner.state_counts)
-        intake = Intake(settings=settings, store=store, backend=backend, runner=runner)
+        intake = Intake(
+            store=store,
+            backend=backend,
+            runner=runner,
+            default_model=settings.oxen_model,
+            default_size=settings.oxen_size,
+        )
         iterations = Iterations(store=store, intake=intake, references=references, slack=slack)
         branching = Branching(store=store, intake=intake, runner=runner, slack=slack)
         history = History(store=store, slack=slack)
@@ -137,3 +145,18 @@ class Services:
         await self.oxen.aclose()
         await self.http.close()
         await self.store.close()
+
+
+def build_host(settings: Settings, oxen: OxenClient) -> ReferenceHost | None:
+    """The configured strategy; `auto` prefers public_url, then oxen_repo, and never picks data_uri."""
+    choice = settings.reference_hosting
+    if choice is ReferenceHosting.DATA_URI:
+        return DataUriHost()
+    if settings.public_base_url and choice in (ReferenceHosting.AUTO, ReferenceHosting.PUBLIC_URL):
+        secret = hmac.new(
+            settings.slack_bot_token.get_secret_value().encode(), b"dreamboard reference urls", hashlib.sha256
+        ).digest()
+        return SignedUrlHost(settings.public_base_url, secret, settings.data_dir / "refs")
+    if settings.oxen_reference_repo and choice in (ReferenceHosting.AUTO, ReferenceHosting.OXEN_REPO):
+        return OxenRepoHost(oxen, settings.oxen_reference_repo)
+    return None

@@ -15,6 +15,18 @@ from typing import Any, Protocol
 from bot.domain.requests import Limits
 
 
+class Meter(Protocol):
+    """Where a backend records its request metrics (bot/app/metrics.Metrics in the process)."""
+
+    def inc(self, name: str, amount: float = 1.0, **labels: str) -> None:
+        """Add to a counter."""
+        ...
+
+    def observe(self, name: str, value: float, **labels: str) -> None:
+        """Record one observation in a histogram."""
+        ...
+
+
 class FailureKind(StrEnum):
     """Why the image service did not produce an image, as far as the user is concerned."""
 

@@ -27,8 +27,7 @@ import httpx
 from httpx_sse import SSEError, aconnect_sse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
-from bot.app.metrics import Metrics
-from bot.backends.base import BackendError, FailureKind, SubmissionUnknownError
+from bot.backends.base import BackendError, FailureKind, Meter, SubmissionUnknownError
 from bot.backends.model_schema import ModelSchema, SchemaError
 from bot.domain.secrets import Redactor
 
@@ -165,7 +164,7 @@ class OxenClient:
         base_url: str,
         api_key: str,
         *,
-        metrics: Metrics,
+        metrics: Meter,
         retry: RetryPolicy | None = None,
         schema_ttl: float = 3600.0,
         redactor: Redactor | None = None,

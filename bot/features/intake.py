@@ -11,7 +11,6 @@ import random
 import secrets
 from typing import Any
 
-from bot.app.config import Settings
 from bot.backends.base import ImageBackend
 from bot.domain.requests import GenerationRequest, Limits
 from bot.features.references import Collected
@@ -54,19 +53,22 @@ class StatusPostError(Exception):
 class Intake:
     """Creates jobs: admits, draws seeds, stores, and hands over to the runner."""
 
-    def __init__(self, *, settings: Settings, store: Store, backend: ImageBackend, runner: JobRunner) -> None:
-        self._settings = settings
+    def __init__(
+        self, *, store: Store, backend: ImageBackend, runner: JobRunner, default_model: str, default_size: str
+    ) -> None:
+        self._default_model = default_model
+        self._default_size = default_size
         self._store = store
         self._backend = backend
         self._runner = runner
 
     def model_for(self, request: GenerationRequest) -> str:
         """The model a request will run on."""
-        return request.model or self._settings.oxen_model
+        return request.model or self._default_model
 
     def limits_for(self, model: str | None = None) -> Limits:
         """Validation bounds from what the backend knows now (defaults before it fetched the schema)."""
-        return self._backend.limits(model or self._settings.oxen_model)
+        return self._backend.limits(model or self._default_model)
 
     async def start_job(
         self,
@@ -136,7 +138,7 @@ class Intake:
             user_id=user_id,
             prompt=request.prompt,
             model=model,
-            size=request.size or self._settings.oxen_size,
+            size=request.size or self._default_size,
             aspect_ratio=aspect_ratio,
             seed=seed,
             seed_given=request.seed is not None,

@@ -19,7 +19,6 @@ import time
 from pathlib import Path
 from typing import Protocol
 
-from bot.app.config import ReferenceHosting, Settings
 from bot.backends.oxen import OxenClient
 from bot.domain.images import PreparedImage
 
@@ -94,18 +93,3 @@ class DataUriHost:
     async def publish(self, image: PreparedImage, key: str) -> str:
         """The image as a base64 data URI."""
         return f"data:{image.mimetype};base64,{base64.b64encode(image.data).decode()}"
-
-
-def build_host(settings: Settings, oxen: OxenClient) -> ReferenceHost | None:
-    """The configured strategy; `auto` prefers public_url, then oxen_repo, and never picks data_uri."""
-    choice = settings.reference_hosting
-    if choice is ReferenceHosting.DATA_URI:
-        return DataUriHost()
-    if settings.public_base_url and choice in (ReferenceHosting.AUTO, ReferenceHosting.PUBLIC_URL):
-        secret = hmac.new(
-            settings.slack_bot_token.get_secret_value().encode(), b"dreamboard reference urls", hashlib.sha256
-        ).digest()
-        return SignedUrlHost(settings.public_base_url, secret, settings.data_dir / "refs")
-    if settings.oxen_reference_repo and choice in (ReferenceHosting.AUTO, ReferenceHosting.OXEN_REPO):
-        return OxenRepoHost(oxen, settings.oxen_reference_repo)
-    return None

@@ -13,8 +13,8 @@ from urllib.parse import urlsplit
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
 
-from bot.app.config import is_loopback
 from bot.domain.errors import UserFacingError
+from bot.domain.hosts import is_loopback
 from bot.slack.errors import SlackError, SlackErrorKind, call
 
 
