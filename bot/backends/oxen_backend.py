@@ -27,7 +27,8 @@ CLOCK_SKEW = 120.0
 """How far Oxen's `enqueued_at` may lag our own marker and still count as the same submission."""
 _SEARCHED_STATUSES = (None, "succeeded", "failed")
 _IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
-_MATCHED_FIELDS = ("prompt", "seed", "size", "aspect_ratio", "input_image", "input_images")
+_MATCHED_FIELDS = ("prompt", "seed", "size", "aspect_ratio")
+_REFERENCE_FIELDS = ("input_image", "input_images")
 
 
 class OxenBackend:
@@ -155,7 +156,16 @@ def _same_submission(row: QueueRow, body: Mapping[str, Any], since: float) -> bo
     enqueued = extra.get("enqueued_at")
     if not isinstance(enqueued, int | float) or enqueued < since - CLOCK_SKEW:
         return False
-    return all(extra.get(name) == body.get(name) for name in _MATCHED_FIELDS if name in body)
+    if not all(extra.get(name) == body.get(name) for name in _MATCHED_FIELDS if name in body):
+        return False
+    return all(_unsigned(extra.get(name)) == _unsigned(body.get(name)) for name in _REFERENCE_FIELDS)
+
+
+def _unsigned(value: Any) -> list[str]:
+    """Reference URLs without their query strings: a signed URL made again after a restart carries a
+    new expiry and signature, but names the same bytes."""
+    urls = value if isinstance(value, list) else [value] if isinstance(value, str) else []
+    return [str(url).split("?", 1)[0] for url in urls]
 
 
 def _image_format(path: Path) -> str | None:

@@ -128,11 +128,7 @@ class JobPipeline:
         started = time.perf_counter()
         log.info("job %s started (user %s, model %s, %d image(s))", job.id, job.user_id, job.model, job.n)
         try:
-            try:
-                async with asyncio.timeout(self._job_timeout):
-                    final = await self._execute(job, images)
-            except TimeoutError:
-                raise JobTimeoutError(self._job_timeout) from None
+            final = await self._execute(job, images)
         except asyncio.CancelledError:
             if job.id not in self._cancelling:
                 raise
@@ -151,6 +147,24 @@ class JobPipeline:
             hook(final or job)
 
     async def _execute(self, job: Job, images: list[JobImage]) -> Job | None:
+        try:
+            async with asyncio.timeout(self._job_timeout):
+                produced = await self._generate(job, images)
+        except TimeoutError:
+            raise JobTimeoutError(self._job_timeout) from None
+        if produced is None:
+            return None
+        job, images = produced
+        with self._critical(job.id):
+            self._delivering.add(job.id)
+            try:
+                return await self._deliver(job, images)
+            finally:
+                self._delivering.discard(job.id)
+
+    async def _generate(self, job: Job, images: list[JobImage]) -> tuple[Job, list[JobImage]] | None:
+        """Everything up to the last image's outcome (bounded by OXEN_JOB_TIMEOUT); None when the job
+        ended meanwhile."""
         if job.status_ts is None:
             job = await self.announce(job, position=1)
         urls = await self._references.resolve(job.reference_sources)
@@ -160,23 +174,17 @@ class JobPipeline:
         running = await self._store.mark_running(job.id, plan.notes)
         if running is None:
             return None
-        job = running
-        await self._messages.update_status(job)
-        outcomes = await _all_or_first_error([self._produce(job, plan, image) for image in images])
+        await self._messages.update_status(running)
+        outcomes = await _all_or_first_error([self._produce(running, plan, image) for image in images])
+        if not any(outcome.result_url for outcome in outcomes):
+            raise next(o.failure for o in outcomes if o.failure is not None)
         images = [
             replace(image, state=ImageState.SUCCEEDED, result_url=outcome.result_url, error=None)
             if outcome.result_url
             else replace(image, state=ImageState.FAILED, error=_failure_text(outcome))
             for image, outcome in zip(images, outcomes, strict=True)
         ]
-        if not any(outcome.result_url for outcome in outcomes):
-            raise next(o.failure for o in outcomes if o.failure is not None)
-        with self._critical(job.id):
-            self._delivering.add(job.id)
-            try:
-                return await self._deliver(job, images)
-            finally:
-                self._delivering.discard(job.id)
+        return running, images
 
     async def _produce(self, job: Job, plan: Plan, image: JobImage) -> Outcome:
         """Submit (unless the step log says it was) and wait for one image."""

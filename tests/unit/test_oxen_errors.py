@@ -7,6 +7,7 @@ import pytest
 
 from bot.backends.base import FailureKind
 from bot.backends.oxen import RetryPolicy, classify_failure, error_detail
+from bot.domain.secrets import Redactor
 
 
 @pytest.mark.parametrize(
@@ -25,6 +26,10 @@ from bot.backends.oxen import RetryPolicy, classify_failure, error_detail
         (400, "Prompt cannot be empty", FailureKind.INVALID),
         (None, "Getting model response error: 422 - bad size", FailureKind.INVALID),
         (503, "Service Unavailable", FailureKind.UNAVAILABLE),
+        (500, "Internal server error", FailureKind.UNAVAILABLE),
+        (None, "Internal server error", FailureKind.PROVIDER),
+        (None, "Upstream model timed out", FailureKind.PROVIDER),
+        (None, "something odd happened", FailureKind.PROVIDER),
     ],
 )
 def test_failures_are_classified(status: int | None, detail: str, kind: FailureKind) -> None:
@@ -74,3 +79,16 @@ def test_backoff_is_jittered_and_bounded() -> None:
         assert all(0 <= delay <= min(4, 0.5 * 2 ** (attempt - 1)) for delay in delays)
         assert len(delays) > 1
     assert 0 <= policy.delay(1, "Wed, 21 Oct 2026 07:28:00 GMT") <= 0.5
+
+
+def test_a_provider_failure_is_not_called_a_refusal_and_wraps_nothing() -> None:
+    message = classify_failure(None, "Internal server error").user_message
+    assert "refused" not in message
+    assert message.count("Internal server error") == 1
+    assert "provider" in message
+
+
+def test_secrets_and_token_shapes_are_redacted() -> None:
+    redactor = Redactor(["oxen-secret-key", "short"])
+    text = redactor.redact("key oxen-secret-key, Bearer abc.def, xoxb-1-2-3 and short stays")
+    assert text == "key [redacted], [redacted], [redacted] and short stays"
