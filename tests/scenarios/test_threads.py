@@ -56,6 +56,7 @@ async def test_a_reply_with_two_images_iterates_on_the_latest_result(harness: Ha
     [card] = [call for call in harness.slack.calls_to("chat.postMessage") if is_card(call)][1:]
     assert card.params["thread_ts"] == root
     assert f"↳ from job `{first.id}` by <@U1>" in json.dumps(card.params["blocks"], ensure_ascii=False)
+    await harness.slack.wait_for("chat.update", where=lambda call: "Done" in call.params["text"], count=2)
     status = [m for m in harness.slack.messages("C1") if m.get("thread_ts") == root and "Done" in m["text"]]
     assert status, "the iteration's status message is a reply in the thread"
 
