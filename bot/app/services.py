@@ -104,6 +104,7 @@ class Services:
             files=SlackFiles(slack, http),
             references=references,
             critical=scheduler.critical,
+            meter=metrics,
             job_timeout=settings.oxen_job_timeout,
             poll_interval=settings.oxen_poll_interval,
         )

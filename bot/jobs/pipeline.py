@@ -33,6 +33,7 @@ from bot.backends.base import (
     BackendError,
     FailureKind,
     ImageBackend,
+    Meter,
     Outcome,
     Plan,
     SubmissionUnknownError,
@@ -75,6 +76,7 @@ class JobPipeline:
         files: SlackFiles,
         references: ReferenceResolver,
         critical: Callable[[str], AbstractContextManager[None]],
+        meter: Meter,
         job_timeout: float,
         poll_interval: float,
         retry_delay: float = 1.0,
@@ -85,6 +87,7 @@ class JobPipeline:
         self._files = files
         self._references = references
         self._critical = critical
+        self._meter = meter
         self._job_timeout = job_timeout
         self._poll_interval = poll_interval
         self._retry_delay = retry_delay
@@ -93,7 +96,6 @@ class JobPipeline:
         self._cancelling: set[str] = set()
         self.finished: Counter[str] = Counter()
         self.on_finished: list[Callable[[Job], None]] = []
-        self.durations: list[float] = []
 
     async def announce(self, job: Job, *, position: int) -> Job:
         """Post the status message of a queued job and record it; raises SlackError."""
@@ -141,7 +143,7 @@ class JobPipeline:
             final = await self._fail(job, exc)
         else:
             elapsed = time.perf_counter() - started
-            self.durations.append(elapsed)
+            self._meter.observe("dreamboard_generation_seconds", elapsed)
             log.info("job %s uploaded in %.2fs", job.id, elapsed)
         for hook in self.on_finished:
             hook(final or job)

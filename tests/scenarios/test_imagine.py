@@ -173,6 +173,7 @@ async def test_unsigned_requests_are_refused(harness: Harness) -> None:
 async def test_health_and_metrics(harness: Harness) -> None:
     await harness.start()
     await harness.generate("a fox")
+    await harness.slack.wait_for("chat.update", where=lambda call: "Done" in call.params["text"])
     status, body = await harness.get("/healthz")
     assert (status, json.loads(body)) == (200, {"ok": True, "store": "open"})
     status, text = await harness.get("/metrics")
@@ -181,6 +182,7 @@ async def test_health_and_metrics(harness: Harness) -> None:
     assert 'dreamboard_oxen_requests_total{outcome="200",route="queue"} 1' in text
     assert "dreamboard_oxen_request_seconds_bucket" in text
     assert 'dreamboard_jobs{state="uploaded"} 1' in text
+    assert "dreamboard_generation_seconds_count 1.0" in text
 
 
 async def test_sync_route_is_the_fallback_when_the_queue_is_missing(harness: Harness) -> None:
