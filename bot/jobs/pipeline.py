@@ -142,9 +142,7 @@ class JobPipeline:
         except Exception as exc:
             final = await self._fail(job, exc)
         else:
-            elapsed = time.perf_counter() - started
-            self._meter.observe("dreamboard_generation_seconds", elapsed)
-            log.info("job %s uploaded in %.2fs", job.id, elapsed)
+            log.info("job %s done in %.2fs", job.id, time.perf_counter() - started)
         for hook in self.on_finished:
             hook(final or job)
 
@@ -249,6 +247,8 @@ class JobPipeline:
             log.warning("job %s was no longer running when its images were posted", job.id)
             return None
         self.finished[JobState.UPLOADED] += 1
+        if uploaded.started_at is not None and uploaded.finished_at is not None:
+            self._meter.observe("dreamboard_generation_seconds", uploaded.finished_at - uploaded.started_at)
         await self._post_card(uploaded, images, look_first=False)
         return uploaded
 
