@@ -2,14 +2,13 @@
 
 from __future__ import annotations
 
-from slack_bolt.async_app import AsyncApp
-
+from bot.app.bolt import Listeners
 from bot.app.services import Services
 from handlers import actions, commands, home, messages, reactions
 
 
-def register(app: AsyncApp, services: Services) -> None:
-    """Wire every listener onto `app`."""
+def register(app: Listeners, services: Services) -> None:
+    """Wire every listener onto `app` (each invocation is tracked, so shutdown waits for it)."""
     commands.register(app, services)
     messages.register(app, services)
     reactions.register(app, services)

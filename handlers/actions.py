@@ -5,14 +5,15 @@ from __future__ import annotations
 import re
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncRespond
 
+from bot.app.bolt import Listeners
 from bot.app.services import Services
 from bot.domain.controls import Action, HistoryQuery, Target
 from bot.views.blocks import ACTION_PREFIX, EDIT_CALLBACK
 
 
-def register(app: AsyncApp, services: Services) -> None:
+def register(app: Listeners, services: Services) -> None:
     """Register the button and modal listeners."""
 
     async def on_button(

@@ -6,8 +6,9 @@ import logging
 import re
 from typing import Any
 
-from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext, AsyncRespond
+from slack_bolt.async_app import AsyncAck, AsyncBoltContext, AsyncRespond
 
+from bot.app.bolt import Listeners
 from bot.app.services import Services
 from bot.domain.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
 from bot.domain.requests import RequestError, parse_request
@@ -21,7 +22,7 @@ log = logging.getLogger(__name__)
 JOB_ID = re.compile(r"^[0-9a-f]{10}$")
 
 
-def register(app: AsyncApp, services: Services) -> None:
+def register(app: Listeners, services: Services) -> None:
     """Register the `/imagine` command."""
 
     async def imagine(

@@ -4,12 +4,13 @@ from __future__ import annotations
 
 from typing import Any
 
-from slack_bolt.async_app import AsyncApp, AsyncBoltContext
+from slack_bolt.async_app import AsyncBoltContext
 
+from bot.app.bolt import Listeners
 from bot.app.services import Services
 
 
-def register(app: AsyncApp, services: Services) -> None:
+def register(app: Listeners, services: Services) -> None:
     """Register the `reaction_added` listener."""
 
     async def on_reaction(event: dict[str, Any], context: AsyncBoltContext) -> None:

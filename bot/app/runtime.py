@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import time
 from dataclasses import dataclass
@@ -21,6 +22,7 @@ log = logging.getLogger(__name__)
 
 DEDUPE_WINDOW = 24 * 3600.0
 REFERENCE_CACHE_DAYS = 7
+HOUSEKEEPING_INTERVAL = 3600.0
 
 
 @dataclass
@@ -34,16 +36,31 @@ class Runtime:
     housekeeping: asyncio.Task[None]
 
     async def close(self, grace: float = 20.0) -> None:
-        """Stop taking work (socket, then HTTP), let running uploads finish, close every client."""
-        self.housekeeping.cancel()
+        """Shut down in order:
+        1. stop taking requests: close the Socket Mode connection, then the HTTP server (which lets
+           requests in progress, whose ack is at most 3 s away, finish);
+        2. stop housekeeping (cancelled and awaited);
+        3. `Services.aclose`: wait up to `grace` for listener work after ack (so an acked command is
+           stored), stop the runner (letting uploads finish, up to `grace`), let App Home publishes
+           under way finish, then close every client and the store."""
         if self.socket is not None:
             await self.socket.close()
         await self.web.cleanup()
+        self.housekeeping.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self.housekeeping
         await self.services.aclose(grace)
 
 
-async def start(settings: Settings, *, register: Register, oxen_retry: RetryPolicy | None = None) -> Runtime:
-    """Build everything, wire the listeners with `register`, resume unfinished jobs and start listening."""
+async def start(
+    settings: Settings,
+    *,
+    register: Register,
+    oxen_retry: RetryPolicy | None = None,
+    housekeeping_interval: float = HOUSEKEEPING_INTERVAL,
+) -> Runtime:
+    """Build everything, wire the listeners with `register`, resume unfinished jobs and start listening;
+    housekeeping runs at once and then every `housekeeping_interval` seconds."""
     services = await Services.build(settings, oxen_retry=oxen_retry)
     try:
         await services.oxen.model_schema(settings.oxen_model)
@@ -67,13 +84,23 @@ async def start(settings: Settings, *, register: Register, oxen_retry: RetryPoli
         settings.oxen_model,
         services.references.host_description,
     )
-    return Runtime(services, runner, port, socket, asyncio.create_task(_housekeeping(services)))
+    housekeeping = services.spawn(_housekeeping(services, housekeeping_interval), name="housekeeping")
+    return Runtime(services, runner, port, socket, housekeeping)
 
 
-async def _housekeeping(services: Services) -> None:
+async def _housekeeping(services: Services, interval: float) -> None:
     """Forget dedupe keys once Slack can no longer retry them (its last retry comes after ~5 minutes),
-    and drop cached reference images nobody used for a week."""
+    and drop cached reference images nobody used for a week. A failing step is logged and tried again
+    next round; the loop only ends when it is cancelled."""
     while True:
-        await services.store.prune_events(older_than=time.time() - DEDUPE_WINDOW)
-        await asyncio.to_thread(services.references.prune_cache, time.time() - REFERENCE_CACHE_DAYS * 86400)
-        await asyncio.sleep(3600)
+        try:
+            await services.store.prune_events(older_than=time.time() - DEDUPE_WINDOW)
+        except Exception:
+            log.exception("housekeeping: pruning old dedupe keys failed; next try in %gs", interval)
+        try:
+            await asyncio.to_thread(
+                services.references.prune_cache, time.time() - REFERENCE_CACHE_DAYS * 86400
+            )
+        except Exception:
+            log.exception("housekeeping: pruning the reference cache failed; next try in %gs", interval)
+        await asyncio.sleep(interval)

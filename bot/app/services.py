@@ -2,9 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import hashlib
 import hmac
-from dataclasses import dataclass
+from collections.abc import Coroutine
+from dataclasses import dataclass, field
+from typing import Any, TypeVar
 
 import aiohttp
 from slack_sdk.http_retry.builtin_async_handlers import (
@@ -15,6 +18,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app.config import ReferenceHosting, Settings
 from bot.app.metrics import Metrics
+from bot.app.tasks import Tasks
 from bot.backends.oxen import OxenClient, RetryPolicy
 from bot.backends.oxen_backend import OxenBackend
 from bot.domain.secrets import Redactor
@@ -30,6 +34,11 @@ from bot.jobs.scheduler import FairScheduler
 from bot.slack.files import SlackFileReader, SlackFiles
 from bot.slack.messages import SlackMessages
 from bot.store.sqlite import Store
+
+T = TypeVar("T")
+
+HOME_PUBLISH_GRACE = 5.0
+"""At shutdown, how long App Home publishes already under way may take before they are cancelled."""
 
 
 @dataclass
@@ -50,11 +59,16 @@ class Services:
     iterations: Iterations
     branching: Branching
     history: History
+    tasks: Tasks = field(default_factory=lambda: Tasks("background task"))
+    """Background work (App Home publishes, housekeeping): see `spawn`."""
+    listeners: Tasks = field(default_factory=lambda: Tasks("listener"))
+    """Bolt listener invocations still running after their ack (handlers register them here)."""
 
     @classmethod
     async def build(cls, settings: Settings, *, oxen_retry: RetryPolicy | None = None) -> Services:
         """Open the store and create the clients (inside the running event loop)."""
         metrics = Metrics()
+        tasks = Tasks("background task")
         store = await Store.open(settings.database_path)
         http = aiohttp.ClientSession()
         slack = AsyncWebClient(
@@ -119,7 +133,7 @@ class Services:
         )
         iterations = Iterations(store=store, intake=intake, references=references, slack=slack)
         branching = Branching(store=store, intake=intake, runner=runner, slack=slack)
-        history = History(store=store, slack=slack)
+        history = History(store=store, slack=slack, spawn=tasks.spawn)
         pipeline.on_finished.append(lambda job: history.refresh_home(job.team_id, job.user_id))
         return cls(
             settings,
@@ -136,13 +150,24 @@ class Services:
             iterations,
             branching,
             history,
+            tasks,
         )
 
+    def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
+        """Run `coro` in the background, tracked: a failure is logged under `name`, and `aclose`
+        waits for the task (briefly) and cancels it if needed. Refused once shutdown has begun."""
+        return self.tasks.spawn(coro, name=name)
+
     async def aclose(self, grace: float = 20.0) -> None:
-        """Stop the runner (letting uploads finish), then close every client and the store."""
+        """Shut down in order, once no new requests arrive (the transports are closed): let acked
+        listener work finish (up to `grace` seconds, so an acked command is still stored), stop the
+        runner (letting uploads finish, up to `grace`), let App Home publishes under way finish, cancel
+        any other background task, then close every client and the store."""
+        await self.listeners.drain(grace)
         await self.runner.stop(grace)
         await self.backend.stop()
-        await self.history.close()
+        await self.history.close(min(grace, HOME_PUBLISH_GRACE))
+        await self.tasks.drain(min(grace, HOME_PUBLISH_GRACE))
         await self.oxen.aclose()
         await self.http.close()
         await self.store.close()

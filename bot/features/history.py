@@ -6,13 +6,13 @@ A user only ever sees their own jobs; deleted results drop out of every view (th
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import csv
 import io
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
+from typing import Any, Protocol
 
 from slack_sdk.web.async_client import AsyncWebClient
 
@@ -42,6 +42,12 @@ EXPORT_COLUMNS = (
 )
 
 
+class Spawn(Protocol):
+    """Starts a tracked background task (the composition root passes `Services.spawn`)."""
+
+    def __call__(self, coro: Coroutine[Any, Any, None], /, *, name: str) -> asyncio.Task[None]: ...
+
+
 def csv_export(jobs: Sequence[Job], permalink: Callable[[Job], str]) -> str:
     """The CSV text of a user's history (RFC 4180 quoting: commas, quotes and newlines survive)."""
     output = io.StringIO()
@@ -60,17 +66,29 @@ def csv_export(jobs: Sequence[Job], permalink: Callable[[Job], str]) -> str:
 
 
 class History:
-    """Builds history views, publishes App Home (throttled per user) and sends exports."""
+    """Builds history views, publishes App Home (throttled per user) and sends exports.
+
+    Publishes run as background tasks started with `spawn` (asyncio.create_task by default)."""
 
     def __init__(
-        self, *, store: Store, slack: AsyncWebClient, min_interval: float = HOME_MIN_INTERVAL
+        self,
+        *,
+        store: Store,
+        slack: AsyncWebClient,
+        min_interval: float = HOME_MIN_INTERVAL,
+        spawn: Spawn | None = None,
     ) -> None:
         self._store = store
         self._slack = slack
         self._min_interval = min_interval
+        self._spawn: Spawn = spawn or asyncio.create_task
         self._workspace_url: str | None = None
         self._last_publish: dict[tuple[str, str], float] = {}
-        self._pending: dict[tuple[str, str], asyncio.Task[None]] = {}
+        self._pending: dict[tuple[str, str], tuple[asyncio.Task[None], float]] = {}
+        """Refreshes not yet publishing, one per user, with when they are due (time.monotonic)."""
+        self._tasks: set[asyncio.Task[None]] = set()
+        """Every refresh task not yet finished: waiting, or publishing."""
+        self._closed = False
 
     async def permalinker(self) -> Callable[[Job], str]:
         """A function from job to the permalink of its thread (no API call per job)."""
@@ -131,25 +149,40 @@ class History:
             log.warning("views.publish for %s failed: %s", user_id, exc)
 
     def refresh_home(self, team_id: str, user_id: str) -> None:
-        """Publish App Home soon, at most once per `min_interval` seconds per user."""
+        """Publish App Home soon, at most once per `min_interval` seconds per user (not after `close`)."""
         key = (team_id, user_id)
-        if key in self._pending:
+        if self._closed or key in self._pending:
             return
-        wait = self._last_publish.get(key, float("-inf")) + self._min_interval - time.monotonic()
-        self._pending[key] = asyncio.create_task(self._publish_later(key, max(wait, 0.0)))
+        now = time.monotonic()
+        wait = max(self._last_publish.get(key, float("-inf")) + self._min_interval - now, 0.0)
+        task = self._spawn(self._publish_later(key, wait), name=f"app-home-{team_id}-{user_id}")
+        self._pending[key] = (task, now + wait)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
 
     async def _publish_later(self, key: tuple[str, str], wait: float) -> None:
         try:
             await asyncio.sleep(wait)
         finally:
+            # Leave the waiting set before publishing: a job finishing meanwhile schedules a new refresh.
             self._pending.pop(key, None)
         await self.publish_home(*key)
 
-    async def close(self) -> None:
-        """Cancel pending App Home refreshes."""
-        tasks = list(self._pending.values())
-        for task in tasks:
+    async def close(self, grace: float = 5.0) -> None:
+        """Stop refreshing App Home: cancel refreshes still waiting out the throttle, give the others
+        (publishing, or due now, such as one for a job that finished during shutdown) up to `grace`
+        seconds, then cancel them. When this returns no refresh task is left, so none can touch the
+        store after it closes; later `refresh_home` calls do nothing."""
+        self._closed = True
+        now = time.monotonic()
+        for task, due in self._pending.values():
+            if due > now:
+                task.cancel()
+        tasks = list(self._tasks)
+        if not tasks:
+            return
+        _, late = await asyncio.wait(tasks, timeout=grace)
+        for task in late:
+            log.warning("App Home publish %s cancelled at shutdown after %.1fs", task.get_name(), grace)
             task.cancel()
-        for task in tasks:
-            with contextlib.suppress(asyncio.CancelledError):
-                await task
+        await asyncio.gather(*tasks, return_exceptions=True)
