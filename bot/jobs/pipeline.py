@@ -94,6 +94,7 @@ class JobPipeline:
         self._adopting = asyncio.Lock()
         self._delivering: set[str] = set()
         self._cancelling: set[str] = set()
+        self._plans: dict[str, Plan] = {}
         self.finished: Counter[str] = Counter()
         self.on_finished: list[Callable[[Job], None]] = []
 
@@ -130,19 +131,22 @@ class JobPipeline:
         started = time.perf_counter()
         log.info("job %s started (user %s, model %s, %d image(s))", job.id, job.user_id, job.model, job.n)
         try:
-            final = await self._execute(job, images)
-        except asyncio.CancelledError:
-            if job.id not in self._cancelling:
-                raise
-            self._cancelling.discard(job.id)
-            current = asyncio.current_task()
-            if current is not None:
-                current.uncancel()
-            final = await self._cancel_running(job)
-        except Exception as exc:
-            final = await self._fail(job, exc)
-        else:
-            log.info("job %s done in %.2fs", job.id, time.perf_counter() - started)
+            try:
+                final = await self._execute(job, images)
+            except asyncio.CancelledError:
+                if job.id not in self._cancelling:
+                    raise
+                self._cancelling.discard(job.id)
+                current = asyncio.current_task()
+                if current is not None:
+                    current.uncancel()
+                final = await self._cancel_running(job)
+            except Exception as exc:
+                final = await self._fail(job, exc)
+            else:
+                log.info("job %s done in %.2fs", job.id, time.perf_counter() - started)
+        finally:
+            self._plans.pop(job.id, None)
         for hook in self.on_finished:
             hook(final or job)
 
@@ -171,6 +175,7 @@ class JobPipeline:
         plan = await self._backend.plan(
             job.model, prompt=job.prompt, size=job.size, aspect_ratio=job.aspect_ratio, references=urls
         )
+        self._plans[job.id] = plan
         running = await self._store.mark_running(job.id, plan.notes)
         if running is None:
             return None
@@ -318,11 +323,30 @@ class JobPipeline:
         await self._messages.update_status(job)
 
     async def _live_handles(self, job: Job) -> list[str]:
-        return [
-            image.generation_id
-            for image in await self._store.images(job.id)
-            if image.generation_id and image.state is ImageState.SUBMITTED
-        ]
+        """Generations of this job that may still be running: those recorded as submitted, and for an
+        image whose submission was interrupted before its id was recorded (a sibling failed, a cancel,
+        the timeout), the matching generation the backend lists, found as a restart would find it."""
+        handles: list[str] = []
+        plan = self._plans.get(job.id)
+        for image in await self._store.images(job.id):
+            since = image.submit_started_at
+            if image.generation_id and image.state is ImageState.SUBMITTED:
+                handles.append(image.generation_id)
+            elif image.state is ImageState.PENDING and since is not None and plan is not None:
+                try:
+                    handles += await self._unrecorded(plan.body_for(image.seed), since, exclude=handles)
+                except BackendError as exc:
+                    log.warning("job %s image %d: its generation was not found: %s", job.id, image.idx, exc)
+        return handles
+
+    async def _unrecorded(
+        self, body: Mapping[str, Any], since: float, *, exclude: Sequence[str]
+    ) -> list[str]:
+        """At most one generation matching `body` that no stored image holds and `exclude` does not name."""
+        async with self._adopting:
+            candidates = await self._backend.find_submitted(body, since=since)
+            taken = await self._store.generation_ids_in_use(candidates)
+        return [handle for handle in candidates if handle not in taken and handle not in exclude][:1]
 
     async def _cancel_generations(self, job: Job) -> None:
         """Stop every generation of this job still running at the backend (best effort, logged)."""

@@ -73,9 +73,9 @@ class JobRunner:
         return announced
 
     async def cancel(self, job_id: str) -> JobState | None:
-        """Cancel a job wherever it is. A submission in progress finishes first (so its generation id
-        is recorded and can be cancelled at the backend); a job that is already posting its images is
-        not interrupted: the answer is the state it ends in (uploaded: "already delivered")."""
+        """Cancel a job wherever it is (a submission interrupted mid-answer is found at the backend and
+        cancelled there too). A job that is already posting its images is not interrupted: the answer
+        is the state it ends in (uploaded: "already delivered"). Returns the stored state."""
         task = self._scheduler.task(job_id)
         if task is None:
             self._scheduler.drop_waiting(job_id)
@@ -88,7 +88,7 @@ class JobRunner:
             return job.state
         if not self._pipeline.is_delivering(job_id):
             self._pipeline.request_cancel(job_id)
-            self._scheduler.cancel_when_safe(job_id)
+            task.cancel()
         await asyncio.wait([task])
         job = await self._store.get_job(job_id)
         return job.state if job else None

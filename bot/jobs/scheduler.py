@@ -68,7 +68,6 @@ class FairScheduler:
         self._tasks: dict[str, asyncio.Task[None]] = {}
         self._running_by_user: Counter[UserKey] = Counter()
         self._critical: Counter[str] = Counter()
-        self._cancel_after: set[str] = set()
         self._accepting = False
         self._stopping = False
 
@@ -139,20 +138,8 @@ class FairScheduler:
             if self._critical[job_id] <= 0:
                 del self._critical[job_id]
                 task = self._tasks.get(job_id)
-                wanted = self._stopping or job_id in self._cancel_after
-                self._cancel_after.discard(job_id)
-                if wanted and task is not None:
+                if self._stopping and task is not None:
                     task.cancel()
-
-    def cancel_when_safe(self, job_id: str) -> None:
-        """Cancel a running job's task now, or as soon as its critical step ends."""
-        task = self._tasks.get(job_id)
-        if task is None:
-            return
-        if self._critical[job_id]:
-            self._cancel_after.add(job_id)
-        else:
-            task.cancel()
 
     async def stop(self, grace: float) -> None:
         """Stop starting jobs; cancel running ones at once outside critical sections, otherwise after

@@ -211,6 +211,10 @@ class FakeSlack:
             Fault(error, status, retry_after, delay, times, after=after, drop=drop)
         )
 
+    def clear_faults(self) -> None:
+        """Forget every fault that is not used up yet (Slack is healthy again)."""
+        self._faults.clear()
+
     def add_file(
         self,
         content: bytes,
