@@ -1,0 +1,445 @@
+"""The kill -9 matrix (issue 10, item 7): the real `python -m bot` is killed with SIGKILL at each step of
+a job, a new process starts on the same SQLite file, and every job still ends with exactly one paid
+generation per image, one upload message and one result card in its thread.
+
+The fakes run in this process; the bot runs in HTTP mode in a subprocess. Each stage is reached by a
+fault or a hold, and proven by the call the fake recorded (never by sleeping). Faults whose delay no
+test waits out are one-shot, so the second process never meets them.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import os
+import re
+import signal
+import sqlite3
+import sys
+from collections.abc import AsyncIterator, Awaitable, Callable
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import pytest
+
+from bot.store.model import ImageState, Job, JobImage, JobState
+from bot.store.sqlite import Store
+from tests.fakes.oxen import FakeOxen
+from tests.fakes.slack import FakeSlack
+from tests.scenarios.harness import is_card
+
+ROOT = Path(__file__).parents[2]
+READY = re.compile(r"http on 127\.0\.0\.1:(\d+)")
+LONG = 60.0
+"""A fault delay no test waits out: the process is killed while it waits."""
+WAIT = 20.0
+"""How long to wait for a call that proves a stage (four copies of this file may share two cores)."""
+CHANNEL = "C1"
+
+StoredJob = tuple[Job, list[JobImage]]
+
+
+class BotProcess:
+    """`python -m bot` (HTTP mode) against the fakes: started, killed with SIGKILL, started again on the
+    same database file. Its output is read continuously, so the pipe can never fill up and block it."""
+
+    def __init__(self, slack: FakeSlack, oxen: FakeOxen, data: Path) -> None:
+        self.slack = slack
+        self.oxen = oxen
+        self.database = data / "dreamboard.sqlite3"
+        self.settings: dict[str, str] = {}
+        self.output: list[str] = []
+        self.port = 0
+        self.starts = 0
+        self._process: asyncio.subprocess.Process | None = None
+        self._drain: asyncio.Task[None] | None = None
+
+    def _env(self) -> dict[str, str]:
+        return {
+            "PATH": os.environ.get("PATH", ""),
+            "HOME": str(self.database.parent),
+            "SLACK_BOT_TOKEN": self.slack.bot_token,
+            "SLACK_SIGNING_SECRET": self.slack.signing_secret,
+            "SLACK_API_URL": self.slack.api_url,
+            "SLACK_FILE_HOSTS": self.slack.file_host,
+            "OXEN_API_KEY": self.oxen.api_key,
+            "OXEN_API_URL": self.oxen.url,
+            "OXEN_POLL_INTERVAL": "0.05",
+            "DATABASE_PATH": str(self.database),
+            "HOST": "127.0.0.1",
+            "PORT": "0",
+            **self.settings,
+        }
+
+    async def start(self, **settings: str) -> None:
+        """Start a process (with these extra environment variables, kept for restarts) and wait until it
+        listens; resuming the previous process's jobs begins before that."""
+        assert self._process is None, "kill() the running process first"
+        self.settings.update(settings)
+        self.starts += 1
+        self.output.append(f"--- process {self.starts}\n")
+        process = await asyncio.create_subprocess_exec(
+            sys.executable,
+            "-m",
+            "bot",
+            env=self._env(),
+            cwd=ROOT,
+            stdout=asyncio.subprocess.PIPE,
+            stderr=asyncio.subprocess.STDOUT,
+            limit=1 << 20,
+        )
+        assert process.stdout is not None
+        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
+        self._process = process
+        self._drain = asyncio.create_task(self._read(process.stdout, ready))
+        self.port = await asyncio.wait_for(ready, 30)
+
+    async def _read(self, stream: asyncio.StreamReader, ready: asyncio.Future[int]) -> None:
+        while line := await stream.readline():
+            text = line.decode(errors="replace")
+            self.output.append(text)
+            found = READY.search(text)
+            if found and not ready.done():
+                ready.set_result(int(found.group(1)))
+        if not ready.done():
+            ready.set_exception(AssertionError("the bot exited before it was ready:\n" + self.log()))
+
+    async def kill(self) -> None:
+        """SIGKILL: no shutdown code runs, whatever was in flight stays in flight."""
+        process, self._process = self._process, None
+        assert process is not None, "the bot is not running"
+        assert process.returncode is None, f"the bot had exited by itself:\n{self.log()}"
+        process.kill()
+        await process.wait()
+        assert process.returncode == -signal.SIGKILL
+        if self._drain is not None:
+            await self._drain
+
+    async def close(self) -> None:
+        """Kill the process if one still runs (test teardown)."""
+        if self._process is not None and self._process.returncode is None:
+            self._process.kill()
+        if self._process is not None:
+            await self._process.wait()
+            self._process = None
+        if self._drain is not None:
+            await self._drain
+
+    def log(self) -> str:
+        """Everything the processes printed (for failure messages)."""
+        return "".join(self.output[-200:])
+
+    async def command(self, text: str, *, user: str = "U1") -> None:
+        """`/imagine <text>`, signed, as Slack sends it."""
+        response = await self.slack.send_command(
+            f"http://127.0.0.1:{self.port}/slack/events", text, user_id=user, channel_id=CHANNEL
+        )
+        assert response.status == 200, response.text
+
+    def states(self) -> list[tuple[str, str | None, str | None]]:
+        """(state, status_ts, card_ts) of every stored job, oldest first, read synchronously through a
+        separate connection (for predicates re-checked at each recorded call)."""
+        with contextlib.closing(sqlite3.connect(self.database, timeout=5)) as db:
+            rows = db.execute("SELECT state, status_ts, card_ts FROM generations ORDER BY created_at, rowid")
+            return [(str(state), status_ts, card_ts) for state, status_ts, card_ts in rows]
+
+    async def jobs(self) -> list[StoredJob]:
+        """Every stored job with its images, read through a separate connection to the file."""
+        with contextlib.closing(sqlite3.connect(self.database, timeout=5)) as db:
+            ids = [str(row[0]) for row in db.execute("SELECT id FROM generations ORDER BY created_at, rowid")]
+        store = await Store.open(self.database)
+        try:
+            result = []
+            for job_id in ids:
+                job = await store.get_job(job_id)
+                assert job is not None
+                result.append((job, await store.images(job_id)))
+            return result
+        finally:
+            await store.close()
+
+    async def settled(self, *, timeout: float = WAIT) -> list[StoredJob]:
+        """Wait until every stored job has ended, an uploaded one only once its card_ts is stored. Checked
+        at every Slack call: the status update "Done" follows storing the card's ts."""
+
+        def ended() -> bool:
+            states = self.states()
+            return bool(states) and all(
+                state in (JobState.FAILED, JobState.CANCELLED) or (state == JobState.UPLOADED and card)
+                for state, _, card in states
+            )
+
+        try:
+            await self.slack.recorder.wait_until(ended, timeout=timeout)
+        except TimeoutError:
+            raise AssertionError(f"jobs did not end: {self.states()}\n{self.log()}") from None
+        return await self.jobs()
+
+
+@pytest.fixture
+async def bot(fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path) -> AsyncIterator[BotProcess]:
+    """A bot process helper; whatever process is left is killed after the test."""
+    process = BotProcess(fake_slack, fake_oxen, tmp_path / "data")
+    try:
+        yield process
+    finally:
+        await process.close()
+
+
+def assert_each_delivered_once(bot: BotProcess, jobs: list[StoredJob]) -> None:
+    """Exactly one paid generation per image, one upload message and one result card per job, and the
+    step log at its end: uploaded, with the card's ts."""
+    slack, oxen = bot.slack, bot.oxen
+    messages = slack.messages(CHANNEL)
+    uploads = [message for message in messages if message.get("files")]
+    cards = [message for message in messages if "Result of job" in str(message.get("text"))]
+    completed = [file for file in slack.uploaded_files.values() if file.completed]
+    for job, images in jobs:
+        assert (job.state, len(images)) == (JobState.UPLOADED, job.n), f"{job}\n{bot.log()}"
+        assert job.card_ts is not None, job
+        # One paid generation per image: the stored ids are distinct, and Oxen ran no other generation
+        # for this prompt (a second POST /ai/queue that made a generation would show up here).
+        handles = [image.generation_id for image in images]
+        assert all(image.state is ImageState.SUCCEEDED for image in images), images
+        assert len({handle for handle in handles if handle}) == job.n, images
+        made = [g.id for g in oxen.generations.values() if g.params.get("prompt") == job.prompt]
+        assert sorted(made) == sorted(str(handle) for handle in handles), f"job {job.id}: generations {made}"
+        assert sorted(g for g in oxen.billed if g in made) == sorted(made), f"billed {oxen.billed}"
+        # One upload message in the thread, sharing exactly the files the step log recorded.
+        file_ids = sorted(str(image.file_id) for image in images)
+        shared = [message for message in uploads if message.get("thread_ts") == job.root_ts]
+        assert len(shared) == 1, f"job {job.id}: {len(shared)} upload messages: {shared}"
+        assert sorted(shared[0]["files"]) == file_ids
+        assert sorted(file.id for file in completed if file.thread_ts == job.root_ts) == file_ids
+        # One result card, the one whose ts is stored.
+        mine = [message for message in cards if f"Result of job {job.id}:" in message["text"]]
+        assert len(mine) == 1, f"job {job.id}: {len(mine)} result cards"
+        assert (mine[0]["ts"], mine[0].get("thread_ts")) == (job.card_ts, job.root_ts)
+    images_made = sum(job.n for job, _ in jobs)
+    assert (len(oxen.generations), len(oxen.billed)) == (images_made, images_made)
+    assert (len(uploads), len(cards), len(completed)) == (len(jobs), len(jobs), images_made)
+
+
+# -- the stages ----------------------------------------------------------------------------------------
+# Each drive() takes a fresh job to its stage and returns once the fakes have seen the call that proves
+# it; at_kill() then checks the step log the killed process left behind.
+
+
+async def waiting_for_a_slot(bot: BotProcess) -> None:
+    bot.oxen.hold()
+    await bot.command("first job holds the only slot", user="UA")
+    await bot.oxen.recorder.wait_for("GET /ai/queue/{id}", timeout=WAIT)
+    await bot.command("second job waits for a slot", user="UB")
+    await bot.slack.wait_for("chat.postMessage", count=2, timeout=WAIT)
+    # Its status message is recorded, the job queued behind it; re-checked at each poll of the first job.
+    await bot.oxen.recorder.wait_until(
+        lambda: [ts is not None for _, ts, _ in bot.states()] == [True] * 2, WAIT
+    )
+
+
+def left_waiting_for_a_slot(jobs: list[StoredJob], bot: BotProcess) -> None:
+    (first, first_images), (second, second_images) = jobs
+    assert first.state is JobState.RUNNING
+    assert first_images[0].generation_id is not None
+    assert second.state is JobState.QUEUED
+    assert second.status_ts is not None
+    assert second_images[0].submit_started_at is None
+
+
+async def before_submit(bot: BotProcess) -> None:
+    # Held at the first status update ("Generating…"): after queued → running, before the submission
+    # marker and POST /ai/queue. (GET /ai/models is no hold point: the schema is fetched at start-up.)
+    bot.slack.fault("chat.update", delay=LONG)
+    await bot.command("a fox killed before its submission")
+    await bot.slack.wait_for("chat.update", timeout=WAIT)
+
+
+def left_before_submit(jobs: list[StoredJob], bot: BotProcess) -> None:
+    [(job, [image])] = jobs
+    assert job.state is JobState.RUNNING
+    assert (image.state, image.submit_started_at) == (ImageState.PENDING, None)
+
+
+async def submit_unprocessed(bot: BotProcess) -> None:
+    bot.oxen.fault("POST /ai/queue", delay=LONG, times=2)
+    await bot.command("two foxes whose submissions never arrive --n 2")
+    await bot.oxen.recorder.wait_for("POST /ai/queue", count=2, timeout=WAIT)
+
+
+def left_submit_unprocessed(jobs: list[StoredJob], bot: BotProcess) -> None:
+    [(job, images)] = jobs
+    assert job.state is JobState.RUNNING
+    assert all(image.submission_unknown for image in images)
+    assert bot.oxen.generations == {}
+
+
+async def submit_answer_lost(bot: BotProcess) -> None:
+    bot.oxen.fault("POST /ai/queue", after=True, delay=LONG, times=2)
+    await bot.command("two foxes whose submissions are answered too late --n 2")
+    await bot.oxen.recorder.wait_for("POST /ai/queue", count=2, timeout=WAIT)
+
+
+def left_submit_answer_lost(jobs: list[StoredJob], bot: BotProcess) -> None:
+    [(job, images)] = jobs
+    assert job.state is JobState.RUNNING
+    assert all(image.submission_unknown for image in images)
+    assert len(bot.oxen.generations) == 2
+
+
+async def polling(bot: BotProcess) -> None:
+    bot.oxen.hold()
+    await bot.command("a fox still being painted")
+    await bot.oxen.recorder.wait_for("GET /ai/queue/{id}", timeout=WAIT)
+
+
+def left_polling(jobs: list[StoredJob], bot: BotProcess) -> None:
+    [(job, [image])] = jobs
+    assert job.state is JobState.RUNNING
+    assert image.state is ImageState.SUBMITTED
+    assert image.generation_id is not None
+
+
+async def downloading(bot: BotProcess) -> None:
+    bot.oxen.fault("GET result", delay=LONG)
+    await bot.command("a fox being downloaded")
+    await bot.oxen.recorder.wait_for("GET result", timeout=WAIT)
+
+
+def left_downloading(jobs: list[StoredJob], bot: BotProcess) -> None:
+    [(job, [image])] = jobs
+    assert job.state is JobState.RUNNING
+    assert image.state is ImageState.SUCCEEDED
+    assert image.result_url is not None
+    assert image.file_id is None
+
+
+async def upload_in_flight(bot: BotProcess) -> None:
+    bot.slack.fault("upload", delay=LONG)
+    await bot.command("a fox whose bytes are on their way")
+    await bot.slack.wait_for("upload", timeout=WAIT)
+
+
+def left_upload_in_flight(jobs: list[StoredJob], bot: BotProcess) -> None:
+    [(job, [image])] = jobs
+    assert job.state is JobState.RUNNING
+    assert image.state is ImageState.SUCCEEDED
+    assert image.file_id is None
+
+
+async def complete_answer_lost(bot: BotProcess) -> None:
+    bot.slack.fault("files.completeUploadExternal", after=True, delay=LONG)
+    await bot.command("a fox shared but not told so")
+    await bot.slack.wait_for("files.completeUploadExternal", timeout=WAIT)
+
+
+def left_complete_answer_lost(jobs: list[StoredJob], bot: BotProcess) -> None:
+    [(job, [image])] = jobs
+    assert job.state is JobState.RUNNING
+    assert image.file_id is not None
+    assert bot.slack.uploaded_files[image.file_id].completed
+
+
+async def complete_unprocessed(bot: BotProcess) -> None:
+    bot.slack.fault("files.completeUploadExternal", delay=LONG)
+    await bot.command("a fox whose share never arrives")
+    await bot.slack.wait_for("files.completeUploadExternal", timeout=WAIT)
+
+
+def left_complete_unprocessed(jobs: list[StoredJob], bot: BotProcess) -> None:
+    [(job, [image])] = jobs
+    assert job.state is JobState.RUNNING
+    assert image.file_id is not None
+    assert not bot.slack.uploaded_files[image.file_id].completed
+
+
+async def card_unprocessed(bot: BotProcess) -> None:
+    await bot.command("a fox whose card never arrives")
+    # Installed once the upload is completing: the status message was posted long before, and the next
+    # chat.postMessage is the card (at_kill checks that the card is the call that was held).
+    await bot.slack.wait_for("files.completeUploadExternal", timeout=WAIT)
+    bot.slack.fault("chat.postMessage", delay=LONG)
+    await bot.slack.wait_for("chat.postMessage", where=is_card, timeout=WAIT)
+
+
+def left_card_unprocessed(jobs: list[StoredJob], bot: BotProcess) -> None:
+    [(job, _)] = jobs
+    assert (job.state, job.card_ts) == (JobState.UPLOADED, None)
+    assert job.card_claimed_at is not None
+    assert not any("Result of job" in str(message.get("text")) for message in bot.slack.messages(CHANNEL))
+
+
+async def card_answer_lost(bot: BotProcess) -> None:
+    await bot.command("a fox whose card is posted but not confirmed")
+    await bot.slack.wait_for("files.completeUploadExternal", timeout=WAIT)
+    bot.slack.fault("chat.postMessage", after=True, delay=LONG)
+    await bot.slack.wait_for("chat.postMessage", where=is_card, timeout=WAIT)
+
+
+def left_card_answer_lost(jobs: list[StoredJob], bot: BotProcess) -> None:
+    [(job, _)] = jobs
+    assert (job.state, job.card_ts) == (JobState.UPLOADED, None)
+    assert job.card_claimed_at is not None
+    assert [m for m in bot.slack.messages(CHANNEL) if f"Result of job {job.id}:" in str(m.get("text"))]
+
+
+async def several_users(bot: BotProcess) -> None:
+    # Three users' jobs generate at once; then the first upload POST hangs, the first share is made but
+    # its answer lost, and the third job posts its card: the kill finds one job at each of those steps.
+    bot.oxen.hold()
+    await bot.command("alice's two foxes --n 2", user="UA")
+    await bot.command("bob's owl", user="UB")
+    await bot.command("carol's three cats --n 3", user="UC")
+    await bot.oxen.recorder.wait_for("POST /ai/queue", count=6, timeout=WAIT)
+    bot.slack.fault("upload", delay=LONG)
+    bot.slack.fault("files.completeUploadExternal", after=True, delay=LONG)
+    bot.oxen.release()
+    await bot.slack.wait_for("chat.postMessage", where=is_card, timeout=WAIT)
+
+
+def left_several_users(jobs: list[StoredJob], bot: BotProcess) -> None:
+    steps = sorted(
+        "card" if job.state is JobState.UPLOADED else "share" if images[0].file_id else "upload"
+        for job, images in jobs
+    )
+    assert steps == ["card", "share", "upload"]
+    assert all(job.state is not JobState.UPLOADED or job.card_claimed_at for job, _ in jobs)
+
+
+@dataclass(frozen=True)
+class Stage:
+    """Where a job is when the process is killed."""
+
+    drive: Callable[[BotProcess], Awaitable[None]]
+    at_kill: Callable[[list[StoredJob], BotProcess], None]
+    settings: dict[str, str] = field(default_factory=dict)
+
+
+STAGES = [
+    pytest.param(
+        Stage(waiting_for_a_slot, left_waiting_for_a_slot, {"MAX_CONCURRENT_JOBS": "1"}),
+        id="01-waiting-for-a-slot",
+    ),
+    pytest.param(Stage(before_submit, left_before_submit), id="02-before-submit"),
+    pytest.param(Stage(submit_unprocessed, left_submit_unprocessed), id="03-submit-unprocessed"),
+    pytest.param(Stage(submit_answer_lost, left_submit_answer_lost), id="04-submit-answer-lost"),
+    pytest.param(Stage(polling, left_polling), id="05-polling"),
+    pytest.param(Stage(downloading, left_downloading), id="06-downloading"),
+    pytest.param(Stage(upload_in_flight, left_upload_in_flight), id="07-upload-in-flight"),
+    pytest.param(Stage(complete_answer_lost, left_complete_answer_lost), id="08-complete-answer-lost"),
+    pytest.param(Stage(complete_unprocessed, left_complete_unprocessed), id="09-complete-unprocessed"),
+    pytest.param(Stage(card_unprocessed, left_card_unprocessed), id="10-card-unprocessed"),
+    pytest.param(Stage(card_answer_lost, left_card_answer_lost), id="11-card-answer-lost"),
+    pytest.param(Stage(several_users, left_several_users), id="12-several-users"),
+]
+
+
+@pytest.mark.parametrize("stage", STAGES)
+async def test_kill_9_then_restart_delivers_each_job_exactly_once(bot: BotProcess, stage: Stage) -> None:
+    await bot.start(**stage.settings)
+    await stage.drive(bot)
+    await bot.kill()
+    stage.at_kill(await bot.jobs(), bot)
+
+    bot.oxen.release()
+    await bot.start()
+    assert_each_delivered_once(bot, await bot.settled())
