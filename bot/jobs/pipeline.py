@@ -92,15 +92,24 @@ class JobPipeline:
         self._poll_interval = poll_interval
         self._retry_delay = retry_delay
         self._adopting = asyncio.Lock()
+        self._claimed: set[str] = set()
         self._delivering: set[str] = set()
         self._cancelling: set[str] = set()
         self._plans: dict[str, Plan] = {}
         self.finished: Counter[str] = Counter()
         self.on_finished: list[Callable[[Job], None]] = []
 
-    async def announce(self, job: Job, *, position: int) -> Job:
-        """Post the status message of a queued job and record it; raises SlackError."""
-        ts = await self._messages.post_status(job, position=position)
+    async def announce(self, job: Job, *, position: int, look_first: bool = False) -> Job:
+        """Post the status message of a queued job and record it; raises SlackError. After a lost
+        answer (or, with `look_first`, a restart) Slack is asked for the message before posting again."""
+        ts = await self._messages.find_status(job) if look_first else None
+        if ts is None:
+            try:
+                ts = await self._messages.post_status(job, position=position)
+            except SlackError as exc:
+                ts = await self._messages.find_status(job) if exc.maybe_done else None
+                if ts is None:
+                    raise
         announced = await self._store.set_status_ts(job.id, ts)
         return announced or replace(job, status_ts=ts, thread_ts=job.thread_ts or ts)
 
@@ -170,7 +179,7 @@ class JobPipeline:
         """Everything up to the last image's outcome (bounded by OXEN_JOB_TIMEOUT); None when the job
         ended meanwhile."""
         if job.status_ts is None:
-            job = await self.announce(job, position=1)
+            job = await self.announce(job, position=1, look_first=True)
         urls = await self._references.resolve(job.reference_sources)
         plan = await self._backend.plan(
             job.model, prompt=job.prompt, size=job.size, aspect_ratio=job.aspect_ratio, references=urls
@@ -212,31 +221,47 @@ class JobPipeline:
         """Submit once, or adopt the generation an earlier attempt (or process) already started."""
         with self._critical(job.id):
             since = image.submit_started_at
-            handle = await self._adopt(body, since) if since is not None else None
+            handle = await self._adopt(job, image, body, since) if since is not None else None
             if since is None:
                 since = await self._store.mark_submitting(job.id, image.idx)
             attempt = 0
             while handle is None:
                 attempt += 1
                 try:
-                    handle = await self._backend.submit(body)
+                    submitted = await self._backend.submit(body)
                 except SubmissionUnknownError as exc:
                     log.warning("job %s image %d: submission outcome unknown (%s)", job.id, image.idx, exc)
-                    handle = await self._adopt(body, since)
+                    handle = await self._adopt(job, image, body, since)
                     if handle is None and attempt >= SUBMIT_ATTEMPTS:
                         raise
-            await self._store.set_generation_id(job.id, image.idx, handle)
+                    continue
+                self._claimed.add(submitted)
+                try:
+                    await self._store.set_generation_id(job.id, image.idx, submitted)
+                finally:
+                    self._claimed.discard(submitted)
+                handle = submitted
             return handle
 
-    async def _adopt(self, body: Mapping[str, Any], since: float) -> str | None:
-        """A generation matching `body` that no stored image holds yet (one adoption at a time)."""
+    async def _adopt(self, job: Job, image: JobImage, body: Mapping[str, Any], since: float) -> str | None:
+        """Record, as this image's, a generation matching `body` that no stored image holds and no
+        submission in this process is recording. One adoption at a time, until its id is stored."""
         async with self._adopting:
-            candidates = await self._backend.find_submitted(body, since=since)
-            taken = await self._store.generation_ids_in_use(candidates)
-            free = [handle for handle in candidates if handle not in taken]
-        if free:
-            log.info("adopting generation %s submitted earlier", free[0])
-        return free[0] if free else None
+            free = await self._unclaimed(body, since)
+            if not free:
+                return None
+            log.info("job %s image %d: adopting generation %s, submitted earlier", job.id, image.idx, free[0])
+            await self._store.set_generation_id(job.id, image.idx, free[0])
+        return free[0]
+
+    async def _unclaimed(
+        self, body: Mapping[str, Any], since: float, exclude: Sequence[str] = ()
+    ) -> list[str]:
+        """At most one generation matching `body` that nobody holds (call with the adoption lock held)."""
+        candidates = await self._backend.find_submitted(body, since=since)
+        taken = await self._store.generation_ids_in_use(candidates)
+        free = [h for h in candidates if h not in taken and h not in self._claimed and h not in exclude]
+        return free[:1]
 
     async def _deliver(self, job: Job, images: list[JobImage]) -> Job | None:
         made = [image for image in images if image.state is ImageState.SUCCEEDED]
@@ -344,9 +369,7 @@ class JobPipeline:
     ) -> list[str]:
         """At most one generation matching `body` that no stored image holds and `exclude` does not name."""
         async with self._adopting:
-            candidates = await self._backend.find_submitted(body, since=since)
-            taken = await self._store.generation_ids_in_use(candidates)
-        return [handle for handle in candidates if handle not in taken and handle not in exclude][:1]
+            return await self._unclaimed(body, since, exclude)
 
     async def _cancel_generations(self, job: Job) -> None:
         """Stop every generation of this job still running at the backend (best effort, logged)."""

@@ -21,6 +21,10 @@ log = logging.getLogger(__name__)
 
 CARD_EVENT = "dreamboard_result"
 """The metadata event_type of a result card; its payload names the job."""
+STATUS_EVENT = "dreamboard_status"
+"""The metadata event_type of a status message; its payload names the job."""
+LOOKBACK = 120.0
+"""How long before a job was created its status message may carry a ts (clock skew with Slack)."""
 
 
 class SlackMessages:
@@ -37,10 +41,32 @@ class SlackMessages:
                 channel=job.channel_id,
                 thread_ts=job.thread_ts,
                 unfurl_links=False,
+                metadata=_tag(STATUS_EVENT, job),
                 **views.status(job, position=position),
             )
         )
         return str(response["ts"])
+
+    async def find_status(self, job: Job) -> str | None:
+        """The ts of this job's status message if Slack holds it (after a lost answer or a crash):
+        in its thread, or among the channel's messages since the job was created."""
+        if job.thread_ts is not None:
+            return await self._find_in_thread(job, job.thread_ts, STATUS_EVENT)
+        cursor: str | None = None
+        while True:
+            page = await call(
+                self._client.conversations_history(
+                    channel=job.channel_id,
+                    oldest=f"{job.created_at - LOOKBACK:.6f}",
+                    include_all_metadata=True,
+                    limit=200,
+                    cursor=cursor,
+                )
+            )
+            found = _tagged(page.get("messages") or [], STATUS_EVENT, job)
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if found or not page.get("has_more") or not cursor:
+                return found
 
     async def update_status(self, job: Job, *, problem: str | None = None) -> None:
         """Rewrite the status message for the job's current state; failures are logged, not raised."""
@@ -59,33 +85,28 @@ class SlackMessages:
                 channel=job.channel_id,
                 thread_ts=job.root_ts,
                 unfurl_links=False,
-                metadata={"event_type": CARD_EVENT, "event_payload": {"job_id": job.id}},
+                metadata=_tag(CARD_EVENT, job),
                 **card,
             )
         )
         return str(response["ts"])
 
     async def find_card(self, job: Job) -> str | None:
-        """The ts of this job's result card if it is already in the thread (read page by page)."""
+        """The ts of this job's result card if it is already in the thread."""
+        return await self._find_in_thread(job, str(job.root_ts), CARD_EVENT)
+
+    async def _find_in_thread(self, job: Job, thread_ts: str, event_type: str) -> str | None:
         cursor: str | None = None
         while True:
             page = await call(
                 self._client.conversations_replies(
-                    channel=job.channel_id,
-                    ts=str(job.root_ts),
-                    include_all_metadata=True,
-                    limit=200,
-                    cursor=cursor,
+                    channel=job.channel_id, ts=thread_ts, include_all_metadata=True, limit=200, cursor=cursor
                 )
             )
-            for message in page.get("messages") or []:
-                metadata = message.get("metadata") or {}
-                payload = metadata.get("event_payload") or {}
-                if metadata.get("event_type") == CARD_EVENT and payload.get("job_id") == job.id:
-                    return str(message["ts"])
+            found = _tagged(page.get("messages") or [], event_type, job)
             cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not page.get("has_more") or not cursor:
-                return None
+            if found or not page.get("has_more") or not cursor:
+                return found
 
     async def post_failure(self, job: Job, problem: str) -> None:
         """Explain a failed job in its thread; a Slack failure here is only logged."""
@@ -109,3 +130,18 @@ class SlackMessages:
             log.warning("ephemeral reply to %s in %s failed (%s)", user, channel, exc)
             return False
         return True
+
+
+def _tag(event_type: str, job: Job) -> dict[str, Any]:
+    return {"event_type": event_type, "event_payload": {"job_id": job.id}}
+
+
+def _tagged(messages: list[dict[str, Any]], event_type: str, job: Job) -> str | None:
+    for message in messages:
+        metadata = message.get("metadata") or {}
+        if (
+            metadata.get("event_type") == event_type
+            and (metadata.get("event_payload") or {}).get("job_id") == job.id
+        ):
+            return str(message["ts"])
+    return None

@@ -107,6 +107,7 @@ class FakeSlack:
         self._faults: dict[str, list[Fault]] = {}
         self._html_instead: set[str] = set()
         self._ids = itertools.count(1)
+        self._last_ts = 0.0
         self._sockets: list[web.WebSocketResponse] = []
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._runner: web.AppRunner | None = None
@@ -602,7 +603,11 @@ class FakeSlack:
     # -- Web API methods -------------------------------------------------------------------------
 
     def _next_ts(self) -> str:
-        return f"{1_700_000_000 + next(self._ids)}.000100"
+        # "ts is the unique (per-channel) timestamp" of the message (api.slack.com/events/message, as
+        # quoted in ltworf/localslackirc#118): Unix time with microseconds. conversations.history's
+        # `oldest`/`latest` compare against it, so the fake uses real time, strictly increasing.
+        self._last_ts = max(time.time(), self._last_ts + 0.000001)
+        return f"{self._last_ts:.6f}"
 
     def _file_id(self) -> str:
         return f"F{next(self._ids):010d}"

@@ -184,14 +184,6 @@ async def test_a_refused_status_message_is_explained_and_leaves_no_job(
     assert (job.prompt, job.state) == ("a second fox", JobState.UPLOADED)
 
 
-@pytest.mark.xfail(
-    strict=True,
-    reason="A status message Slack posted but whose answer was lost (a 5xx after processing, slack.md §4) "
-    "stays in the channel saying 'Queued · position 1' while the user is told the job was not started "
-    "and its row is deleted. The status message carries no metadata and nothing looks for it after a "
-    "lost answer, so it can neither be adopted (the job goes on) nor corrected: that needs a new recovery "
-    "step (tag the status message with the job, look it up as find_card does), not a one-line fix.",
-)
 async def test_a_status_message_posted_but_answer_lost_leaves_nothing_misleading(harness: Harness) -> None:
     await harness.start()
     harness.slack.fault("chat.postMessage", status=500, after=True)
