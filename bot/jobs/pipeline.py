@@ -4,7 +4,7 @@ Each step either commits a state before its side effect, or is declared best eff
 
 | step               | written before the side effect      | a restart that finds it …                  |
 |--------------------|-------------------------------------|--------------------------------------------|
-| status message     | —                                   | status_ts NULL: posts it                   |
+| status message     | — (the message carries its job id)  | looks for it by metadata, else posts it    |
 | submit (per image) | submit_started_at                   | asks the backend for a matching generation |
 | wait               | generation_id                       | polls it, never submits again              |
 | outcome            | state succeeded/failed + result_url | skips to delivery                          |
