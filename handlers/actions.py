@@ -35,7 +35,7 @@ def register(app: Listeners, services: Services) -> None:
         branching = services.branching
         if kind is Action.EDIT and channel and thread_ts:
             view = await branching.edit_modal(target, channel_id=channel, thread_ts=thread_ts)
-            await services.slack.views_open(trigger_id=body["trigger_id"], view=view)
+            await services.gateway.open_view(str(body["trigger_id"]), view)
             return
         answer = await branching.press(
             kind, target, user_id=user_id, team_id=team_id, channel_id=channel, thread_ts=thread_ts
@@ -45,7 +45,7 @@ def register(app: Listeners, services: Services) -> None:
         if body.get("response_url"):
             await respond(response_type="ephemeral", replace_original=False, **answer)
         else:
-            await services.slack.chat_postMessage(channel=user_id, **answer)
+            await services.gateway.post(user_id, answer)
 
     async def on_edit_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
         user = body["user"]

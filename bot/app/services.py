@@ -32,6 +32,7 @@ from bot.jobs.pipeline import JobPipeline
 from bot.jobs.runner import JobRunner
 from bot.jobs.scheduler import FairScheduler
 from bot.slack.files import SlackFileReader, SlackFiles
+from bot.slack.gateway import SlackGateway
 from bot.slack.messages import SlackMessages
 from bot.store.sqlite import Store
 
@@ -50,6 +51,7 @@ class Services:
     store: Store
     http: aiohttp.ClientSession
     slack: AsyncWebClient
+    gateway: SlackGateway
     oxen: OxenClient
     backend: OxenBackend
     runner: JobRunner
@@ -92,6 +94,7 @@ class Services:
         )
         backend = OxenBackend(oxen, redactor=redactor)
         messages = SlackMessages(slack, redactor)
+        gateway = SlackGateway(slack)
         reader = SlackFileReader(
             slack, http, token=settings.slack_bot_token.get_secret_value(), hosts=settings.slack_file_hosts
         )
@@ -99,7 +102,7 @@ class Services:
         references = References(
             store=store,
             oxen=oxen,
-            slack=slack,
+            slack=gateway,
             reader=reader,
             host=host,
             cache=settings.data_dir / "refs",
@@ -131,9 +134,9 @@ class Services:
             default_model=settings.oxen_model,
             default_size=settings.oxen_size,
         )
-        iterations = Iterations(store=store, intake=intake, references=references, slack=slack)
-        branching = Branching(store=store, intake=intake, runner=runner, slack=slack)
-        history = History(store=store, slack=slack, spawn=tasks.spawn)
+        iterations = Iterations(store=store, intake=intake, references=references, slack=gateway)
+        branching = Branching(store=store, intake=intake, runner=runner, slack=gateway)
+        history = History(store=store, slack=gateway, spawn=tasks.spawn)
         pipeline.on_finished.append(lambda job: history.refresh_home(job.team_id, job.user_id))
         return cls(
             settings,
@@ -141,6 +144,7 @@ class Services:
             store,
             http,
             slack,
+            gateway,
             oxen,
             backend,
             runner,

@@ -9,10 +9,8 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Mapping
 from typing import Any
-
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.controls import REACTIONS, Action, Target
 from bot.features.intake import CapReachedError, Intake, NotInChannelError, StatusPostError
@@ -20,7 +18,8 @@ from bot.features.references import Collected, ReferenceSource
 from bot.jobs import recipes
 from bot.jobs.recipes import Recipe
 from bot.jobs.runner import JobRunner
-from bot.slack.errors import SlackError, SlackErrorKind, call
+from bot.slack.errors import SlackError, SlackErrorKind
+from bot.slack.gateway import SlackGateway
 from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind
 from bot.store.sqlite import Store
 from bot.views import blocks as views
@@ -37,7 +36,7 @@ class NotAllowedError(Exception):
 class Branching:
     """Runs actions on existing jobs on behalf of whoever pressed or reacted."""
 
-    def __init__(self, *, store: Store, intake: Intake, runner: JobRunner, slack: AsyncWebClient) -> None:
+    def __init__(self, *, store: Store, intake: Intake, runner: JobRunner, slack: SlackGateway) -> None:
         self._store = store
         self._intake = intake
         self._runner = runner
@@ -79,7 +78,7 @@ class Branching:
     async def cancel_or_delete(self, job_id: str, *, user_id: str) -> str:
         """Cancel a queued or running job, or delete a finished one's result messages and files."""
         job = await self._visible_job(job_id)
-        if user_id != job.user_id and not await self._is_admin(user_id):
+        if user_id != job.user_id and not await self._slack.is_admin(user_id):
             raise NotAllowedError(
                 f"Only <@{job.user_id}> or a workspace admin can cancel or delete job `{job.id}`."
             )
@@ -97,15 +96,13 @@ class Branching:
             raise NotAllowedError(f"Job `{job.id}` has no results to delete.")
         for image in await self._store.images(job.id):
             if image.file_id:
-                await self._quietly(self._slack.files_delete(file=image.file_id))
+                await self._slack.delete_file(image.file_id)
         if job.card_ts:
-            await self._quietly(self._slack.chat_delete(channel=job.channel_id, ts=job.card_ts))
+            await self._slack.delete_message(job.channel_id, job.card_ts)
         await self._store.mark_deleted(job.id, user_id)
         deleted = await self._visible_job(job.id, allow_deleted=True)
         if deleted.status_ts:
-            await self._quietly(
-                self._slack.chat_update(channel=job.channel_id, ts=deleted.status_ts, **views.status(deleted))
-            )
+            await self._slack.update(job.channel_id, deleted.status_ts, views.status(deleted))
         return f"The results of job `{job.id}` were deleted."
 
     @staticmethod
@@ -128,20 +125,6 @@ class Branching:
             i for i in await self._store.images(job.id) if i.state is ImageState.SUCCEEDED and i.file_id
         ]
         return next((i for i in images if i.idx == idx), images[0] if images else None)
-
-    async def _is_admin(self, user_id: str) -> bool:
-        try:
-            user = (await call(self._slack.users_info(user=user_id)))["user"]
-        except SlackError as exc:
-            log.warning("users.info failed: %s", exc)
-            return False
-        return bool(user.get("is_admin") or user.get("is_owner"))
-
-    async def _quietly(self, request: Awaitable[object]) -> None:
-        try:
-            await call(request)
-        except SlackError as exc:
-            log.warning("slack call failed: %s", exc)
 
     async def press(
         self,
@@ -249,14 +232,12 @@ class Branching:
         parent = await self._store.get_job(job.parent_id) if job.parent_id else None
         card = views.result_card(job, await self._store.images(job.id), parent=parent, with_images=True)
         try:
-            response = await call(self._slack.chat_postMessage(channel=channel_id, **card))
+            _, ts = await self._slack.post(channel_id, card)
         except SlackError as exc:
             if exc.kind in (SlackErrorKind.NOT_IN_CHANNEL, SlackErrorKind.ARCHIVED):
                 raise NotInChannelError(archived=exc.kind is SlackErrorKind.ARCHIVED) from None
             raise
-        await self._store.add_message(
-            channel_id, str(response["ts"]), job.id, MessageKind.CARD, thread_ts=None
-        )
+        await self._store.add_message(channel_id, ts, job.id, MessageKind.CARD, thread_ts=None)
 
     async def recipe(self, job_id: str) -> views.Message:
         """The recipe message of a job."""
@@ -281,7 +262,7 @@ class Branching:
         reply_in = thread_ts or ts
         try:
             if action is Action.DM_RECIPE:
-                await call(self._slack.chat_postMessage(channel=user, **await self.recipe(job.id)))
+                await self._slack.post(user, await self.recipe(job.id))
             elif action is Action.CANCEL_OR_DELETE:
                 outcome = await self.cancel_or_delete(job.id, user_id=user)
                 await self._ephemeral(channel, user, reply_in, views.notice(outcome))
@@ -298,12 +279,7 @@ class Branching:
             await self._ephemeral(channel, user, reply_in, refusal(exc, job.prompt))
 
     async def _ephemeral(self, channel: str, user: str, thread_ts: str, message: views.Message) -> None:
-        try:
-            await call(
-                self._slack.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
-            )
-        except SlackError as exc:
-            log.warning("ephemeral reply in %s failed: %s", channel, exc)
+        await self._slack.ephemeral(channel, user, thread_ts, message)
 
 
 def refusal(exc: Exception, prompt: str) -> views.Message:

@@ -14,10 +14,9 @@ from collections.abc import Callable, Coroutine, Sequence
 from datetime import UTC, datetime
 from typing import Any, Protocol
 
-from slack_sdk.web.async_client import AsyncWebClient
-
 from bot.domain.controls import PAGE_SIZE, HistoryQuery
-from bot.slack.errors import SlackError, call
+from bot.slack.errors import SlackError
+from bot.slack.gateway import SlackGateway
 from bot.store.model import Job
 from bot.store.sqlite import Store
 from bot.views import blocks as views
@@ -74,7 +73,7 @@ class History:
         self,
         *,
         store: Store,
-        slack: AsyncWebClient,
+        slack: SlackGateway,
         min_interval: float = HOME_MIN_INTERVAL,
         spawn: Spawn | None = None,
     ) -> None:
@@ -82,7 +81,6 @@ class History:
         self._slack = slack
         self._min_interval = min_interval
         self._spawn: Spawn = spawn or asyncio.create_task
-        self._workspace_url: str | None = None
         self._last_publish: dict[tuple[str, str], float] = {}
         self._pending: dict[tuple[str, str], tuple[asyncio.Task[None], float]] = {}
         """Refreshes not yet publishing, one per user, with when they are due (time.monotonic)."""
@@ -92,16 +90,14 @@ class History:
 
     async def permalinker(self) -> Callable[[Job], str]:
         """A function from job to the permalink of its thread (no API call per job)."""
-        if self._workspace_url is None:
-            try:
-                self._workspace_url = str((await call(self._slack.auth_test()))["url"])
-            except SlackError as exc:
-                log.warning("auth.test failed: %s", exc)
-                return lambda job: ""
-        base = self._workspace_url.rstrip("/")
+        try:
+            base = (await self._slack.workspace_url()).rstrip("/")
+        except SlackError as exc:
+            log.warning("auth.test failed: %s", exc)
+            return lambda job: ""
 
         def permalink(job: Job) -> str:
-            root = job.thread_ts or job.status_ts
+            root = job.root_ts
             if root is None:
                 return ""
             return f"{base}/archives/{job.channel_id}/p{root.replace('.', '')}"
@@ -123,11 +119,11 @@ class History:
         """DM the user a CSV of their whole history; returns the number of rows."""
         jobs = await self._store.history(team_id, user_id, limit=1_000_000)
         content = csv_export(jobs, await self.permalinker())
-        opened = await self._slack.chat_postMessage(
-            channel=user_id, text=f"Your Dreamboard history: {len(jobs)} generations, as CSV."
+        channel, _ = await self._slack.post(
+            user_id, {"text": f"Your Dreamboard history: {len(jobs)} generations, as CSV."}
         )
-        await self._slack.files_upload_v2(
-            channel=str(opened["channel"]),
+        await self._slack.upload_text(
+            channel,
             content=content,
             filename=f"dreamboard-history-{datetime.now(UTC):%Y-%m-%d}.csv",
             title="Dreamboard history",
@@ -143,10 +139,7 @@ class History:
         midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
         today = await self._store.jobs_since(team_id, user_id, midnight)
         view = views.home(recent, favourites, images, today=today, permalink=await self.permalinker())
-        try:
-            await call(self._slack.views_publish(user_id=user_id, view=view))
-        except SlackError as exc:
-            log.warning("views.publish for %s failed: %s", user_id, exc)
+        await self._slack.publish_home(user_id, view)
 
     def refresh_home(self, team_id: str, user_id: str) -> None:
         """Publish App Home soon, at most once per `min_interval` seconds per user (not after `close`)."""

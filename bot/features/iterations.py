@@ -7,12 +7,11 @@ import re
 from collections.abc import Mapping
 from typing import Any
 
-from slack_sdk.web.async_client import AsyncWebClient
-
 from bot.domain.requests import RequestError, parse_request
 from bot.features.intake import CapReachedError, Intake, NotInChannelError, StatusPostError
 from bot.features.references import ReferenceError, References
-from bot.slack.errors import SlackError, call
+from bot.slack.errors import SlackError
+from bot.slack.gateway import SlackGateway
 from bot.store.sqlite import Store
 from bot.views import blocks as views
 
@@ -42,9 +41,7 @@ def strip_mention(text: str, bot_user_id: str | None) -> str:
 class Iterations:
     """Decides whether a message is addressed to Dreamboard and turns it into a job."""
 
-    def __init__(
-        self, *, store: Store, intake: Intake, references: References, slack: AsyncWebClient
-    ) -> None:
+    def __init__(self, *, store: Store, intake: Intake, references: References, slack: SlackGateway) -> None:
         self._store = store
         self._intake = intake
         self._references = references
@@ -98,13 +95,14 @@ class Iterations:
             await self._ephemeral(channel, user, reply_in, views.cap_reached(exc.queued, text))
         except StatusPostError as exc:
             await self._ephemeral(channel, user, reply_in, views.notice(exc.user_message))
+        except SlackError as exc:
+            log.warning("thread reply %s in %s: Slack refused a read (%s)", ts, channel, exc)
+            problem = (
+                f"Slack would not let Dreamboard read this thread (`{exc.code}`), so nothing was started."
+            )
+            await self._ephemeral(channel, user, reply_in, views.notice(f":warning: {problem}"))
         except NotInChannelError:
             log.warning("cannot post in %s although a message arrived from it", channel)
 
     async def _ephemeral(self, channel: str, user: str, thread_ts: str, message: views.Message) -> None:
-        try:
-            await call(
-                self._slack.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
-            )
-        except SlackError as exc:
-            log.warning("ephemeral reply in %s failed: %s", channel, exc)
+        await self._slack.ephemeral(channel, user, thread_ts, message)

@@ -16,8 +16,6 @@ from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from slack_sdk.web.async_client import AsyncWebClient
-
 from bot.backends.base import BackendError
 from bot.backends.model_schema import MAX_REFERENCES
 from bot.backends.oxen import OxenClient
@@ -25,6 +23,7 @@ from bot.domain.errors import UserFacingError
 from bot.domain.images import ImageRejectedError, PreparedImage, prepare_image
 from bot.features.reference_hosting import ReferenceHost
 from bot.slack.files import ReferenceFetchError, SlackFileReader, file_name
+from bot.slack.gateway import SlackGateway
 from bot.store.model import ImageState, Job
 from bot.store.sqlite import Store
 
@@ -76,7 +75,7 @@ class References:
         *,
         store: Store,
         oxen: OxenClient,
-        slack: AsyncWebClient,
+        slack: SlackGateway,
         reader: SlackFileReader,
         host: ReferenceHost | None,
         cache: Path,
@@ -161,16 +160,7 @@ class References:
     async def _earlier_files(
         self, channel_id: str, thread_ts: str, message_ts: str
     ) -> list[Mapping[str, Any]]:
-        messages: list[Mapping[str, Any]] = []
-        cursor = None
-        while True:
-            response = await self._slack.conversations_replies(
-                channel=channel_id, ts=thread_ts, limit=200, cursor=cursor
-            )
-            messages += response.get("messages") or []
-            cursor = (response.get("response_metadata") or {}).get("next_cursor")
-            if not response.get("has_more") or not cursor:
-                break
+        messages = await self._slack.thread_messages(channel_id, thread_ts)
         found: list[Mapping[str, Any]] = []
         for message in reversed(messages):
             if (

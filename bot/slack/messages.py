@@ -120,17 +120,6 @@ class SlackMessages:
         except SlackError as exc:
             log.warning("job %s: posting the failure reply failed (%s)", job.id, exc)
 
-    async def ephemeral(self, channel: str, user: str, thread_ts: str | None, message: views.Message) -> bool:
-        """Show `message` to one user; False (logged) when Slack refused."""
-        try:
-            await call(
-                self._client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
-            )
-        except SlackError as exc:
-            log.warning("ephemeral reply to %s in %s failed (%s)", user, channel, exc)
-            return False
-        return True
-
 
 def _tag(event_type: str, job: Job) -> dict[str, Any]:
     return {"event_type": event_type, "event_payload": {"job_id": job.id}}

@@ -165,7 +165,7 @@ async def test_app_home_refreshes_are_throttled_per_user(harness: Harness) -> No
     await harness.start()
     assert harness.running is not None
     services = harness.running.services
-    history = History(store=services.store, slack=services.slack, min_interval=0.3)
+    history = History(store=services.store, slack=services.gateway, min_interval=0.3)
     started = time.monotonic()
     for _ in range(5):
         history.refresh_home(harness.slack.team_id, "U7")

@@ -71,31 +71,50 @@ async def test_a_stale_button_is_answered_instead_of_failing_silently(
     logged_failure(caplog, reference_in(answer.params["text"]))
 
 
-async def test_a_thread_reply_failing_after_its_ack_is_answered_in_the_thread(
-    harness: Harness, caplog: pytest.LogCaptureFixture
-) -> None:
+async def test_a_thread_reply_slack_will_not_let_us_read_is_answered_in_the_thread(harness: Harness) -> None:
     await harness.start()
     root = await harness.generate("a red fox")
     harness.slack.fault("conversations.replies", error="internal_error")
     await harness.send(harness.slack.human_message("C1", "now at night", thread_ts=root))
 
-    [answer] = await harness.slack.wait_for("chat.postEphemeral", where=failure_answer)
+    [answer] = await harness.slack.wait_for(
+        "chat.postEphemeral", where=lambda call: "read this thread" in str(call.params.get("text"))
+    )
     assert (answer.params["channel"], answer.params["user"], answer.params["thread_ts"]) == ("C1", "U2", root)
-    assert "your message" in answer.params["text"]
+    assert "`internal_error`" in answer.params["text"]
+    assert "nothing was started" in answer.params["text"]
+    assert len(await harness.jobs()) == 1
+
+
+async def reaction_on_the_card_with_a_failing_dm(harness: Harness) -> None:
+    """✉️ on a result card while Slack refuses the DM it asks for (an error no listener handles)."""
+    await harness.generate("a red fox")
+    [(job, _)] = await harness.jobs()
+    assert job.card_ts is not None
+    harness.slack.fault("chat.postMessage", error="internal_error")
+    await harness.send(harness.slack.reaction_event("envelope", user="U2", channel="C1", ts=job.card_ts))
+
+
+async def test_a_reaction_failing_after_its_ack_is_answered_in_the_channel(
+    harness: Harness, caplog: pytest.LogCaptureFixture
+) -> None:
+    await harness.start()
+    await reaction_on_the_card_with_a_failing_dm(harness)
+
+    [answer] = await harness.slack.wait_for("chat.postEphemeral", where=failure_answer)
+    assert (answer.params["channel"], answer.params["user"]) == ("C1", "U2")
+    assert "your :envelope: reaction" in answer.params["text"]
     assert "Slack refused a request (`internal_error`)" in answer.params["text"]
     record = logged_failure(caplog, reference_in(answer.params["text"]))
-    assert "event message from U2 failed after its ack" in record.getMessage()
-    assert len(await harness.jobs()) == 1
+    assert "event reaction_added from U2 failed after its ack" in record.getMessage()
 
 
 async def test_when_the_answer_fails_too_it_is_logged_and_nothing_escapes(
     harness: Harness, caplog: pytest.LogCaptureFixture
 ) -> None:
     await harness.start()
-    root = await harness.generate("a red fox")
-    harness.slack.fault("conversations.replies", error="internal_error")
     harness.slack.fault("chat.postEphemeral", error="channel_not_found")
-    await harness.send(harness.slack.human_message("C1", "now at night", thread_ts=root))
+    await reaction_on_the_card_with_a_failing_dm(harness)
     await harness.slack.wait_for("chat.postEphemeral")
     await harness.stop()  # waits for the listener (and its error handler) to end
 

@@ -1,0 +1,113 @@
+"""SlackGateway: the Web API calls the use cases make, typed, each failure a SlackError.
+
+The job engine's own messages live in messages.py and its uploads in files.py; everything else a
+feature or listener asks of Slack is here, so no module above bot/slack calls the SDK client.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import Awaitable, Mapping
+from typing import Any
+
+from slack_sdk.web.async_client import AsyncWebClient
+
+from bot.slack.errors import SlackError, call
+
+log = logging.getLogger(__name__)
+
+Message = Mapping[str, Any]
+
+
+class SlackGateway:
+    """Messages, views, users and threads, for the use cases."""
+
+    def __init__(self, client: AsyncWebClient) -> None:
+        self._client = client
+        self._workspace_url: str | None = None
+
+    async def workspace_url(self) -> str:
+        """The workspace's base URL (from auth.test, asked once)."""
+        if self._workspace_url is None:
+            self._workspace_url = str((await call(self._client.auth_test()))["url"])
+        return self._workspace_url
+
+    async def post(self, channel: str, message: Message, *, thread_ts: str | None = None) -> tuple[str, str]:
+        """Post a message; (channel, ts) as Slack reports them (a user id as channel opens the DM)."""
+        response = await call(
+            self._client.chat_postMessage(channel=channel, thread_ts=thread_ts, unfurl_links=False, **message)
+        )
+        return str(response["channel"]), str(response["ts"])
+
+    async def ephemeral(self, channel: str, user: str, thread_ts: str | None, message: Message) -> bool:
+        """Show `message` to one user; False (logged) when Slack refused."""
+        return await self.quietly(
+            self._client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message),
+            what=f"ephemeral reply to {user} in {channel}",
+        )
+
+    async def update(self, channel: str, ts: str, message: Message) -> bool:
+        """Rewrite one of the bot's messages; False (logged) when Slack refused."""
+        return await self.quietly(
+            self._client.chat_update(channel=channel, ts=ts, **message), what=f"chat.update {ts}"
+        )
+
+    async def delete_message(self, channel: str, ts: str) -> bool:
+        """Delete one of the bot's messages; False (logged) when Slack refused."""
+        return await self.quietly(self._client.chat_delete(channel=channel, ts=ts), what=f"chat.delete {ts}")
+
+    async def delete_file(self, file_id: str) -> bool:
+        """Delete one of the bot's files; False (logged) when Slack refused."""
+        return await self.quietly(self._client.files_delete(file=file_id), what=f"files.delete {file_id}")
+
+    async def is_admin(self, user: str) -> bool:
+        """Whether the user is a workspace admin or owner (False when Slack cannot tell)."""
+        try:
+            profile = (await call(self._client.users_info(user=user)))["user"]
+        except SlackError as exc:
+            log.warning("users.info for %s failed: %s", user, exc)
+            return False
+        return bool(profile.get("is_admin") or profile.get("is_owner"))
+
+    async def publish_home(self, user: str, view: dict[str, Any]) -> bool:
+        """Publish a user's App Home tab; False (logged) when Slack refused."""
+        return await self.quietly(
+            self._client.views_publish(user_id=user, view=view), what=f"views.publish for {user}"
+        )
+
+    async def open_view(self, trigger_id: str, view: dict[str, Any]) -> None:
+        """Open a modal (the trigger id is valid for 3 s)."""
+        await call(self._client.views_open(trigger_id=trigger_id, view=view))
+
+    async def upload_text(self, channel: str, *, content: str, filename: str, title: str) -> None:
+        """Share a text file (a CSV export) in a conversation."""
+        await call(
+            self._client.files_upload_v2(channel=channel, content=content, filename=filename, title=title)
+        )
+
+    async def thread_messages(self, channel: str, ts: str) -> list[dict[str, Any]]:
+        """Every message of a thread, oldest first, read 200 at a time."""
+        messages: list[dict[str, Any]] = []
+        cursor: str | None = None
+        while True:
+            page = await call(
+                self._client.conversations_replies(channel=channel, ts=ts, limit=200, cursor=cursor)
+            )
+            messages += page.get("messages") or []
+            cursor = (page.get("response_metadata") or {}).get("next_cursor")
+            if not page.get("has_more") or not cursor:
+                return messages
+
+    async def file_info(self, file_id: str) -> dict[str, Any]:
+        """A file object (for events that carry a stub)."""
+        return dict((await call(self._client.files_info(file=file_id)))["file"])
+
+    @staticmethod
+    async def quietly(request: Awaitable[object], *, what: str) -> bool:
+        """Await a call whose failure is only logged; whether it succeeded."""
+        try:
+            await call(request)
+        except SlackError as exc:
+            log.warning("%s failed: %s", what, exc)
+            return False
+        return True
