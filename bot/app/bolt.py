@@ -5,7 +5,6 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-import time
 from collections.abc import Awaitable, Callable
 from typing import Any, TypeVar
 
@@ -97,23 +96,15 @@ def build_app(services: Services, *, register: Register) -> AsyncApp:
     )
 
     @app.middleware
-    async def measure_ack(body: dict[str, Any], next: Callable[[], Awaitable[BoltResponse]]) -> BoltResponse:
-        started = time.perf_counter()
-        response = await next()
-        kind = "command" if "command" in body else str(body.get("type", "unknown"))
-        services.metrics.inc("dreamboard_acks_total", kind=kind)
-        services.metrics.observe("dreamboard_ack_seconds", time.perf_counter() - started, kind=kind)
-        return response
-
-    @app.middleware
     async def drop_duplicate_events(
         body: dict[str, Any],
-        next: Callable[[], Awaitable[BoltResponse]],
-    ) -> BoltResponse:
+        next: Callable[[], Awaitable[None]],
+    ) -> BoltResponse | None:
         event_id = body.get("event_id")
         if isinstance(event_id, str) and not await services.store.claim_event(f"event:{event_id}"):
             return BoltResponse(status=200, body="")
-        return await next()
+        await next()
+        return None
 
     app.error(answer_listener_error)
     register(Listeners(app, services.listeners), services)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
@@ -40,7 +41,14 @@ def build_web_app(
         return web.FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
 
     async def events(request: web.Request) -> web.Response:
-        return await to_aiohttp_response(await bolt.async_dispatch(await to_bolt_request(request)))
+        started = time.perf_counter()
+        bolt_request = await to_bolt_request(request)
+        answer = await bolt.async_dispatch(bolt_request)
+        body = bolt_request.body
+        kind = "command" if "command" in body else str(body.get("type", "unknown"))
+        services.metrics.inc("dreamboard_acks_total", kind=kind)
+        services.metrics.observe("dreamboard_ack_seconds", time.perf_counter() - started, kind=kind)
+        return await to_aiohttp_response(answer)
 
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_get("/healthz", healthz)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import time
 
@@ -39,8 +38,7 @@ class SocketModeTransport:
         """Stop the watchdog and close the connection."""
         if self._watchdog is not None:
             self._watchdog.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await self._watchdog
+            await asyncio.gather(self._watchdog, return_exceptions=True)
         if self._handler is not None:
             await self._handler.client.close()
             self._handler = None
@@ -59,7 +57,12 @@ class SocketModeTransport:
         strikes = 0
         while True:
             await asyncio.sleep(self._check_every)
-            if self._handler is not None and await self._healthy(self._handler):
+            try:
+                healthy = self._handler is not None and await self._healthy(self._handler)
+            except Exception:
+                log.warning("socket mode health check failed", exc_info=True)
+                healthy = False
+            if healthy:
                 strikes = 0
                 continue
             strikes += 1
