@@ -62,20 +62,31 @@ async def start(
     """Build everything, wire the listeners with `register`, resume unfinished jobs and start listening;
     housekeeping runs at once and then every `housekeeping_interval` seconds."""
     services = await Services.build(settings, oxen_retry=oxen_retry)
+    socket: SocketModeTransport | None = None
+    web_runner: web.AppRunner | None = None
     try:
-        await services.oxen.model_schema(settings.oxen_model)
-    except BackendError as exc:
-        log.warning("could not fetch the %s schema yet (%s); will retry per job", settings.oxen_model, exc)
-    bolt = build_app(services, register=register)
-    socket = None
-    if settings.slack_app_token is not None:
-        socket = SocketModeTransport(bolt, settings.slack_app_token.get_secret_value())
-    app = build_web_app(services, bolt, socket_connected=socket.is_connected if socket else None)
-    runner, port = await start_server(app, settings.host, settings.port)
-    services.backend.start()
-    await services.runner.start()
-    if socket is not None:
-        await socket.start()
+        try:
+            await services.oxen.model_schema(settings.oxen_model)
+        except BackendError as exc:
+            log.warning(
+                "could not fetch the %s schema yet (%s); will retry per job", settings.oxen_model, exc
+            )
+        bolt = build_app(services, register=register)
+        if settings.slack_app_token is not None:
+            socket = SocketModeTransport(bolt, settings.slack_app_token.get_secret_value())
+        app = build_web_app(services, bolt, socket_connected=socket.is_connected if socket else None)
+        web_runner, port = await start_server(app, settings.host, settings.port)
+        services.backend.start()
+        await services.runner.start()
+        if socket is not None:
+            await socket.start()
+    except BaseException:
+        if socket is not None:
+            await socket.close()
+        if web_runner is not None:
+            await web_runner.cleanup()
+        await services.aclose(grace=0.0)
+        raise
     log.info(
         "dreamboard ready: %s, http on %s:%d, model %s, reference hosting: %s",
         "socket mode" if socket else "http mode (POST /slack/events)",
@@ -85,7 +96,7 @@ async def start(
         services.references.host_description,
     )
     housekeeping = services.spawn(_housekeeping(services, housekeeping_interval), name="housekeeping")
-    return Runtime(services, runner, port, socket, housekeeping)
+    return Runtime(services, web_runner, port, socket, housekeeping)
 
 
 async def _housekeeping(services: Services, interval: float) -> None:

@@ -7,10 +7,12 @@ import json
 import os
 import re
 import signal
+import socket
 import sys
 from pathlib import Path
 
 import aiohttp
+import pytest
 
 from bot.store.model import JobState
 from tests.fakes.oxen import FakeOxen
@@ -98,3 +100,17 @@ async def test_the_real_process_serves_a_signed_command_and_stops_on_sigterm(
     assert '"message": "stopped"' in output
     for secret in (fake_slack.bot_token, fake_slack.signing_secret, fake_oxen.api_key):
         assert secret not in output
+
+
+async def test_a_start_that_fails_closes_what_it_opened(harness: Harness) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        with pytest.raises(OSError, match="address already in use"):
+            await harness.start(port=taken.getsockname()[1])
+    assert harness.running is None
+    # SQLite removes the write-ahead log when the last connection to the file closes cleanly.
+    assert not harness.database.with_name(harness.database.name + "-wal").exists()
+    await harness.start(port=0)
+    await harness.generate("a fox after a failed start")
+    assert harness.oxen.subscriber_count() == 1
