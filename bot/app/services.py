@@ -107,6 +107,7 @@ class Services:
         )
         runner = JobRunner(store=store, pipeline=pipeline, scheduler=scheduler)
         metrics.gauge("dreamboard_jobs", "state", runner.state_counts)
+        metrics.counter("dreamboard_sql_statements_total", lambda: float(store.statements))
         intake = Intake(settings=settings, store=store, backend=backend, runner=runner)
         iterations = Iterations(store=store, intake=intake, references=references, slack=slack)
         branching = Branching(store=store, intake=intake, runner=runner, slack=slack)
