@@ -12,7 +12,7 @@ from prometheus_client import (
     ProcessCollector,
     generate_latest,
 )
-from prometheus_client.core import GaugeMetricFamily
+from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily
 
 _BUCKETS = (0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0, 120.0, 300.0)
 
@@ -27,6 +27,9 @@ _COUNTERS = {
 }
 _GAUGES = {
     "dreamboard_jobs": "Jobs in this process by state (queued and running are current; others since start).",
+}
+_READ_COUNTERS = {
+    "dreamboard_sql_statements_total": "SQL statements the store ran since start (BEGIN and COMMIT too).",
 }
 
 
@@ -60,6 +63,11 @@ class Metrics:
         """Register a declared gauge whose values, keyed by one label, come from `read()` at scrape time."""
         self._registry.register(_ReadAtScrape(name, _GAUGES[name], label, read))
 
+    def counter(self, name: str, read: Callable[[], float]) -> None:
+        """Register a declared counter kept elsewhere (e.g. by the store); `read()` gives its total at scrape
+        time, so the hot path pays nothing for it."""
+        self._registry.register(_CountedElsewhere(name, _READ_COUNTERS[name], read))
+
     def render(self) -> str:
         """The Prometheus text exposition of every metric (serve it as `CONTENT_TYPE_LATEST`)."""
         return generate_latest(self._registry).decode()
@@ -79,3 +87,16 @@ class _ReadAtScrape:
         for value, amount in sorted(self._read().items()):
             family.add_metric([value], amount)
         return [family]
+
+
+class _CountedElsewhere:
+    """A collector yielding one unlabelled counter from a callback."""
+
+    def __init__(self, name: str, text: str, read: Callable[[], float]) -> None:
+        self._name, self._text, self._read = name, text, read
+
+    def describe(self) -> Iterable[CounterMetricFamily]:
+        return [CounterMetricFamily(self._name, self._text)]
+
+    def collect(self) -> Iterable[CounterMetricFamily]:
+        return [CounterMetricFamily(self._name, self._text, value=self._read())]

@@ -127,6 +127,7 @@ class Services:
         )
         runner = JobRunner(store=store, pipeline=pipeline, scheduler=scheduler)
         metrics.gauge("dreamboard_jobs", "state", runner.state_counts)
+        metrics.counter("dreamboard_sql_statements_total", lambda: float(store.statements))
         intake = Intake(
             store=store,
             backend=backend,

@@ -19,6 +19,10 @@ REQUIRED = (
     "peak_rss_mb_50x4k",
     "history_page_p99_ms",
     "baseline_ack_p99_ms",
+    "sql_statements_per_job",
+    "overhead_median_ms",
+    "overhead_card_median_ms",
+    "baseline_overhead_median_ms",
     "params",
 )
 
@@ -45,4 +49,5 @@ async def test_quick_benchmark_smoke_run(tmp_path: Path) -> None:
     assert results["duplicate_jobs"] == 0
     assert results["ack_errors"] == 0
     assert results["peak_rss_mb_50x4k"] > 0
+    assert results["sql_statements_per_job"] > 0
     assert "ack_p99_ms" in output.decode()

@@ -182,6 +182,8 @@ async def test_health_and_metrics(harness: Harness) -> None:
     assert "dreamboard_oxen_request_seconds_bucket" in text
     assert 'dreamboard_jobs{state="uploaded"} 1' in text
     assert "dreamboard_generation_seconds_count 1.0" in text
+    [statements] = [line for line in text.splitlines() if line.startswith("dreamboard_sql_statements_total ")]
+    assert float(statements.split()[1]) > 0
 
 
 async def test_sync_route_is_the_fallback_when_the_queue_is_missing(harness: Harness) -> None:

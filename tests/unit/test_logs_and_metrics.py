@@ -120,6 +120,16 @@ def test_gauges_are_read_at_scrape_time() -> None:
     assert 'dreamboard_jobs{state="queued"} 3.0' in metrics.render().splitlines()
 
 
+def test_counters_kept_elsewhere_are_read_at_scrape_time() -> None:
+    metrics = Metrics()
+    statements = [4]
+    metrics.counter("dreamboard_sql_statements_total", lambda: float(statements[0]))
+    statements[0] = 9
+    lines = metrics.render().splitlines()
+    assert "# TYPE dreamboard_sql_statements_total counter" in lines
+    assert "dreamboard_sql_statements_total 9.0" in lines
+
+
 def test_label_values_are_escaped() -> None:
     metrics = Metrics()
     metrics.inc("dreamboard_acks_total", kind='say "hi"\\now\nplease')
