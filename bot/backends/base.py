@@ -106,8 +106,9 @@ class ImageBackend(Protocol):
         """Handles of generations started with `body` no earlier than `since` (Unix time), oldest first."""
         ...
 
-    async def wait(self, handle: str, *, within: float) -> Outcome | None:
-        """The outcome once the generation finished, or None if it is still running after `within` s."""
+    async def wait(self, handle: str, *, within: float, look_first: bool = False) -> Outcome | None:
+        """The outcome once the generation finished, or None if it is still running after waiting up
+        to `within` s for it; `look_first` checks before waiting (a generation found after a restart)."""
         ...
 
     async def cancel(self, handle: str) -> None:

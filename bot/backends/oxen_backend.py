@@ -94,16 +94,20 @@ class OxenBackend:
         matches.sort(key=lambda row: float(getattr(row, "enqueued_at", 0) or 0))
         return [row.generation_id for row in matches]
 
-    async def wait(self, handle: str, *, within: float) -> Outcome | None:
-        """Poll once; if still running, wait for its completion event (or `within` seconds) and poll again."""
+    async def wait(self, handle: str, *, within: float, look_first: bool = False) -> Outcome | None:
+        """Wait for the generation's completion event (at most `within` s), then poll it once: the poll
+        is the truth, the event only saves the wait. `look_first` polls before waiting as well."""
         if handle.startswith(SYNC_HANDLE):
             return Outcome(result_url=handle.removeprefix(SYNC_HANDLE))
-        row = await self._client.poll(handle)
-        if not row.finished:
-            await self._events.wait(handle, within=within)
+        if look_first:
             row = await self._client.poll(handle)
-            if not row.finished:
-                return None
+            if row.finished:
+                return self._outcome(row)
+        await self._events.wait(handle, within=within)
+        row = await self._client.poll(handle)
+        return self._outcome(row) if row.finished else None
+
+    def _outcome(self, row: QueueRow) -> Outcome:
         if row.status == "succeeded":
             if row.result_url:
                 return Outcome(result_url=row.result_url)

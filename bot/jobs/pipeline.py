@@ -188,8 +188,11 @@ class JobPipeline:
         running = await self._store.mark_running(job.id, plan.notes)
         if running is None:
             return None
-        await self._messages.update_status(running)
-        outcomes = await _all_or_first_error([self._produce(running, plan, image) for image in images])
+        generating = asyncio.create_task(self._messages.update_status(running))
+        try:
+            outcomes = await _all_or_first_error([self._produce(running, plan, image) for image in images])
+        finally:
+            await generating
         if not any(outcome.result_url for outcome in outcomes):
             raise next(o.failure for o in outcomes if o.failure is not None)
         images = [
@@ -206,11 +209,13 @@ class JobPipeline:
             return Outcome(failure=BackendError(FailureKind.PROVIDER, image.error or "The image failed."))
         if image.state is ImageState.SUCCEEDED and image.result_url:
             return Outcome(result_url=image.result_url)
+        resumed = image.generation_id is not None
         handle = image.generation_id or await self._submit(job, image, plan.body_for(image.seed))
         while True:
-            outcome = await self._backend.wait(handle, within=self._poll_interval)
+            outcome = await self._backend.wait(handle, within=self._poll_interval, look_first=resumed)
             if outcome is not None:
                 break
+            resumed = False
         await self._store.set_image_outcome(
             job.id, image.idx, error=_failure_text(outcome) if outcome.failure else None,
             result_url=outcome.result_url,

@@ -24,7 +24,7 @@ import pytest
 
 from bot.store.model import ImageState, Job, JobImage, JobState
 from bot.store.sqlite import Store
-from tests.fakes.oxen import FakeOxen
+from tests.fakes.oxen import SCHEMA_CURRENT, FakeOxen
 from tests.fakes.slack import FakeSlack
 from tests.scenarios.harness import is_card
 
@@ -247,16 +247,21 @@ def left_waiting_for_a_slot(jobs: list[StoredJob], bot: BotProcess) -> None:
 
 
 async def before_submit(bot: BotProcess) -> None:
-    # Held at the first status update ("Generating…"): after queued → running, before the submission
-    # marker and POST /ai/queue. (GET /ai/models is no hold point: the schema is fetched at start-up.)
-    bot.slack.fault("chat.update", delay=LONG)
-    await bot.command("a fox killed before its submission")
-    await bot.slack.wait_for("chat.update", timeout=WAIT)
+    # Held while the job's model schema is read (its plan): announced, holding a slot, before the
+    # submission marker and POST /ai/queue. A second model is used because the default model's schema
+    # is fetched (and cached) at start-up.
+    bot.oxen.add_model("another-image-model", SCHEMA_CURRENT)
+    bot.oxen.fault("GET /ai/models", delay=LONG)
+    await bot.command("a fox killed before its submission --model another-image-model")
+    await bot.oxen.recorder.wait_for(
+        "GET /ai/models/{id}", where=lambda call: call.params["model_id"] == "another-image-model"
+    )
 
 
 def left_before_submit(jobs: list[StoredJob], bot: BotProcess) -> None:
     [(job, [image])] = jobs
-    assert job.state is JobState.RUNNING
+    assert job.state is JobState.QUEUED
+    assert job.status_ts is not None
     assert (image.state, image.submit_started_at) == (ImageState.PENDING, None)
 
 
