@@ -123,7 +123,7 @@ def failure_reply(job: Job, problem: str) -> Message:
         "text": f"Job {job.id} failed: {escape(problem)}",
         "blocks": [
             _section(f":x: <@{job.user_id}>, job `{job.id}` failed.\n{escape(problem)}"),
-            _context("Nothing was charged for images that were not produced. Edit the prompt and try again."),
+            _context("Reply in this thread with a prompt to try again."),
         ],
     }
 
