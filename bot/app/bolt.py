@@ -11,7 +11,7 @@ from typing import Any, TypeVar
 from slack_bolt.async_app import AsyncAck, AsyncApp
 from slack_bolt.response import BoltResponse
 
-from bot.app.listener_errors import answer_listener_error
+from bot.app.listener_errors import listener_error_handler
 from bot.app.services import Services
 from bot.app.tasks import Tasks
 
@@ -106,6 +106,6 @@ def build_app(services: Services, *, register: Register) -> AsyncApp:
         await next()
         return None
 
-    app.error(answer_listener_error)
+    app.error(listener_error_handler(services.gateway))
     register(Listeners(app, services.listeners), services)
     return app

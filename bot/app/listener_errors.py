@@ -12,6 +12,7 @@ from __future__ import annotations
 import logging
 import secrets
 import sqlite3
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 import aiohttp
@@ -19,48 +20,55 @@ import httpx
 from slack_bolt.async_app import AsyncBoltContext, AsyncRespond
 from slack_bolt.response import BoltResponse
 from slack_sdk.errors import SlackApiError
-from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.backends.base import BackendError
 from bot.slack.errors import SlackError, classify
+from bot.slack.gateway import SlackGateway
 
 log = logging.getLogger(__name__)
 
 _SHOWN_COMMAND = 60
 
 
-async def answer_listener_error(
-    error: Exception,
-    body: dict[str, Any],
-    response: BoltResponse | None,
-    context: AsyncBoltContext,
-    respond: AsyncRespond,
-    client: AsyncWebClient,
-) -> None:
-    """Log the failure under a new reference and, if the request was already acked (Bolt passes no
-    response then), tell the user; never raises."""
-    reference = secrets.token_hex(4)
-    try:
-        kind, cause = request_kind(body), failure_cause(error)
-        if response is not None:
-            log.error(
-                "%s failed before its ack (ref %s): %s; Slack gets an error response",
-                kind,
-                reference,
-                cause,
-                exc_info=error,
+ListenerErrorHandler = Callable[..., Awaitable[None]]
+
+
+def listener_error_handler(gateway: SlackGateway) -> ListenerErrorHandler:
+    """Bolt's error handler (`app.error`), answering through `gateway`."""
+
+    async def answer_listener_error(
+        error: Exception,
+        body: dict[str, Any],
+        response: BoltResponse | None,
+        context: AsyncBoltContext,
+        respond: AsyncRespond,
+    ) -> None:
+        """Log the failure under a new reference and, if the request was already acked (Bolt passes no
+        response then), tell the user; never raises."""
+        reference = secrets.token_hex(4)
+        try:
+            kind, cause = request_kind(body), failure_cause(error)
+            if response is not None:
+                log.error(
+                    "%s failed before its ack (ref %s): %s; Slack gets an error response",
+                    kind,
+                    reference,
+                    cause,
+                    exc_info=error,
+                )
+                return
+            log.error("%s failed after its ack (ref %s): %s", kind, reference, cause, exc_info=error)
+            text = (
+                f":warning: Dreamboard could not finish {what_failed(body)}: {cause}. Please try again; if "
+                f"it keeps failing, an admin can find the details in the logs under reference `{reference}`."
             )
-            return
-        log.error("%s failed after its ack (ref %s): %s", kind, reference, cause, exc_info=error)
-        text = (
-            f":warning: Dreamboard could not finish {what_failed(body)}: {cause}. Please try again; "
-            f"if it keeps failing, an admin can find the details in the logs under reference `{reference}`."
-        )
-        await _tell(text, body, context, respond, client)
-    except Exception as exc:
-        log.warning(
-            "could not answer the user about failure %s: %s", reference, failure_cause(exc), exc_info=exc
-        )
+            await _tell(text, body, context, respond, gateway)
+        except Exception as exc:
+            log.warning(
+                "could not answer the user about failure %s: %s", reference, failure_cause(exc), exc_info=exc
+            )
+
+    return answer_listener_error
 
 
 def request_kind(body: dict[str, Any]) -> str:
@@ -124,7 +132,7 @@ async def _tell(
     body: dict[str, Any],
     context: AsyncBoltContext,
     respond: AsyncRespond,
-    client: AsyncWebClient,
+    gateway: SlackGateway,
 ) -> None:
     """Ephemeral through the response_url (commands, message buttons); otherwise in the event's
     channel or thread (events), or by DM (App Home buttons)."""
@@ -141,11 +149,8 @@ async def _tell(
         thread_ts = event.get("thread_ts")
         if thread_ts is None and event.get("type") in ("message", "app_mention"):
             thread_ts = event.get("ts")
-        if thread_ts:
-            await client.chat_postEphemeral(channel=channel, user=user, text=text, thread_ts=thread_ts)
-        else:
-            await client.chat_postEphemeral(channel=channel, user=user, text=text)
+        await gateway.ephemeral_or_raise(channel, user, thread_ts, {"text": text})
         return
     user = (body.get("user") or {}).get("id")
     if user:
-        await client.chat_postMessage(channel=user, text=text)
+        await gateway.post(user, {"text": text})

@@ -42,8 +42,16 @@ class SlackGateway:
     async def ephemeral(self, channel: str, user: str, thread_ts: str | None, message: Message) -> bool:
         """Show `message` to one user; False (logged) when Slack refused."""
         return await self.quietly(
-            self._client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message),
+            self.ephemeral_or_raise(channel, user, thread_ts, message),
             what=f"ephemeral reply to {user} in {channel}",
+        )
+
+    async def ephemeral_or_raise(
+        self, channel: str, user: str, thread_ts: str | None, message: Message
+    ) -> None:
+        """Show `message` to one user; raises SlackError."""
+        await call(
+            self._client.chat_postEphemeral(channel=channel, user=user, thread_ts=thread_ts, **message)
         )
 
     async def update(self, channel: str, ts: str, message: Message) -> bool:

@@ -29,6 +29,11 @@ def is_card(call: Call) -> bool:
     return "Result of job" in str(call.params.get("text"))
 
 
+def is_done(call: Call) -> bool:
+    """Whether a recorded chat.update marks a status message Done (the last step of a job)."""
+    return "*Done*" in str(call.params.get("text"))
+
+
 def answers(calls: list[Call]) -> list[Call]:
     """Calls that answer someone (leaving out background App Home refreshes)."""
     return [call for call in calls if call.method not in ("views.publish", "auth.test")]
@@ -99,12 +104,15 @@ class Harness:
         return await self.slack.send_command(self.events_url, text, **fields)
 
     async def generate(self, text: str, **fields: Any) -> str:
-        """Run `/imagine <text>` to completion; returns its thread's root ts."""
+        """Run `/imagine <text>` to completion (its status message says Done); returns its thread's root."""
         cards = len([call for call in self.slack.calls_to("chat.postMessage") if is_card(call)])
         await self.command(text, **fields)
         await self.slack.wait_for("chat.postMessage", where=is_card, count=cards + 1)
         job, _ = (await self.jobs())[-1]
         assert job.thread_ts is not None
+        await self.slack.wait_for(
+            "chat.update", where=lambda call: call.params.get("ts") == job.status_ts and is_done(call)
+        )
         return job.thread_ts
 
     async def send(self, event: dict[str, Any], **options: Any) -> SignedResponse:

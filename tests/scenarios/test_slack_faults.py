@@ -12,12 +12,7 @@ from typing import Any
 import pytest
 
 from bot.store.model import JobState
-from tests.fakes.recorder import Call
-from tests.scenarios.harness import Harness, is_card
-
-
-def is_done(call: Call) -> bool:
-    return "Done" in str(call.params.get("text"))
+from tests.scenarios.harness import Harness, is_card, is_done
 
 
 def slack_saw(harness: Harness) -> str:
