@@ -3,7 +3,8 @@
 from __future__ import annotations
 
 import contextlib
-import socket
+import errno
+import random
 import sqlite3
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -39,11 +40,9 @@ def answers(calls: list[Call]) -> list[Call]:
     return [call for call in calls if call.method not in ("views.publish", "auth.test")]
 
 
-def free_port() -> int:
-    """A loopback port that was free a moment ago (for settings that must name the bot's own URL)."""
-    with socket.socket() as probe:
-        probe.bind(("127.0.0.1", 0))
-        return int(probe.getsockname()[1])
+OWN_PORTS = range(10_000, 32_000)
+"""Where a bot that must know its own URL before it binds takes its port: below Linux's ephemeral range
+(32768-60999), so no outgoing connection of a parallel test run can be holding it."""
 
 
 @dataclass
@@ -81,6 +80,19 @@ class Harness:
             self.settings(), register=handlers.register, oxen_retry=FAST_RETRIES
         )
         return self.running
+
+    async def start_at_own_url(self, **overrides: Any) -> runtime.Runtime:
+        """Start with PUBLIC_BASE_URL naming the bot's own loopback port (bot-hosted reference URLs).
+        The port must be chosen before the bot binds it, so another test run may take it first: then
+        the (cleanly failed) start is retried on another port."""
+        for _ in range(20):
+            port = random.choice(OWN_PORTS)
+            try:
+                return await self.start(port=port, public_base_url=f"http://127.0.0.1:{port}", **overrides)
+            except OSError as exc:
+                if exc.errno != errno.EADDRINUSE:
+                    raise
+        raise AssertionError("no free loopback port for the bot's own URL")
 
     async def stop(self, grace: float = 5.0) -> None:
         """Shut down as on SIGTERM."""

@@ -9,7 +9,7 @@ import aiohttp
 from PIL import Image
 
 from bot.features.reference_hosting import SignedUrlHost
-from tests.scenarios.harness import Harness, free_port, is_card
+from tests.scenarios.harness import Harness, is_card
 
 
 def png(colour: str) -> bytes:
@@ -63,8 +63,7 @@ async def test_without_hosting_attachments_are_refused_but_results_still_iterate
 
 
 async def test_signed_reference_urls_expire_and_cannot_be_forged(harness: Harness) -> None:
-    port = free_port()
-    await harness.start(port=port, public_base_url=f"http://127.0.0.1:{port}")
+    await harness.start_at_own_url()
     await iterate_with_attachment(harness, png("teal"))
     await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
     signed = harness.oxen.submissions[-1]["input_image"][0]

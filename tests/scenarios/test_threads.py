@@ -12,7 +12,7 @@ from PIL import Image
 
 from bot.store.model import JobState
 from tests.fakes.recorder import Call
-from tests.scenarios.harness import Harness, answers, free_port, is_card
+from tests.scenarios.harness import Harness, answers, is_card
 
 
 def png(colour: str, size: tuple[int, int] = (64, 48)) -> bytes:
@@ -23,8 +23,7 @@ def png(colour: str, size: tuple[int, int] = (64, 48)) -> bytes:
 
 async def start_public(harness: Harness, **overrides: Any) -> None:
     """Start with bot-hosted signed reference URLs (the bot's own loopback address as PUBLIC_BASE_URL)."""
-    port = free_port()
-    await harness.start(port=port, public_base_url=f"http://127.0.0.1:{port}", **overrides)
+    await harness.start_at_own_url(**overrides)
 
 
 async def next_job_submissions(harness: Harness, count: int) -> list[dict[str, Any]]:
