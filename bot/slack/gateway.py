@@ -13,6 +13,7 @@ from typing import Any
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.slack.errors import SlackError, call
+from bot.slack.paging import message_pages
 
 log = logging.getLogger(__name__)
 
@@ -95,16 +96,12 @@ class SlackGateway:
 
     async def thread_messages(self, channel: str, ts: str) -> list[dict[str, Any]]:
         """Every message of a thread, oldest first, read 200 at a time."""
-        messages: list[dict[str, Any]] = []
-        cursor: str | None = None
-        while True:
-            page = await call(
-                self._client.conversations_replies(channel=channel, ts=ts, limit=200, cursor=cursor)
+        pages = message_pages(
+            lambda cursor: self._client.conversations_replies(
+                channel=channel, ts=ts, limit=200, cursor=cursor
             )
-            messages += page.get("messages") or []
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if not page.get("has_more") or not cursor:
-                return messages
+        )
+        return [message async for page in pages for message in page]
 
     async def file_info(self, file_id: str) -> dict[str, Any]:
         """A file object (for events that carry a stub)."""

@@ -7,13 +7,16 @@ instead of being posted twice (slack.md, message metadata; read back with `inclu
 
 from __future__ import annotations
 
+import contextlib
 import logging
+from collections.abc import AsyncGenerator
 from typing import Any
 
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.domain.secrets import Redactor
 from bot.slack.errors import SlackError, call
+from bot.slack.paging import message_pages
 from bot.store.model import Job
 from bot.views import blocks as views
 
@@ -52,21 +55,16 @@ class SlackMessages:
         in its thread, or among the channel's messages since the job was created."""
         if job.thread_ts is not None:
             return await self._find_in_thread(job, job.thread_ts, STATUS_EVENT)
-        cursor: str | None = None
-        while True:
-            page = await call(
-                self._client.conversations_history(
-                    channel=job.channel_id,
-                    oldest=f"{job.created_at - LOOKBACK:.6f}",
-                    include_all_metadata=True,
-                    limit=200,
-                    cursor=cursor,
-                )
+        pages = message_pages(
+            lambda cursor: self._client.conversations_history(
+                channel=job.channel_id,
+                oldest=f"{job.created_at - LOOKBACK:.6f}",
+                include_all_metadata=True,
+                limit=200,
+                cursor=cursor,
             )
-            found = _tagged(page.get("messages") or [], STATUS_EVENT, job)
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if found or not page.get("has_more") or not cursor:
-                return found
+        )
+        return await _first_tagged(pages, STATUS_EVENT, job)
 
     async def update_status(self, job: Job, *, problem: str | None = None) -> None:
         """Rewrite the status message for the job's current state; failures are logged, not raised."""
@@ -96,17 +94,12 @@ class SlackMessages:
         return await self._find_in_thread(job, str(job.root_ts), CARD_EVENT)
 
     async def _find_in_thread(self, job: Job, thread_ts: str, event_type: str) -> str | None:
-        cursor: str | None = None
-        while True:
-            page = await call(
-                self._client.conversations_replies(
-                    channel=job.channel_id, ts=thread_ts, include_all_metadata=True, limit=200, cursor=cursor
-                )
+        pages = message_pages(
+            lambda cursor: self._client.conversations_replies(
+                channel=job.channel_id, ts=thread_ts, include_all_metadata=True, limit=200, cursor=cursor
             )
-            found = _tagged(page.get("messages") or [], event_type, job)
-            cursor = (page.get("response_metadata") or {}).get("next_cursor")
-            if found or not page.get("has_more") or not cursor:
-                return found
+        )
+        return await _first_tagged(pages, event_type, job)
 
     async def post_failure(self, job: Job, problem: str) -> None:
         """Explain a failed job in its thread; a Slack failure here is only logged."""
@@ -125,12 +118,15 @@ def _tag(event_type: str, job: Job) -> dict[str, Any]:
     return {"event_type": event_type, "event_payload": {"job_id": job.id}}
 
 
-def _tagged(messages: list[dict[str, Any]], event_type: str, job: Job) -> str | None:
-    for message in messages:
-        metadata = message.get("metadata") or {}
-        if (
-            metadata.get("event_type") == event_type
-            and (metadata.get("event_payload") or {}).get("job_id") == job.id
-        ):
-            return str(message["ts"])
+async def _first_tagged(
+    pages: AsyncGenerator[list[dict[str, Any]], None], event_type: str, job: Job
+) -> str | None:
+    """The ts of the first message tagged with `event_type` for `job`, reading no further pages."""
+    async with contextlib.aclosing(pages):
+        async for messages in pages:
+            for message in messages:
+                metadata = message.get("metadata") or {}
+                payload = metadata.get("event_payload") or {}
+                if metadata.get("event_type") == event_type and payload.get("job_id") == job.id:
+                    return str(message["ts"])
     return None

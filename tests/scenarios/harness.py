@@ -25,6 +25,26 @@ from tests.fakes.slack import FakeSlack, SignedResponse
 FAST_RETRIES = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 
 
+StoredJob = tuple[Job, list[JobImage]]
+
+
+async def stored_jobs(database: Path) -> list[StoredJob]:
+    """Every job stored in `database` with its images, oldest first, read through a connection of its
+    own (the bot's may be in another process)."""
+    with contextlib.closing(sqlite3.connect(database)) as db:
+        ids = [str(row[0]) for row in db.execute("SELECT id FROM generations ORDER BY created_at, rowid")]
+    store = await Store.open(database)
+    try:
+        result = []
+        for job_id in ids:
+            job = await store.get_job(job_id)
+            assert job is not None
+            result.append((job, await store.images(job_id)))
+        return result
+    finally:
+        await store.close()
+
+
 def is_card(call: Call) -> bool:
     """Whether a recorded chat.postMessage is a result card."""
     return "Result of job" in str(call.params.get("text"))
@@ -136,17 +156,6 @@ class Harness:
         async with aiohttp.ClientSession() as session, session.get(self.url + path) as response:
             return response.status, await response.text()
 
-    async def jobs(self) -> list[tuple[Job, list[JobImage]]]:
-        """Every stored job with its images, read through a separate connection to the file."""
-        with contextlib.closing(sqlite3.connect(self.database)) as db:
-            ids = [str(row[0]) for row in db.execute("SELECT id FROM generations ORDER BY created_at, rowid")]
-        store = await Store.open(self.database)
-        try:
-            result = []
-            for job_id in ids:
-                job = await store.get_job(job_id)
-                assert job is not None
-                result.append((job, await store.images(job_id)))
-            return result
-        finally:
-            await store.close()
+    async def jobs(self) -> list[StoredJob]:
+        """Every stored job with its images (see `stored_jobs`)."""
+        return await stored_jobs(self.database)

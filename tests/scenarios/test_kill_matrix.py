@@ -22,11 +22,10 @@ from pathlib import Path
 
 import pytest
 
-from bot.store.model import ImageState, Job, JobImage, JobState
-from bot.store.sqlite import Store
+from bot.store.model import ImageState, JobState
 from tests.fakes.oxen import SCHEMA_CURRENT, FakeOxen
 from tests.fakes.slack import FakeSlack
-from tests.scenarios.harness import is_card
+from tests.scenarios.harness import StoredJob, is_card, stored_jobs
 
 ROOT = Path(__file__).parents[2]
 READY = re.compile(r"http on 127\.0\.0\.1:(\d+)")
@@ -35,8 +34,6 @@ LONG = 60.0
 WAIT = 20.0
 """How long to wait for a call that proves a stage (four copies of this file may share two cores)."""
 CHANNEL = "C1"
-
-StoredJob = tuple[Job, list[JobImage]]
 
 
 class BotProcess:
@@ -145,18 +142,7 @@ class BotProcess:
 
     async def jobs(self) -> list[StoredJob]:
         """Every stored job with its images, read through a separate connection to the file."""
-        with contextlib.closing(sqlite3.connect(self.database, timeout=5)) as db:
-            ids = [str(row[0]) for row in db.execute("SELECT id FROM generations ORDER BY created_at, rowid")]
-        store = await Store.open(self.database)
-        try:
-            result = []
-            for job_id in ids:
-                job = await store.get_job(job_id)
-                assert job is not None
-                result.append((job, await store.images(job_id)))
-            return result
-        finally:
-            await store.close()
+        return await stored_jobs(self.database)
 
     async def settled(self, *, timeout: float = WAIT) -> list[StoredJob]:
         """Wait until every stored job has ended, an uploaded one only once its card_ts is stored. Checked
