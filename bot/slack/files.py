@@ -146,6 +146,14 @@ def file_name(file: Mapping[str, Any]) -> str:
     return str(file.get("name") or file.get("title") or file.get("id") or "an attachment")
 
 
+def sign_in_page(name: str) -> str:
+    """What to say when Slack showed its sign-in page instead of a file."""
+    return (
+        f"Slack answered with a sign-in page instead of “{name}”. "
+        "Dreamboard may be missing the files:read scope or access to that file."
+    )
+
+
 class SlackFileReader:
     """Downloads files users attached, sending the bot token only to allow-listed Slack file hosts."""
 
@@ -197,10 +205,7 @@ class SlackFileReader:
                         self._check_host(url, name, redirected=True)
                         continue
                     if response.status != 200 or response.content_type == "text/html":
-                        raise ReferenceFetchError(
-                            f"Slack answered with a sign-in page instead of “{name}”. "
-                            "Dreamboard may be missing the files:read scope or access to that file."
-                        )
+                        raise ReferenceFetchError(sign_in_page(name))
                     data = bytearray()
                     async for chunk in response.content.iter_chunked(256 * 1024):
                         data += chunk
@@ -218,6 +223,10 @@ class SlackFileReader:
         parts = urlsplit(url)
         host = parts.hostname or ""
         if host not in self._hosts:
+            if redirected and "redir=" in parts.query:
+                # Slack's answer to a token that may not read the file: a redirect to the workspace's
+                # sign-in page, `…/?redir=…` (slack.md §2.3, deno-slack-sdk#285).
+                raise ReferenceFetchError(sign_in_page(name))
             if redirected:
                 log.warning(
                     "a Slack file download was redirected to %s, which is not in SLACK_FILE_HOSTS", host

@@ -282,7 +282,8 @@ class FakeSlack:
         files.slack.com with a 302 to files-origin.slack.com (NousResearch/hermes-agent#114483: the second
         host also needs the Bearer token and serves the sign-in page without it). "origin" redirects to
         this fake's `origin_host`; any other value is the host name put in Location (its server is not
-        this fake); None stops redirecting."""
+        this fake); None stops redirecting. A value with a query (`dreamteam.slack.com/?redir=…`) is
+        taken as the whole Location, as Slack's redirect to the workspace sign-in page (slack.md §2.3)."""
         self._file_redirect = host
 
     def age_trigger(self, trigger_id: str, seconds: float) -> None:
@@ -769,7 +770,11 @@ class FakeSlack:
             return web.Response(status=404, text="Not Found")
         if not origin and self._file_redirect is not None:
             target = self._file_redirect if self._file_redirect != "origin" else self.origin_host
-            location = request.url.with_host(target).with_path(f"/files-origin/{path}")
+            location = (
+                f"https://{target}"
+                if "?" in target
+                else str(request.url.with_host(target).with_path(f"/files-origin/{path}"))
+            )
             # Grid's 302 carries a small HTML body ("Found"), like the sign-in redirect (slack.md §2.3).
             raise web.HTTPFound(location, text="Found", content_type="text/html")
         file_id = path.split("/")[0].split("-")[-1]

@@ -94,3 +94,14 @@ async def test_a_redirect_to_another_host_is_refused_by_name(harness: Harness, t
     [download] = harness.slack.calls_to("file_download")  # the redirect target never saw a request
     assert download.params["host"] == harness.slack.file_host
     assert len(await harness.jobs()) == 1
+
+
+async def test_a_redirect_to_the_sign_in_page_still_says_sign_in(harness: Harness) -> None:
+    await harness.start_at_own_url()
+    root = await harness.generate("a lighthouse")
+    file = harness.slack.add_file(png("red"), name="moodboard.png")
+    harness.slack.redirect_files("dreamteam.slack.com/?redir=%2Ffiles-pri%2Fx")
+    await harness.send(harness.slack.human_message("C1", "use this", thread_ts=root, files=[file]))
+    [ephemeral] = await harness.slack.wait_for("chat.postEphemeral")
+    assert "sign-in page instead of “moodboard.png”" in ephemeral.params["text"]
+    assert len(harness.slack.calls_to("file_download")) == 1
