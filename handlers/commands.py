@@ -81,8 +81,10 @@ async def handle_imagine(
         log.info("duplicate /imagine delivery ignored")
     except CapReachedError as exc:
         await respond(response_type="ephemeral", **views.cap_reached(exc.queued, request.prompt))
-    except NotInChannelError:
-        await respond(response_type="ephemeral", **views.not_in_channel(context.bot_user_id))
+    except NotInChannelError as exc:
+        await respond(
+            response_type="ephemeral", **views.not_in_channel(context.bot_user_id, archived=exc.archived)
+        )
     except StatusPostError as exc:
         await respond(response_type="ephemeral", **views.notice(exc.user_message))
 
@@ -97,8 +99,10 @@ async def _show(
         )
     except NotAllowedError as exc:
         await respond(response_type="ephemeral", **views.notice(f":no_entry: {exc}"))
-    except NotInChannelError:
-        await respond(response_type="ephemeral", **views.not_in_channel(context.bot_user_id))
+    except NotInChannelError as exc:
+        await respond(
+            response_type="ephemeral", **views.not_in_channel(context.bot_user_id, archived=exc.archived)
+        )
 
 
 async def _history(

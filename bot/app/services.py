@@ -33,6 +33,7 @@ from bot.jobs.runner import JobRunner
 from bot.jobs.scheduler import FairScheduler
 from bot.slack.files import SlackFileReader, SlackFiles
 from bot.slack.gateway import SlackGateway
+from bot.slack.membership import ChannelAccess
 from bot.slack.messages import SlackMessages
 from bot.store.sqlite import Store
 
@@ -134,6 +135,7 @@ class Services:
             runner=runner,
             default_model=settings.oxen_model,
             default_size=settings.oxen_size,
+            access=ChannelAccess(slack),
         )
         iterations = Iterations(store=store, intake=intake, references=references, slack=gateway)
         branching = Branching(store=store, intake=intake, runner=runner, slack=gateway)

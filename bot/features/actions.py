@@ -287,7 +287,7 @@ def refusal(exc: Exception, prompt: str) -> views.Message:
     if isinstance(exc, CapReachedError):
         return views.cap_reached(exc.queued, prompt)
     if isinstance(exc, NotInChannelError):
-        return views.not_in_channel(None)
+        return views.not_in_channel(None, archived=exc.archived)
     if isinstance(exc, StatusPostError):
         return views.notice(exc.user_message)
     return views.notice(f":no_entry: {exc}")

@@ -17,6 +17,7 @@ from bot.features.references import Collected
 from bot.jobs.runner import JobRunner
 from bot.jobs.scheduler import CapReachedError
 from bot.slack.errors import SlackError, SlackErrorKind
+from bot.slack.membership import ChannelAccess
 from bot.store.model import Job, NewJob
 from bot.store.sqlite import Store
 
@@ -54,8 +55,16 @@ class Intake:
     """Creates jobs: admits, draws seeds, stores, and hands over to the runner."""
 
     def __init__(
-        self, *, store: Store, backend: ImageBackend, runner: JobRunner, default_model: str, default_size: str
+        self,
+        *,
+        store: Store,
+        backend: ImageBackend,
+        runner: JobRunner,
+        default_model: str,
+        default_size: str,
+        access: ChannelAccess | None = None,
     ) -> None:
+        self._access = access
         self._default_model = default_model
         self._default_size = default_size
         self._store = store
@@ -82,7 +91,13 @@ class Intake:
         request_key: str | None = None,
     ) -> Job:
         """Store, announce and queue a job. Raises CapReachedError, NotInChannelError, StatusPostError,
-        or store.DuplicateRequestError when `request_key` already made a job."""
+        or store.DuplicateRequestError when `request_key` already made a job. Nothing is stored or posted
+        when the bot could not deliver the images into `channel_id` (see ChannelAccess)."""
+        if self._access is not None:
+            try:
+                await self._access.check(channel_id)
+            except SlackError:
+                raise NotInChannelError() from None
         ticket = self._runner.admit(team_id, user_id)
         try:
             job, images = await self._store.insert_job(

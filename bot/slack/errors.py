@@ -44,6 +44,7 @@ _KINDS = {
     "not_in_channel": SlackErrorKind.NOT_IN_CHANNEL,
     "channel_not_found": SlackErrorKind.NOT_IN_CHANNEL,
     "is_archived": SlackErrorKind.ARCHIVED,
+    "is_inactive": SlackErrorKind.ARCHIVED,  # chat.update in a frozen, archived or deleted channel
     "ratelimited": SlackErrorKind.RATE_LIMITED,
     "rate_limited": SlackErrorKind.RATE_LIMITED,
     "internal_error": SlackErrorKind.UNAVAILABLE,

@@ -3,12 +3,13 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from typing import Any
-from urllib.parse import urlsplit
+from urllib.parse import urljoin, urlsplit
 
 import aiohttp
 from slack_sdk.web.async_client import AsyncWebClient
@@ -16,6 +17,8 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.domain.errors import UserFacingError
 from bot.domain.hosts import is_loopback
 from bot.slack.errors import SlackError, SlackErrorKind, call
+
+log = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -38,6 +41,9 @@ class UploadState(StrEnum):
 
 
 UPLOAD_ATTEMPTS = 4
+MAX_REDIRECTS = 3
+"""How many redirects a reference download follows (Grid needs one)."""
+REDIRECTS = frozenset({301, 302, 303, 307, 308})
 UPLOAD_TIMEOUT = aiohttp.ClientTimeout(total=300, sock_connect=30)
 MAX_RETRY_AFTER = 60.0
 
@@ -140,6 +146,14 @@ def file_name(file: Mapping[str, Any]) -> str:
     return str(file.get("name") or file.get("title") or file.get("id") or "an attachment")
 
 
+def sign_in_page(name: str) -> str:
+    """What to say when Slack showed its sign-in page instead of a file."""
+    return (
+        f"Slack answered with a sign-in page instead of “{name}”. "
+        "Dreamboard may be missing the files:read scope or access to that file."
+    )
+
+
 class SlackFileReader:
     """Downloads files users attached, sending the bot token only to allow-listed Slack file hosts."""
 
@@ -164,7 +178,12 @@ class SlackFileReader:
         return dict(info["file"])
 
     async def download(self, file: Mapping[str, Any], *, max_bytes: int) -> bytes:
-        """The file's bytes; raises ReferenceFetchError with a reason naming the file."""
+        """The file's bytes; raises ReferenceFetchError with a reason naming the file.
+
+        Redirects are followed by hand, at most MAX_REDIRECTS, and only to allow-listed hosts (https unless
+        loopback), each hop sent the token again: Enterprise Grid answers files.slack.com with a 302 to
+        files-origin.slack.com, which needs the token too (NousResearch/hermes-agent#114483). A redirect
+        anywhere else is refused before any request goes there, so the token never leaves those hosts."""
         name = file_name(file)
         size = file.get("size")
         too_big = f"“{name}” is too large: references can be at most {max_bytes / 1_048_576:g} MB."
@@ -174,30 +193,51 @@ class SlackFileReader:
         if mimetype and not mimetype.startswith("image/"):
             raise ReferenceFetchError(f"“{name}” is not an image ({mimetype}).")
         url = str(file.get("url_private_download") or file.get("url_private") or "")
-        parts = urlsplit(url)
-        if not url or parts.hostname not in self._hosts:
-            raise ReferenceFetchError(
-                f"“{name}” is not stored on Slack's file servers, so Dreamboard won't fetch it."
-            )
-        if parts.scheme != "https" and not is_loopback(parts.hostname or ""):
-            raise ReferenceFetchError(f"“{name}” is not served over https, so Dreamboard won't fetch it.")
+        self._check_host(url, name, redirected=False)
         headers = {"Authorization": f"Bearer {self._token}"}
         try:
-            async with self._http.get(
-                url, headers=headers, allow_redirects=False, timeout=UPLOAD_TIMEOUT
-            ) as response:
-                if response.status != 200 or response.content_type == "text/html":
-                    raise ReferenceFetchError(
-                        f"Slack answered with a sign-in page instead of “{name}”. "
-                        "Dreamboard may be missing the files:read scope or access to that file."
-                    )
-                data = bytearray()
-                async for chunk in response.content.iter_chunked(256 * 1024):
-                    data += chunk
-                    if len(data) > max_bytes:
-                        raise ReferenceFetchError(too_big)
+            for _ in range(MAX_REDIRECTS + 1):
+                async with self._http.get(
+                    url, headers=headers, allow_redirects=False, timeout=UPLOAD_TIMEOUT
+                ) as response:
+                    if response.status in REDIRECTS and response.headers.get("Location"):
+                        url = urljoin(str(response.url), response.headers["Location"])
+                        self._check_host(url, name, redirected=True)
+                        continue
+                    if response.status != 200 or response.content_type == "text/html":
+                        raise ReferenceFetchError(sign_in_page(name))
+                    data = bytearray()
+                    async for chunk in response.content.iter_chunked(256 * 1024):
+                        data += chunk
+                        if len(data) > max_bytes:
+                            raise ReferenceFetchError(too_big)
+                    return bytes(data)
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ReferenceFetchError(
                 f"Downloading “{name}” from Slack failed ({type(exc).__name__}); try again."
             ) from None
-        return bytes(data)
+        raise ReferenceFetchError(f"Slack redirected “{name}” more than {MAX_REDIRECTS} times; try again.")
+
+    def _check_host(self, url: str, name: str, *, redirected: bool) -> None:
+        """Refuse a URL the token must not be sent to (naming the file, and the host when redirected)."""
+        parts = urlsplit(url)
+        host = parts.hostname or ""
+        if host not in self._hosts:
+            if redirected and "redir=" in parts.query:
+                # Slack's answer to a token that may not read the file: a redirect to the workspace's
+                # sign-in page, `…/?redir=…` (slack.md §2.3, deno-slack-sdk#285).
+                raise ReferenceFetchError(sign_in_page(name))
+            if redirected:
+                log.warning(
+                    "a Slack file download was redirected to %s, which is not in SLACK_FILE_HOSTS", host
+                )
+                raise ReferenceFetchError(
+                    f"Slack sent “{name}” on to {host or 'an unnamed host'}, which Dreamboard is not allowed "
+                    "to fetch from (SLACK_FILE_HOSTS), so it was not downloaded. Whoever runs Dreamboard "
+                    "can add that host if it is Slack's."
+                )
+            raise ReferenceFetchError(
+                f"“{name}” is not stored on Slack's file servers, so Dreamboard won't fetch it."
+            )
+        if parts.scheme != "https" and not is_loopback(host):
+            raise ReferenceFetchError(f"“{name}” is not served over https, so Dreamboard won't fetch it.")

@@ -79,8 +79,13 @@ def notice(text: str) -> Message:
     return {"text": text, "blocks": [_section(text)]}
 
 
-def not_in_channel(bot_user_id: str | None) -> Message:
-    """The bot cannot post here: tell the user how to invite it."""
+def not_in_channel(bot_user_id: str | None, *, archived: bool = False) -> Message:
+    """The bot cannot post here: how to invite it, or (`archived`) that nobody can post here any more."""
+    if archived:
+        return notice(
+            ":file_cabinet: This channel is archived, so I can't post here and nothing was started. "
+            "Unarchive it, or ask me in another channel."
+        )
     who = f"<@{bot_user_id}>" if bot_user_id else "@Dreamboard"
     return notice(f":wave: I'm not in this conversation yet. Invite me with `/invite {who}` and try again.")
 

@@ -11,13 +11,15 @@ import itertools
 import json
 import time
 import uuid
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
-from urllib.parse import urlencode
+from urllib.parse import parse_qs, urlencode
 
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.manifest import bot_scopes
 from tests.fakes.recorder import Call, Recorder, drop_connection, take_fault
 from tests.fakes.signing import slack_signature
 
@@ -33,6 +35,70 @@ SERVER_ERROR_PAGE = (
     "issue.</p>\n</body>\n</html>"
 )
 TRUE_VALUES = frozenset({"1", "true"})
+
+ACK_DEADLINE = 3.0
+"""Slack waits 3 s for the answer to a slash command, a block action or a view submission (slack.md §1.1, the
+Bolt "Acknowledging requests" page; §3.5 "Respond within 3000 ms"). Later, Slack shows the user an error
+(`operation_timeout` for a command, as reported by app developers) and drops whatever the answer said, while
+Bolt itself stops waiting for ack() after its `ack_timeout` of 3 s and answers 404 (slack_bolt
+listener/asyncio_runner.py)."""
+TRIGGER_LIFETIME = 3.0
+"""A trigger_id opens a modal only within 3 s of being issued (slack.md §4, Modals): later views.open answers
+`expired_trigger_id`, and a trigger used once answers `exchanged_trigger_id` the second time."""
+DEADLINED_KINDS = frozenset({"command", "block_actions", "view_submission", "shortcut", "message_action"})
+
+# Bot-token scopes each implemented method requires (any one of them): the "Required scopes" of each method's
+# page on docs.slack.dev/reference/methods/<method>. A call without one answers `missing_scope` with `needed`
+# and `provided` (the shape other Slack clients' tests record, e.g. {"ok":false,"error":"missing_scope",
+# "needed":"chat:write","provided":"commands"}). Methods not listed need no scope.
+HISTORY_SCOPES = frozenset({"channels:history", "groups:history", "im:history", "mpim:history"})
+METHOD_SCOPES: dict[str, frozenset[str]] = {
+    "chat.postMessage": frozenset({"chat:write"}),
+    "chat.update": frozenset({"chat:write"}),
+    "chat.delete": frozenset({"chat:write"}),
+    "chat.postEphemeral": frozenset({"chat:write"}),
+    "reactions.add": frozenset({"reactions:write"}),
+    "reactions.get": frozenset({"reactions:read"}),
+    "files.info": frozenset({"files:read"}),
+    "files.getUploadURLExternal": frozenset({"files:write"}),
+    "files.completeUploadExternal": frozenset({"files:write"}),
+    "files.delete": frozenset({"files:write"}),
+    "users.info": frozenset({"users:read"}),
+    "conversations.replies": HISTORY_SCOPES,
+    "conversations.history": HISTORY_SCOPES,
+    "conversations.info": frozenset({"channels:read", "groups:read", "im:read", "mpim:read"}),
+}
+OWN_MEMBERSHIP_EVENTS = frozenset(
+    {"member_joined_channel", "member_left_channel", "channel_left", "group_left"}
+)
+
+
+class NotDeliveredError(AssertionError):
+    """A test asked the fake to deliver an event Slack would never send (see FakeSlack.send_event)."""
+
+
+@dataclass
+class FakeChannel:
+    """A conversation as Slack knows it, and whether the bot is in it."""
+
+    id: str
+    member: bool = True
+    private: bool = False
+    archived: bool = False
+
+
+@dataclass(frozen=True)
+class SignedRequest:
+    """A request the fake sent to the bot and how long the bot took to answer it."""
+
+    kind: str
+    status: int
+    elapsed: float
+
+    @property
+    def late(self) -> bool:
+        """Whether Slack would have given up on the answer (only for kinds with an ack deadline)."""
+        return self.kind in DEADLINED_KINDS and self.elapsed >= ACK_DEADLINE
 
 
 @dataclass
@@ -101,9 +167,20 @@ class FakeSlack:
         self.uploaded_files: dict[str, FakeFile] = {}
         self.deleted_files: list[str] = []
         self.file_host = "127.0.0.1"
+        self.origin_host = "localhost"
+        """A second name of the private file host, for Enterprise Grid's redirect (see `redirect_files`)."""
         self.url = ""
+        self.scopes: set[str] = set(bot_scopes())
+        """The bot token's granted scopes: by default exactly what manifest.yaml asks for."""
+        self.channels: dict[str, FakeChannel] = {}
+        self.signed: list[SignedRequest] = []
+        self._missing_channels: set[str] = set()
+        self.clock: Callable[[], float] = time.monotonic
+        """Times ack delays and trigger ages (a test may substitute a clock it advances)."""
+        self._triggers: dict[str, float] = {}
+        self._exchanged: set[str] = set()
+        self._file_redirect: str | None = None
         self._messages: dict[str, list[dict[str, Any]]] = {}
-        self._channel_errors: dict[str, str] = {}
         self._faults: dict[str, list[Fault]] = {}
         self._html_instead: set[str] = set()
         self._ids = itertools.count(1)
@@ -117,9 +194,11 @@ class FakeSlack:
 
     async def __aenter__(self) -> FakeSlack:
         app = web.Application(handler_args={"handler_cancellation": True})
+        app.on_response_prepare.append(self._scope_header)
         app.router.add_route("*", "/api/{method}", self._api)
         app.router.add_post("/upload/{file_id}", self._upload)
         app.router.add_get("/files-pri/{path:.*}", self._download)
+        app.router.add_get("/files-origin/{path:.*}", self._download)
         app.router.add_post("/response/{n}", self._response_url)
         app.router.add_get("/socket-mode", self._socket)
         self._runner = web.AppRunner(app, access_log=None, shutdown_timeout=0.5)
@@ -165,9 +244,55 @@ class FakeSlack:
         """Messages in a channel (roots and replies), oldest first."""
         return self._messages.get(channel, [])
 
+    def add_channel(
+        self, channel: str, *, member: bool = True, private: bool = False, archived: bool = False
+    ) -> FakeChannel:
+        """Register a conversation. Unregistered ids are public channels the bot is a member of, so a test
+        only names the channels that differ."""
+        self._missing_channels.discard(channel)
+        self.channels[channel] = FakeChannel(channel, member=member, private=private, archived=archived)
+        return self.channels[channel]
+
+    def remove_channel(self, channel: str) -> None:
+        """Make `channel` unknown to Slack (deleted, or another workspace's): every call answers
+        `channel_not_found`."""
+        self.channels.pop(channel, None)
+        self._missing_channels.add(channel)
+
+    def channel(self, channel: str) -> FakeChannel | None:
+        """The conversation as Slack knows it (None when unknown)."""
+        if channel in self._missing_channels:
+            return None
+        return self.channels.get(channel) or FakeChannel(channel)
+
     def set_channel_error(self, channel: str, error: str) -> None:
-        """Make posting into `channel` fail with `not_in_channel` or `channel_not_found`."""
-        self._channel_errors[channel] = error
+        """Shorthand for the registry: `not_in_channel` (a public channel without the bot),
+        `channel_not_found` (unknown to Slack) or `is_archived` (archived, the bot still a member)."""
+        if error == "not_in_channel":
+            self.add_channel(channel, member=False)
+        elif error == "channel_not_found":
+            self.remove_channel(channel)
+        elif error == "is_archived":
+            self.add_channel(channel, archived=True)
+        else:
+            raise ValueError(f"{error!r} is not a channel state; use fault() for other errors")
+
+    def redirect_files(self, host: str | None = "origin") -> None:
+        """Answer every private file download on `file_host` with a 302, as Enterprise Grid answers
+        files.slack.com with a 302 to files-origin.slack.com (NousResearch/hermes-agent#114483: the second
+        host also needs the Bearer token and serves the sign-in page without it). "origin" redirects to
+        this fake's `origin_host`; any other value is the host name put in Location (its server is not
+        this fake); None stops redirecting. A value with a query (`dreamteam.slack.com/?redir=…`) is
+        taken as the whole Location, as Slack's redirect to the workspace sign-in page (slack.md §2.3)."""
+        self._file_redirect = host
+
+    def age_trigger(self, trigger_id: str, seconds: float) -> None:
+        """Pretend `trigger_id` was issued `seconds` earlier (instead of sleeping past its lifetime)."""
+        self._triggers[trigger_id] -= seconds
+
+    def late_acks(self) -> list[SignedRequest]:
+        """Requests with an ack deadline that the bot answered too late for Slack."""
+        return [request for request in self.signed if request.late]
 
     def fault(
         self,
@@ -277,6 +402,13 @@ class FakeSlack:
         """A fresh `response_url` for a command or action."""
         return f"{self.url}/response/{next(self._ids)}"
 
+    def _issue_trigger(self, trigger_id: str | None = None) -> str:
+        """A trigger_id for a command or interaction payload, noting when Slack issued it (views.open
+        accepts it once, within TRIGGER_LIFETIME). Reissuing an id (a redelivered payload) keeps its time."""
+        trigger = trigger_id or f"{next(self._ids)}.{uuid.uuid4().hex}"
+        self._triggers.setdefault(trigger, self.clock())
+        return trigger
+
     # -- sending to the bot ----------------------------------------------------------------------
 
     async def post_signed(
@@ -301,10 +433,12 @@ class FakeSlack:
         if retry_num is not None:
             headers["X-Slack-Retry-Num"] = str(retry_num)
             headers["X-Slack-Retry-Reason"] = retry_reason or "http_timeout"
-        started = time.perf_counter()
+        started = self.clock()
         async with self._session.post(events_url, data=body.encode(), headers=headers) as response:
             text = await response.text()
-        return SignedResponse(response.status, text, time.perf_counter() - started)
+        elapsed = self.clock() - started
+        self.signed.append(SignedRequest(_request_kind(body, content_type), response.status, elapsed))
+        return SignedResponse(response.status, text, elapsed)
 
     def command_payload(
         self,
@@ -331,7 +465,7 @@ class FakeSlack:
             "api_app_id": "A0APP",
             "is_enterprise_install": "false",
             "response_url": self.new_response_url(),
-            "trigger_id": trigger_id or f"{next(self._ids)}.{uuid.uuid4().hex}",
+            "trigger_id": self._issue_trigger(trigger_id),
         }
 
     async def send_command(self, events_url: str, text: str, **fields: Any) -> SignedResponse:
@@ -367,7 +501,9 @@ class FakeSlack:
         event_id: str | None = None,
         retry_num: int | None = None,
     ) -> SignedResponse:
-        """Deliver an event (JSON, signed)."""
+        """Deliver an event (JSON, signed). Raises NotDeliveredError for an event Slack would not send: one
+        from a conversation the bot is not in (see `_check_deliverable`)."""
+        self._check_deliverable(event)
         body = json.dumps(self.event_envelope(event, event_id=event_id))
         return await self.post_signed(events_url, body, content_type="application/json", retry_num=retry_num)
 
@@ -382,7 +518,7 @@ class FakeSlack:
             "api_app_id": "A0APP",
             "token": "verification-token-unused",
             "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel_id},
-            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex}",
+            "trigger_id": self._issue_trigger(),
             "channel": {"id": channel_id, "name": "general"},
             "message": message,
             "response_url": self.new_response_url(),
@@ -408,7 +544,7 @@ class FakeSlack:
             "user": {"id": user_id, "username": user_id.lower(), "team_id": self.team_id},
             "api_app_id": "A0APP",
             "token": "verification-token-unused",
-            "trigger_id": f"{next(self._ids)}.{uuid.uuid4().hex}",
+            "trigger_id": self._issue_trigger(),
             "view": {**view, "id": "V0EDIT", "state": {"values": values}},
         }
 
@@ -454,7 +590,10 @@ class FakeSlack:
         accepts_response_payload: bool,
         timeout: float = 5.0,
     ) -> dict[str, Any]:
-        """Send an envelope over the socket and return the client's ack."""
+        """Send an envelope over the socket and return the client's ack (events from conversations the bot
+        is not in are refused as in `send_event`; the ack's delay is recorded as for `post_signed`)."""
+        if envelope_type == "events_api":
+            self._check_deliverable(payload.get("event") or {})
         ws = next(ws for ws in self._sockets if not ws.closed)
         envelope_id = str(uuid.uuid4())
         acked = asyncio.get_running_loop().create_future()
@@ -469,7 +608,29 @@ class FakeSlack:
                 "retry_reason": "",
             }
         )
-        return await asyncio.wait_for(acked, timeout)
+        started = self.clock()
+        answer: dict[str, Any] = await asyncio.wait_for(acked, timeout)
+        kind = "command" if envelope_type == "slash_commands" else str(payload.get("type") or envelope_type)
+        self.signed.append(SignedRequest(kind, 200, self.clock() - started))
+        return answer
+
+    def _check_deliverable(self, event: dict[str, Any]) -> None:
+        """Slack sends a bot the events of conversations it is a member of: message.* events need the
+        history scope of "channels your Slack app has been added to" (docs.slack.dev/reference/scopes/
+        channels.history), reactions arrive "only in conversations the bot is in" (slack.md §3.3), and
+        `chat:write.public` lets the bot post into a channel without joining it but adds no event
+        (https://docs.slack.dev/reference/scopes/chat.write.public names only chat.postMessage). Events
+        about the bot's own membership are exempt."""
+        if event.get("type") in OWN_MEMBERSHIP_EVENTS:
+            return
+        channel_id = event.get("channel") or (event.get("item") or {}).get("channel")
+        if not isinstance(channel_id, str):
+            return
+        channel = self.channel(channel_id)
+        if channel is None or not channel.member:
+            raise NotDeliveredError(
+                f"Slack sends no {event.get('type')} event from {channel_id}: the bot is not a member"
+            )
 
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
@@ -520,12 +681,23 @@ class FakeSlack:
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
+        needed = METHOD_SCOPES.get(method, frozenset())
+        if needed and not needed & self.scopes:
+            refusal = {"ok": False, "error": "missing_scope", "needed": ",".join(sorted(needed))}
+            return web.json_response({**refusal, "provided": ",".join(sorted(self.scopes))})
         result: dict[str, Any] = handler(params)
         if fault is not None and fault.after:
             answer = await self._fault_answer(request, fault)
             if answer is not None:
                 return answer
         return web.json_response(result)
+
+    async def _scope_header(self, request: web.Request, response: web.StreamResponse) -> None:
+        """Every Web API answer names the token's scopes in `X-OAuth-Scopes`, failed calls included
+        (https://api.slack.com/legacy/oauth-scopes "Working with scopes", as relied on by zulip/zulip#16788;
+        comma-separated, node-slack-sdk#292 shows `files:read, chat:write:bot`)."""
+        if request.path.startswith("/api/") and request.match_info.get("method") != "apps.connections.open":
+            response.headers["X-OAuth-Scopes"] = ", ".join(sorted(self.scopes))
 
     async def _fault_answer(self, request: web.Request, fault: Fault) -> web.StreamResponse | None:
         """What a fault answers; None means "go on with the real answer"."""
@@ -589,7 +761,22 @@ class FakeSlack:
     async def _download(self, request: web.Request) -> web.Response:
         path = request.match_info["path"]
         authorization = request.headers.get("Authorization")
-        await self.recorder.record(Call("file_download", {"path": path, "authorization": authorization}))
+        host = request.url.host
+        await self.recorder.record(
+            Call("file_download", {"path": path, "authorization": authorization, "host": host})
+        )
+        origin = request.path.startswith("/files-origin/")
+        if origin != (host == self.origin_host and self._file_redirect == "origin"):
+            return web.Response(status=404, text="Not Found")
+        if not origin and self._file_redirect is not None:
+            target = self._file_redirect if self._file_redirect != "origin" else self.origin_host
+            location = (
+                f"https://{target}"
+                if "?" in target
+                else str(request.url.with_host(target).with_path(f"/files-origin/{path}"))
+            )
+            # Grid's 302 carries a small HTML body ("Found"), like the sign-in redirect (slack.md §2.3).
+            raise web.HTTPFound(location, text="Found", content_type="text/html")
         file_id = path.split("/")[0].split("-")[-1]
         file = self.uploaded_files.get(file_id)
         if file is None or authorization != f"Bearer {self.bot_token}" or file_id in self._html_instead:
@@ -642,8 +829,9 @@ class FakeSlack:
         channel = str(params.get("channel", ""))
         if channel.startswith(("U", "W")):
             channel = f"D{channel}"  # posting to a user id lands in the app's DM with them
-        if channel in self._channel_errors:
-            return {"ok": False, "error": self._channel_errors[channel]}
+        refused = self._write_refusal(channel, public_write=True)
+        if refused:
+            return {"ok": False, "error": refused}
         if not params.get("text") and not params.get("blocks"):
             return {"ok": False, "error": "no_text"}
         metadata: dict[str, Any] | None = None
@@ -662,6 +850,14 @@ class FakeSlack:
         return {"ok": True, "channel": channel, "ts": stored["ts"], "message": _visible(stored, False)}
 
     def _m_chat_update(self, params: dict[str, Any]) -> dict[str, Any]:
+        # chat.update documents no not_in_channel (the bot edits its own messages), but "is_inactive: The
+        # message cannot be edited within a frozen, archived or deleted channel" (its error list, mirrored
+        # in slack-ruby/slack-api-ref methods/chat/chat.update.json).
+        channel = self.channel(str(params.get("channel")))
+        if channel is None:
+            return {"ok": False, "error": "channel_not_found"}
+        if channel.archived:
+            return {"ok": False, "error": "is_inactive"}
         message = self._find(str(params.get("channel")), str(params.get("ts")))
         if message is None:
             return {"ok": False, "error": "message_not_found"}
@@ -680,9 +876,9 @@ class FakeSlack:
         return {"ok": True, "channel": params["channel"], "ts": params["ts"], "text": message["text"]}
 
     def _m_chat_postEphemeral(self, params: dict[str, Any]) -> dict[str, Any]:
-        channel = str(params.get("channel", ""))
-        if channel in self._channel_errors:
-            return {"ok": False, "error": self._channel_errors[channel]}
+        refused = self._write_refusal(str(params.get("channel", "")), public_write=False)
+        if refused:
+            return {"ok": False, "error": refused}
         return {"ok": True, "message_ts": self._next_ts()}
 
     def _m_chat_delete(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -753,8 +949,9 @@ class FakeSlack:
     def _m_files_completeUploadExternal(self, params: dict[str, Any]) -> dict[str, Any]:
         entries = json.loads(str(params.get("files", "[]")))
         channel = params.get("channel_id")
-        if channel in self._channel_errors:
-            return {"ok": False, "error": self._channel_errors[str(channel)]}
+        refused = self._write_refusal(str(channel), public_write=False) if channel else None
+        if refused:
+            return {"ok": False, "error": refused}
         files = [self.uploaded_files.get(str(entry.get("id"))) for entry in entries]
         if not entries or any(file is None or not file.uploaded for file in files):
             return {"ok": False, "error": "file_not_found"}
@@ -780,6 +977,23 @@ class FakeSlack:
         return {"ok": True, "files": [{"id": f.id, "title": f.title} for f in shared]}
 
     def _m_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
+        trigger = str(params.get("trigger_id", ""))
+        issued = self._triggers.get(trigger)
+        if issued is None:
+            # An id Slack never issued: views.open's documented example answer (slack-ruby/slack-api-ref
+            # methods/views/views.open.json).
+            return {
+                "ok": False,
+                "error": "invalid_arguments",
+                "response_metadata": {"messages": ["invalid `trigger_id`"]},
+            }
+        if trigger in self._exchanged:
+            return {"ok": False, "error": "exchanged_trigger_id"}
+        if self.clock() - issued > TRIGGER_LIFETIME:
+            return {"ok": False, "error": "expired_trigger_id"}
+        # Whether a views.open refused for its view still uses up the trigger is undocumented: the fake
+        # counts every attempt with a live trigger as its one exchange (stricter).
+        self._exchanged.add(trigger)
         return self._view(params)
 
     def _m_views_publish(self, params: dict[str, Any]) -> dict[str, Any]:
@@ -807,6 +1021,9 @@ class FakeSlack:
 
     def _m_conversations_replies(self, params: dict[str, Any]) -> dict[str, Any]:
         channel, ts = str(params.get("channel")), str(params.get("ts"))
+        refused = self._read_refusal(channel)
+        if refused:
+            return {"ok": False, "error": refused}
         thread = [m for m in self._messages.get(channel, []) if m["ts"] == ts or m.get("thread_ts") == ts]
         if not thread:
             return {"ok": False, "error": "thread_not_found"}
@@ -824,8 +1041,9 @@ class FakeSlack:
         metadata only under include_all_metadata (https://docs.slack.dev/reference/methods/conversations.history;
         slack.md §3.4)."""
         channel = str(params.get("channel"))
-        if channel in self._channel_errors:
-            return {"ok": False, "error": self._channel_errors[channel]}
+        refused = self._read_refusal(channel)
+        if refused:
+            return {"ok": False, "error": refused}
         inclusive = _flag(params.get("inclusive"))
         latest, oldest = params.get("latest"), params.get("oldest")
 
@@ -847,6 +1065,55 @@ class FakeSlack:
             page["response_metadata"] = {"next_cursor": str(end)}
         return page
 
+    def _m_conversations_info(self, params: dict[str, Any]) -> dict[str, Any]:
+        """A conversation object (https://docs.slack.dev/reference/methods/conversations.info): public
+        channels are visible to any token with channels:read, private ones only to members
+        (`channel_not_found` otherwise)."""
+        channel_id = str(params.get("channel"))
+        channel = self.channel(channel_id)
+        if channel is None or (channel.private and not channel.member):
+            return {"ok": False, "error": "channel_not_found"}
+        return {
+            "ok": True,
+            "channel": {
+                "id": channel.id,
+                "is_channel": not channel.private,
+                "is_group": channel.private,
+                "is_private": channel.private,
+                "is_archived": channel.archived,
+                "is_member": channel.member,
+            },
+        }
+
+    def _write_refusal(self, channel_id: str, *, public_write: bool) -> str | None:
+        """The error Slack answers when the bot writes into `channel_id`, or None.
+
+        Private channels and DMs without the bot are `channel_not_found` and public ones `not_in_channel`
+        (slack.md §3.5, "Bot not in the channel"). `chat:write.public` lets chat.postMessage (only:
+        `public_write`) post into a public channel the bot has not joined
+        (https://docs.slack.dev/reference/scopes/chat.write.public); file shares still need membership
+        (slack.md §2.1), and so do ephemeral messages (§3.5). An archived channel answers `is_archived`
+        (the error lists of chat.postMessage and chat.postEphemeral; files.completeUploadExternal's list is
+        silent, so the fake refuses the same way, the stricter choice)."""
+        channel = self.channel(channel_id)
+        if channel is None or (channel.private and not channel.member):
+            return "channel_not_found"
+        if channel.archived:
+            return "is_archived"
+        if channel.member or (public_write and "chat:write.public" in self.scopes):
+            return None
+        return "not_in_channel"
+
+    def _read_refusal(self, channel_id: str) -> str | None:
+        """conversations.history/replies with a bot token read "channels your Slack app has been added to"
+        (docs.slack.dev/reference/scopes/channels.history); archived channels stay readable. A public
+        channel without the bot answers `not_in_channel` (apps handle it so, e.g. simstudioai/sim#1990;
+        the method's documented list only has `channel_not_found`, the fake takes the more specific one)."""
+        channel = self.channel(channel_id)
+        if channel is None or (channel.private and not channel.member):
+            return "channel_not_found"
+        return None if channel.member else "not_in_channel"
+
     def _m_apps_connections_open(self, _: dict[str, Any]) -> dict[str, Any]:
         return {"ok": True, "url": self.url.replace("http://", "ws://") + "/socket-mode"}
 
@@ -867,6 +1134,19 @@ class FakeSlack:
             "permalink": f"https://fake.slack.com/files/{file.user}/{file.id}/{file.filename}",
             "shares": file.shares,
         }
+
+
+def _request_kind(body: str, content_type: str) -> str:
+    """What a signed request carries: "command", an interaction payload's type, or "event"."""
+    if content_type == "application/json":
+        return "event"
+    form = parse_qs(body)
+    if "command" in form:
+        return "command"
+    try:
+        return str(json.loads(form["payload"][0]).get("type"))
+    except (KeyError, ValueError, AttributeError):
+        return "unknown"
 
 
 def _json(value: Any) -> Any:

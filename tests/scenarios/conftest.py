@@ -2,14 +2,28 @@
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
 
 from tests.fakes.oxen import FakeOxen
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import ACK_DEADLINE, FakeSlack
 from tests.scenarios.harness import Harness
+
+
+@pytest.fixture(autouse=True)
+def acks_within_deadline(request: pytest.FixtureRequest) -> Iterator[None]:
+    """Fail any scenario whose bot answered a command, action or view submission after Slack's 3 s: the
+    user would have seen an error (FakeSlack.ACK_DEADLINE says what Slack and Bolt do then)."""
+    if "fake_slack" not in request.fixturenames:
+        yield
+        return
+    slack: FakeSlack = request.getfixturevalue("fake_slack")
+    yield
+    late = [f"{r.kind} answered {r.status} after {r.elapsed:.2f} s" for r in slack.late_acks()]
+    if late:
+        pytest.fail(f"acked after Slack's {ACK_DEADLINE:g} s deadline: " + "; ".join(late))
 
 
 @pytest.fixture
