@@ -209,7 +209,8 @@ class FakeSlack:
         """Make the next `times` (-1: all) calls of `method` fail (or be slow).
 
         `method` is a Web API method ("chat.postMessage", "chat.update", "files.completeUploadExternal", ...)
-        or "upload" for the upload URL that files.getUploadURLExternal hands out.
+        or "upload" for the upload URL that files.getUploadURLExternal hands out, or "response_url" for the
+        response URLs of commands and actions.
 
         By default the fault answers INSTEAD of processing: wait `delay`, then answer `status` (429: JSON
         `ratelimited` with `Retry-After`; 5xx: Slack's HTML server-error page), or `{"ok": false, "error":
@@ -227,8 +228,10 @@ class FakeSlack:
             raise ValueError("FakeSlack models HTTP 429 and 5xx; use error= for ok:false answers")
         if sum((status is not None, error is not None, drop)) > 1:
             raise ValueError("a fault answers one of: status, error, or a dropped connection")
-        if method == "upload" and error is not None:
-            raise ValueError("the upload URL is not the Web API and has no ok:false answers")
+        if method == "response_url" and after:
+            raise ValueError("response_url faults answer instead of the post; after=True is not modelled")
+        if method in ("upload", "response_url") and error is not None:
+            raise ValueError(f"the {method} endpoint is not the Web API and has no ok:false answers")
         if after and status == 429:
             raise ValueError("a 429 means the call was refused, not processed; after=True cannot model it")
         if status is None and error is None and not drop and not delay:
@@ -632,12 +635,16 @@ class FakeSlack:
             return web.Response(text=SIGN_IN_PAGE, content_type="text/html")
         return web.Response(body=file.content, content_type=file.mimetype)
 
-    async def _response_url(self, request: web.Request) -> web.Response:
+    async def _response_url(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
         await self.recorder.record(Call("response_url", body))
-        if self._refused(
-            "response_url", blockkit.message_errors(body.get("blocks"), self._slack_file_problem)
-        ):
+        fault = take_fault(self._faults, "response_url")
+        if fault is not None:
+            answer = await self._fault_answer(request, fault)
+            if answer is not None:
+                return answer
+        errors = blockkit.message_errors(body.get("blocks"), self._slack_file_problem)
+        if self._refused("response_url", errors):
             # A response_url post with a slack_file Slack cannot show yet is answered HTTP 404 with
             # `{"ok":false,"error":"invalid_blocks"}` (java-slack-sdk#1349, the WebhookResponse it logged).
             return web.json_response({"ok": False, "error": "invalid_blocks"}, status=404)
