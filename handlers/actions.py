@@ -11,6 +11,7 @@ from bot.app.bolt import Listeners
 from bot.app.services import Services
 from bot.domain.controls import Action, HistoryQuery, Target
 from bot.views.blocks import ACTION_PREFIX, EDIT_CALLBACK
+from handlers.replies import answer as reply
 
 
 def register(app: Listeners, services: Services) -> None:
@@ -26,7 +27,10 @@ def register(app: Listeners, services: Services) -> None:
         if kind is Action.HISTORY_PAGE:
             query = HistoryQuery.parse(str(action.get("value", "")))
             page = await services.history.page(team_id, user_id, query)
-            await respond(response_type="ephemeral", replace_original=True, **page)
+            channel_id = (body.get("channel") or {}).get("id")
+            await reply(
+                services, respond, page, user_id=user_id, channel_id=channel_id, replace_original=True
+            )
             return
         target = Target.parse(str(action.get("value", "")))
         channel = (body.get("channel") or {}).get("id")
@@ -43,7 +47,9 @@ def register(app: Listeners, services: Services) -> None:
         if answer is None:
             return
         if body.get("response_url"):
-            await respond(response_type="ephemeral", replace_original=False, **answer)
+            await reply(
+                services, respond, answer, user_id=user_id, channel_id=channel, replace_original=False
+            )
         else:
             await services.gateway.post(user_id, answer)
 

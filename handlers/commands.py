@@ -11,11 +11,12 @@ from slack_bolt.async_app import AsyncAck, AsyncBoltContext, AsyncRespond
 from bot.app.bolt import Listeners
 from bot.app.services import Services
 from bot.domain.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
-from bot.domain.requests import RequestError, parse_request
+from bot.domain.requests import RequestError, parse_request, unescape_slack
 from bot.features.actions import NotAllowedError
 from bot.features.intake import CapReachedError, NotInChannelError, StatusPostError
 from bot.store.sqlite import DuplicateRequestError
 from bot.views import blocks as views
+from handlers.replies import answer
 
 log = logging.getLogger(__name__)
 
@@ -93,16 +94,16 @@ async def _show(
     services: Services, job_id: str, command: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
 ) -> None:
     """`/imagine show <job id>`: repost a result card with working buttons here."""
+    job_id = unescape_slack(job_id)
+    user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
     try:
-        await services.branching.revive(
-            job_id, user_id=str(command["user_id"]), channel_id=str(command["channel_id"])
-        )
+        await services.branching.revive(job_id, user_id=user_id, channel_id=channel_id)
     except NotAllowedError as exc:
-        await respond(response_type="ephemeral", **views.notice(f":no_entry: {exc}"))
+        notice = views.notice(f":no_entry: {exc}")
+        await answer(services, respond, notice, user_id=user_id, channel_id=channel_id)
     except NotInChannelError as exc:
-        await respond(
-            response_type="ephemeral", **views.not_in_channel(context.bot_user_id, archived=exc.archived)
-        )
+        notice = views.not_in_channel(context.bot_user_id, archived=exc.archived)
+        await answer(services, respond, notice, user_id=user_id, channel_id=None)
 
 
 async def _history(
@@ -125,16 +126,17 @@ async def _history(
             return
     await ack()
     page = await services.history.page(team_id, user_id, HistoryQuery(total, " ".join(words)))
-    await respond(response_type="ephemeral", **page)
+    await answer(services, respond, page, user_id=user_id, channel_id=str(command["channel_id"]))
 
 
 async def _recipe(services: Services, job_id: str, command: dict[str, Any], respond: AsyncRespond) -> None:
     """`/imagine seed <job id>`: the recipe of the caller's job, or of a job from this conversation."""
+    job_id = unescape_slack(job_id)
+    user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
     job = await services.store.get_job(job_id)
-    allowed = job is not None and (
-        job.user_id == command["user_id"] or job.channel_id == command["channel_id"]
-    )
+    allowed = job is not None and (job.user_id == user_id or job.channel_id == channel_id)
     if job is None or not allowed or job.deleted_at is not None:
-        await respond(response_type="ephemeral", **views.notice(f"No job `{job_id}` that you can see."))
-        return
-    await respond(response_type="ephemeral", **await services.branching.recipe(job.id))
+        message = views.notice(f"No job `{views.escape(job_id)}` that you can see.")
+    else:
+        message = await services.branching.recipe(job.id)
+    await answer(services, respond, message, user_id=user_id, channel_id=channel_id)

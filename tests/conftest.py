@@ -70,9 +70,11 @@ def clean_environment(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture
 async def fake_slack() -> AsyncIterator[FakeSlack]:
-    """A running FakeSlack."""
+    """A running FakeSlack. A test fails if Slack refused a payload as invalid Block Kit and the test did
+    not clear `rejections` after asserting on them."""
     async with FakeSlack() as slack:
         yield slack
+    assert not slack.rejections, f"Slack refused payloads as invalid Block Kit: {slack.rejections}"
 
 
 @pytest.fixture

@@ -57,6 +57,9 @@ class Settings(BaseSettings):
     max_active_per_user: int = Field(default=3, ge=1, le=100)
     max_queued_per_user: int = Field(default=10, ge=0, le=1000)
     log_level: str = "INFO"
+    # Seconds after a job finished before its files go into image blocks (Slack refuses a slack_file it
+    # is still processing, slack.md §2.2).
+    slack_file_grace: float = Field(default=30.0, ge=0, le=3600)
 
     @property
     def max_reference_bytes(self) -> int:

@@ -138,8 +138,9 @@ class Services:
             access=ChannelAccess(slack),
         )
         iterations = Iterations(store=store, intake=intake, references=references, slack=gateway)
-        branching = Branching(store=store, intake=intake, runner=runner, slack=gateway)
-        history = History(store=store, slack=gateway, spawn=tasks.spawn)
+        grace = settings.slack_file_grace
+        branching = Branching(store=store, intake=intake, runner=runner, slack=gateway, file_grace=grace)
+        history = History(store=store, slack=gateway, spawn=tasks.spawn, file_grace=grace)
         pipeline.on_finished.append(lambda job: history.refresh_home(job.team_id, job.user_id))
         return cls(
             settings,

@@ -55,6 +55,9 @@ class Target:
 
 PAGE_SIZE = 10
 MAX_LISTED = 50
+MAX_FILTER = 500
+"""Characters of `/imagine history` filter text kept: the Next/Previous button carries the filter in its
+value, which Slack caps at 2000 characters (slack.md §4, Buttons)."""
 
 
 @dataclass(frozen=True)
@@ -64,6 +67,10 @@ class HistoryQuery:
     total: int = PAGE_SIZE
     text: str = ""
     offset: int = 0
+
+    def __post_init__(self) -> None:
+        # Every page searches the same bounded text, so page 2 matches what page 1 promised.
+        object.__setattr__(self, "text", self.text[:MAX_FILTER])
 
     @property
     def value(self) -> str:

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import json
 import logging
+import time
 from collections.abc import Mapping
 from typing import Any
 
@@ -36,11 +37,20 @@ class NotAllowedError(Exception):
 class Branching:
     """Runs actions on existing jobs on behalf of whoever pressed or reacted."""
 
-    def __init__(self, *, store: Store, intake: Intake, runner: JobRunner, slack: SlackGateway) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        intake: Intake,
+        runner: JobRunner,
+        slack: SlackGateway,
+        file_grace: float = views.FILE_PROCESSING_GRACE,
+    ) -> None:
         self._store = store
         self._intake = intake
         self._runner = runner
         self._slack = slack
+        self._file_grace = file_grace
 
     async def branch(
         self, action: Action, target: Target, *, user_id: str, team_id: str, channel_id: str, thread_ts: str
@@ -117,7 +127,7 @@ class Branching:
     async def _visible_job(self, job_id: str, *, allow_deleted: bool = False) -> Job:
         job = await self._store.get_job(job_id)
         if job is None or (job.deleted_at is not None and not allow_deleted):
-            raise NotAllowedError(f"Job `{job_id}` does not exist or was deleted.")
+            raise NotAllowedError(f"Job `{views.escape(job_id)}` does not exist or was deleted.")
         return job
 
     async def _image(self, job: Job, idx: int) -> JobImage | None:
@@ -155,10 +165,10 @@ class Branching:
                     else f"Removed job `{target.job_id}` from your favourites."
                 )
             if action in (Action.REPLAY, Action.REPLAY_NEW_SEED):
-                await self.replay(
-                    target.job_id, new_seed=action is Action.REPLAY_NEW_SEED, user_id=user_id, team_id=team_id
-                )
-                return None
+                new_seed = action is Action.REPLAY_NEW_SEED
+                job = await self.replay(target.job_id, new_seed=new_seed, user_id=user_id, team_id=team_id)
+                original = await self._visible_job(target.job_id)
+                return views.replay_started(original, job, new_seed=new_seed)
             if channel_id is None or thread_ts is None:
                 raise NotAllowedError("That button only works on a result in a conversation.")
             await self.branch(
@@ -230,14 +240,27 @@ class Branching:
                 f"Only <@{job.user_id}> can show job `{job.id}` outside the conversation it came from."
             )
         parent = await self._store.get_job(job.parent_id) if job.parent_id else None
-        card = views.result_card(job, await self._store.images(job.id), parent=parent, with_images=True)
+        ready = views.files_ready(job, time.time() - self._file_grace)
+        card = views.result_card(job, await self._store.images(job.id), parent=parent, with_images=ready)
         try:
-            _, ts = await self._slack.post(channel_id, card)
+            ts = await self._post_card(channel_id, card)
         except SlackError as exc:
             if exc.kind in (SlackErrorKind.NOT_IN_CHANNEL, SlackErrorKind.ARCHIVED):
                 raise NotInChannelError(archived=exc.kind is SlackErrorKind.ARCHIVED) from None
             raise
         await self._store.add_message(channel_id, ts, job.id, MessageKind.CARD, thread_ts=None)
+
+    async def _post_card(self, channel_id: str, card: views.Message) -> str:
+        """Post a card; when Slack refuses its images (a file it has not finished processing), post it
+        without them, so the user still gets the card and its buttons. Returns the ts."""
+        try:
+            _, ts = await self._slack.post(channel_id, card)
+        except SlackError as exc:
+            if not (exc.invalid_payload and views.has_images(card)):
+                raise
+            log.warning("chat.postMessage refused the card's images (%s); posting it without them", exc)
+            _, ts = await self._slack.post(channel_id, views.without_images(card))
+        return ts
 
     async def recipe(self, job_id: str) -> views.Message:
         """The recipe message of a job."""

@@ -11,10 +11,11 @@ import io
 import logging
 import time
 from collections.abc import Callable, Coroutine, Sequence
-from datetime import UTC, datetime
+from datetime import UTC, datetime, tzinfo
 from typing import Any, Protocol
 
 from bot.domain.controls import PAGE_SIZE, HistoryQuery
+from bot.domain.days import start_of_day, user_timezone
 from bot.slack.errors import SlackError
 from bot.slack.gateway import SlackGateway
 from bot.store.model import Job
@@ -26,6 +27,8 @@ log = logging.getLogger(__name__)
 HOME_RECENT = 20
 HOME_FAVOURITES = 5
 HOME_MIN_INTERVAL = 5.0
+ZONE_TTL = 3600.0
+"""Seconds a user's time zone (users.info) is reused before it is asked again."""
 EXPORT_COLUMNS = (
     "job_id",
     "created",
@@ -76,10 +79,13 @@ class History:
         slack: SlackGateway,
         min_interval: float = HOME_MIN_INTERVAL,
         spawn: Spawn | None = None,
+        file_grace: float = views.FILE_PROCESSING_GRACE,
     ) -> None:
         self._store = store
         self._slack = slack
         self._min_interval = min_interval
+        self._file_grace = file_grace
+        self._zones: dict[str, tuple[float, tzinfo]] = {}
         self._spawn: Spawn = spawn or asyncio.create_task
         self._last_publish: dict[tuple[str, str], float] = {}
         self._pending: dict[tuple[str, str], tuple[asyncio.Task[None], float]] = {}
@@ -113,7 +119,14 @@ class History:
         more = len(jobs) > size and query.offset + size < query.total
         jobs = jobs[:size]
         images = await self._store.images_of([job.id for job in jobs])
-        return views.history_page(jobs, images, query, has_more=more, permalink=await self.permalinker())
+        return views.history_page(
+            jobs,
+            images,
+            query,
+            has_more=more,
+            permalink=await self.permalinker(),
+            files_ready_before=time.time() - self._file_grace,
+        )
 
     async def export(self, team_id: str, user_id: str) -> int:
         """DM the user a CSV of their whole history; returns the number of rows."""
@@ -131,15 +144,42 @@ class History:
         return len(jobs)
 
     async def publish_home(self, team_id: str, user_id: str) -> None:
-        """Publish the App Home tab now."""
+        """Publish the App Home tab now; if Slack refuses its images (a file still processing), publish it
+        without them. Other failures are logged."""
         self._last_publish[(team_id, user_id)] = time.monotonic()
         recent = await self._store.history(team_id, user_id, limit=HOME_RECENT)
         favourites = await self._store.favourites(team_id, user_id, limit=HOME_FAVOURITES)
         images = await self._store.images_of([job.id for job in [*recent, *favourites]])
-        midnight = datetime.now(UTC).replace(hour=0, minute=0, second=0, microsecond=0).timestamp()
-        today = await self._store.jobs_since(team_id, user_id, midnight)
-        view = views.home(recent, favourites, images, today=today, permalink=await self.permalinker())
-        await self._slack.publish_home(user_id, view)
+        now = time.time()
+        midnight = start_of_day(now, await self._timezone(user_id))
+        today = await self._store.images_since(team_id, user_id, midnight)
+        view = views.home(
+            recent,
+            favourites,
+            images,
+            today=today,
+            permalink=await self.permalinker(),
+            files_ready_before=now - self._file_grace,
+        )
+        try:
+            await self._slack.publish_home_or_raise(user_id, view)
+        except SlackError as exc:
+            if not (exc.invalid_payload and views.has_images(view)):
+                log.warning("views.publish for %s failed: %s", user_id, exc)
+                return
+            log.warning("views.publish for %s refused its images (%s); publishing without them", user_id, exc)
+            await self._slack.publish_home(user_id, views.without_images(view))
+
+    async def _timezone(self, user_id: str) -> tzinfo:
+        """The user's time zone, asked of users.info at most once per ZONE_TTL."""
+        cached = self._zones.get(user_id)
+        if cached is not None and time.monotonic() - cached[0] < ZONE_TTL:
+            return cached[1]
+        name, offset = await self._slack.user_zone(user_id)
+        zone = user_timezone(name, offset)
+        if name is not None:
+            self._zones[user_id] = (time.monotonic(), zone)
+        return zone
 
     def refresh_home(self, team_id: str, user_id: str) -> None:
         """Publish App Home soon, at most once per `min_interval` seconds per user (not after `close`)."""

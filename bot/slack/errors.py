@@ -35,6 +35,11 @@ class SlackError(Exception):
         self.code = code
 
     @property
+    def invalid_payload(self) -> bool:
+        """Whether Slack refused the blocks or view themselves (`invalid_blocks`, `invalid_arguments`)."""
+        return self.code in ("invalid_blocks", "invalid_arguments")
+
+    @property
     def maybe_done(self) -> bool:
         """Whether Slack may have carried the call out although it failed (the answer was lost)."""
         return self.kind is SlackErrorKind.UNAVAILABLE

@@ -78,6 +78,21 @@ class SlackGateway:
             return False
         return bool(profile.get("is_admin") or profile.get("is_owner"))
 
+    async def user_zone(self, user: str) -> tuple[str | None, int]:
+        """The user's time zone as users.info reports it: (`tz`, `tz_offset` in seconds east of UTC);
+        (None, 0), logged, when Slack cannot tell."""
+        try:
+            profile = (await call(self._client.users_info(user=user)))["user"]
+        except SlackError as exc:
+            log.warning("users.info for %s failed, counting the day in UTC: %s", user, exc)
+            return None, 0
+        zone = profile.get("tz")
+        return (str(zone) if zone else None), int(profile.get("tz_offset") or 0)
+
+    async def publish_home_or_raise(self, user: str, view: dict[str, Any]) -> None:
+        """Publish a user's App Home tab; raises SlackError."""
+        await call(self._client.views_publish(user_id=user, view=view))
+
     async def publish_home(self, user: str, view: dict[str, Any]) -> bool:
         """Publish a user's App Home tab; False (logged) when Slack refused."""
         return await self.quietly(

@@ -229,6 +229,15 @@ class Store:
         )
         return int(row[0]) if row else 0
 
+    async def images_since(self, team_id: str, user_id: str, since: float) -> int:
+        """How many images a user's jobs started since `since` (Unix time) have made."""
+        row = await self._one(
+            "SELECT COUNT(*) FROM generation_images AS i JOIN generations AS g ON g.id = i.job_id"
+            " WHERE g.team_id = ? AND g.user_id = ? AND g.created_at >= ? AND i.state = 'succeeded'",
+            (team_id, user_id, since),
+        )
+        return int(row[0]) if row else 0
+
     async def images_of(self, job_ids: Sequence[str]) -> dict[str, list[JobImage]]:
         """The images of several jobs at once, by job id."""
         found: dict[str, list[JobImage]] = {job_id: [] for job_id in job_ids}

@@ -6,7 +6,6 @@ User text is always escaped, so a prompt can never ping `@channel` or forge a li
 
 from __future__ import annotations
 
-import time
 from collections.abc import Callable, Mapping, Sequence
 from datetime import UTC, datetime
 from typing import Any
@@ -19,6 +18,9 @@ from bot.store.model import Job, JobImage
 Message = dict[str, Any]
 SECTION_LIMIT = 3000
 HOME_BLOCK_LIMIT = 100
+FILE_PROCESSING_GRACE = 30.0
+"""Seconds after a job finished before its files go into `slack_file` image blocks: Slack refuses the
+whole payload (`invalid_blocks`) while it is still processing a new file (slack.md §2.2)."""
 
 
 def escape(text: str) -> str:
@@ -64,11 +66,11 @@ def help_message() -> Message:
 
 
 def error_message(problem: str) -> Message:
-    """A bad-input answer: what is wrong, then the usage line."""
+    """A bad-input answer: what is wrong (escaped: it quotes the user's input), then the usage line."""
     return {
-        "text": problem,
+        "text": escape(problem),
         "blocks": [
-            _section(f":warning: {problem}"),
+            _section(f":warning: {escape(problem)}"),
             _context(f"Usage: `{USAGE}` · `/imagine help` for examples"),
         ],
     }
@@ -210,7 +212,7 @@ def result_card(
         notes.append(f"Left out (over the 10-reference limit): {', '.join(left_out)}")
     notes += [f"Not used: {reason}" for reason in job.params.get("skipped") or []]
     if failed:
-        notes.append(f"{len(failed)} of {len(images)} images failed: {escape(failed[0].error or '')}")
+        notes.append(f"{len(failed)} of {len(images)} images failed: {failed[0].error or ''}")
     if notes:
         blocks.append(_context(*(f":information_source: {escape(note)}" for note in notes)))
     if with_images:
@@ -223,8 +225,17 @@ def result_card(
 
 
 def imagine_line(job: Job) -> str:
-    """A `/imagine …` line that asks for the same thing again: what ▶️ Replay runs, less the references."""
+    """A `/imagine …` line that asks for the same thing again: what ▶️ Replay runs, less the references
+    (a slash command cannot carry files; `recipe` says so next to the line)."""
     return f"/imagine {request_text(recipes.replay(job, new_seed=False).request)}"
+
+
+def _references_note(count: int) -> str:
+    return (
+        f":warning: The line above cannot carry this job's {count} reference image"
+        f"{'s' if count != 1 else ''}: pasted, it makes an image without them. To keep them, reply with "
+        "a prompt in the job's thread, or press ▶️ Replay on it in `/imagine history` or App Home."
+    )
 
 
 def recipe(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -> Message:
@@ -244,10 +255,37 @@ def recipe(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -
         lines.append("\n".join(f":information_source: {escape(note)}" for note in job.notes))
     command = escape(_clip(imagine_line(job), 2800))
     text = "\n".join(lines)
-    return {
-        "text": f"Recipe of job {job.id}",
-        "blocks": [_section(text), _section(f"```{command}```")],
-    }
+    blocks = [_section(text), _section(f"```{command}```")]
+    if references:
+        blocks.append(_context(_references_note(references)))
+    return {"text": f"Recipe of job {job.id}", "blocks": blocks}
+
+
+def replay_started(original: Job, job: Job, *, new_seed: bool) -> Message:
+    """The presser's answer to ▶️ Replay / 🎲 Replay, new seed: which job runs, and where."""
+    how = "with a new seed" if new_seed else f"with seed `{original.seed}`"
+    return notice(
+        f":arrow_forward: Replaying job `{original.id}` {how} as job `{job.id}`: "
+        f"it runs in its original thread in <#{job.channel_id}>."
+    )
+
+
+def without_images(payload: Mapping[str, Any]) -> dict[str, Any]:
+    """`payload` (a message or a view) with its image blocks and image accessories left out: the fallback
+    when Slack refuses a `slack_file` it has not finished processing."""
+    blocks = []
+    for block in payload.get("blocks") or []:
+        if block.get("type") == "image":
+            continue
+        if (block.get("accessory") or {}).get("type") == "image":
+            block = {key: value for key, value in block.items() if key != "accessory"}
+        blocks.append(block)
+    return {**payload, "blocks": blocks}
+
+
+def has_images(payload: Mapping[str, Any]) -> bool:
+    """Whether `payload` shows any image (so `without_images` would change it)."""
+    return bool(without_images(payload)["blocks"] != list(payload.get("blocks") or []))
 
 
 def edit_modal(job: Job, target: Target, *, reference_count: int, sizes: Sequence[str]) -> dict[str, Any]:
@@ -330,23 +368,35 @@ def _summary(job: Job, permalink: Callable[[Job], str]) -> str:
     )
 
 
-def _thumbnail(job: Job, images: Sequence[JobImage]) -> dict[str, Any] | None:
+def files_ready(job: Job, ready_before: float) -> bool:
+    """Whether Slack has had time to process the job's files: it finished at or before `ready_before`
+    (Unix time; callers pass now minus FILE_PROCESSING_GRACE)."""
+    return job.finished_at is not None and job.finished_at <= ready_before
+
+
+def _thumbnail(job: Job, images: Sequence[JobImage], ready_before: float) -> dict[str, Any] | None:
     file_id = next((image.file_id for image in images if image.file_id), None)
-    if file_id is None or job.deleted_at is not None:
+    if file_id is None or job.deleted_at is not None or not files_ready(job, ready_before):
         return None
     return {"type": "image", "slack_file": {"id": file_id}, "alt_text": _clip(job.prompt, 2000)}
 
 
 def _history_item(
-    job: Job, images: Sequence[JobImage], permalink: Callable[[Job], str], *, thumbnail: bool
+    job: Job,
+    images: Sequence[JobImage],
+    permalink: Callable[[Job], str],
+    *,
+    thumbnail_ready_before: float | None,
+    block_prefix: str = "history",
 ) -> list[dict[str, Any]]:
     section = _section(_summary(job, permalink))
-    image = _thumbnail(job, images) if thumbnail else None
-    if image is not None:
-        section["accessory"] = image
+    if thumbnail_ready_before is not None:
+        image = _thumbnail(job, images, thumbnail_ready_before)
+        if image is not None:
+            section["accessory"] = image
     target = Target(job.id)
     buttons = [_button(Action.REPLAY, target), _button(Action.REPLAY_NEW_SEED, target)]
-    return [section, {"type": "actions", "block_id": f"history-{job.id}", "elements": buttons}]
+    return [section, {"type": "actions", "block_id": f"{block_prefix}-{job.id}", "elements": buttons}]
 
 
 def history_page(
@@ -356,8 +406,10 @@ def history_page(
     *,
     has_more: bool,
     permalink: Callable[[Job], str],
+    files_ready_before: float,
 ) -> Message:
-    """One page of `/imagine history` (only the caller sees it)."""
+    """One page of `/imagine history` (only the caller sees it); thumbnails only of jobs that finished
+    by `files_ready_before`."""
     filtered = f" matching “{escape(query.text)}”" if query.text else ""
     if not jobs:
         return notice(f"No generations{filtered} yet. Start one with `/imagine <prompt>`.")
@@ -366,7 +418,9 @@ def history_page(
         _section(f"*Your generations{filtered}* · {first}–{query.offset + len(jobs)}")
     ]
     for job in jobs:
-        blocks += _history_item(job, images.get(job.id, []), permalink, thumbnail=True)
+        blocks += _history_item(
+            job, images.get(job.id, []), permalink, thumbnail_ready_before=files_ready_before
+        )
     paging = []
     if query.offset > 0:
         previous = HistoryQuery(query.total, query.text, max(query.offset - PAGE_SIZE, 0))
@@ -394,25 +448,36 @@ def home(
     *,
     today: int,
     permalink: Callable[[Job], str],
-    processed_after: float = 30.0,
+    files_ready_before: float,
 ) -> dict[str, Any]:
-    """The App Home tab: usage today, favourites and the last 20 generations as a gallery."""
-    now = time.time()
+    """The App Home tab: images made today, favourites and the last generations as a gallery.
+
+    A job can be both a favourite and recent: its blocks get distinct block_ids per section, as Slack
+    requires unique block_ids in a view. Images only of jobs that finished by `files_ready_before`;
+    recent jobs that would take the view past 100 blocks are left out whole."""
     blocks: list[dict[str, Any]] = [
         {"type": "header", "text": {"type": "plain_text", "text": "Your Dreamboard"}},
-        _context(f"Today: {today} generation{'s' if today != 1 else ''} · `/imagine help` for commands"),
+        _context(f"Today: {today} image{'s' if today != 1 else ''} · `/imagine help` for commands"),
     ]
     if favourites:
         blocks.append({"type": "header", "text": {"type": "plain_text", "text": "⭐ Favourites"}})
         for job in favourites:
-            blocks += _history_item(job, images.get(job.id, []), permalink, thumbnail=True)
+            blocks += _history_item(
+                job,
+                images.get(job.id, []),
+                permalink,
+                thumbnail_ready_before=files_ready_before,
+                block_prefix="favourite",
+            )
     blocks.append({"type": "header", "text": {"type": "plain_text", "text": "Recent"}})
     if not recent:
         blocks.append(_section("Nothing yet. Try `/imagine a lighthouse in a storm` in any channel."))
     for job in recent:
-        processed = job.finished_at is not None and now - job.finished_at > processed_after
-        image = _thumbnail(job, images.get(job.id, [])) if processed else None
+        item = _history_item(job, images.get(job.id, []), permalink, thumbnail_ready_before=None)
+        image = _thumbnail(job, images.get(job.id, []), files_ready_before)
         if image is not None:
-            blocks.append({**image, "title": {"type": "plain_text", "text": _clip(job.prompt, 200)}})
-        blocks += _history_item(job, images.get(job.id, []), permalink, thumbnail=False)
-    return {"type": "home", "blocks": blocks[:HOME_BLOCK_LIMIT]}
+            item.insert(0, {**image, "title": {"type": "plain_text", "text": _clip(job.prompt, 200)}})
+        if len(blocks) + len(item) > HOME_BLOCK_LIMIT:
+            break
+        blocks += item
+    return {"type": "home", "blocks": blocks}

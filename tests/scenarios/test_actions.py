@@ -291,7 +291,9 @@ async def test_x_cancels_a_running_job_on_oxen_too(april: Harness) -> None:
 async def test_show_revives_a_card_with_working_buttons_after_a_restart(april: Harness) -> None:
     job_id, _ = await first_job(april, "a fox --seed 40")
     await april.stop()
-    await april.start()
+    # Slack has processed the files and the bot waits no longer for it: the card shows the images.
+    april.slack.file_processing_delay = 0.0
+    await april.start(slack_file_grace=0.0)
     response = await april.command(f"show {job_id}", channel_id="C1")
     assert response.text == ""
     revived = (await april.slack.wait_for("chat.postMessage", where=is_card, count=2))[1]
