@@ -109,7 +109,8 @@ async def test_set_channel_error_names_registry_states(fake_slack: FakeSlack, ap
 
 
 async def test_trigger_ids_expire_and_are_used_once(fake_slack: FakeSlack, api: httpx.AsyncClient) -> None:
-    view = json.dumps({"type": "modal", "title": {"type": "plain_text", "text": "x"}, "blocks": []})
+    section = {"type": "section", "text": {"type": "mrkdwn", "text": "x"}}
+    view = json.dumps({"type": "modal", "title": {"type": "plain_text", "text": "x"}, "blocks": [section]})
     trigger = fake_slack.command_payload("x")["trigger_id"]
     assert (await call(api, "views.open", trigger_id=trigger, view=view))["ok"] is True
     again = await call(api, "views.open", trigger_id=trigger, view=view)
