@@ -55,8 +55,9 @@ class Iterations:
         thread_ts = event.get("thread_ts")
         mentioned = bool(bot_user_id) and f"<@{bot_user_id}" in str(event.get("text") or "")
         direct = event.get("channel_type") == "im"
-        thread_jobs = await self._store.thread_jobs(channel, str(thread_ts)) if thread_ts else []
-        if not (mentioned or direct or thread_jobs):
+        if not (mentioned or direct) and not (
+            thread_ts and await self._is_dreamboard_thread(channel, str(thread_ts))
+        ):
             return
         if not await self._store.claim_event(f"message:{channel}:{ts}"):
             return
@@ -64,6 +65,7 @@ class Iterations:
         text = strip_mention(str(event.get("text") or ""), bot_user_id)
         files = [file for file in event.get("files") or [] if isinstance(file, Mapping)]
         reply_in = str(thread_ts or ts)
+        thread_jobs = await self._store.thread_jobs(channel, str(thread_ts)) if thread_ts else []
         if text.lower() in ("", "help", "--help") and not files:
             await self._ephemeral(channel, user, reply_in, views.help_message())
             return
@@ -103,6 +105,12 @@ class Iterations:
             await self._ephemeral(channel, user, reply_in, views.notice(f":warning: {problem}"))
         except NotInChannelError:
             log.warning("cannot post in %s although a message arrived from it", channel)
+
+    async def _is_dreamboard_thread(self, channel: str, thread_ts: str) -> bool:
+        """Whether the thread's root is one of Dreamboard's messages (a status message or a card it
+        posted): only then are plain replies in it addressed to Dreamboard. A human's thread where
+        someone once mentioned Dreamboard stays theirs: only mentions there are answered."""
+        return await self._store.job_for_message(channel, thread_ts) is not None
 
     async def _ephemeral(self, channel: str, user: str, thread_ts: str, message: views.Message) -> None:
         await self._slack.ephemeral(channel, user, thread_ts, message)

@@ -52,7 +52,8 @@ def help_message() -> Message:
         "• `/imagine watercolour lighthouse --seed 42 --n 4`\n\n"
         "*Flags*\n"
         + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
-        + "• `/imagine show <job id>` reposts a result with its buttons here\n\n"
+        + "• `/imagine show <job id>` reposts a result with its buttons here\n"
+        "• `/imagine -- <prompt>` is always a prompt, even one starting with `show`, `seed` or `history`\n\n"
         "Results arrive in a thread under the status message; every result records its seed. "
         "Reply in that thread to iterate, or react to a result:\n"
         + "\n".join(
@@ -93,6 +94,14 @@ def cap_reached(queued: int, prompt: str) -> Message:
     )
 
 
+def _how_to_iterate(job: Job) -> str:
+    """A thread is Dreamboard's only when its root is Dreamboard's status message; elsewhere only
+    mentions are answered (bot/features/iterations.py)."""
+    if job.thread_ts is None or job.thread_ts == job.status_ts:
+        return "reply in this thread to iterate"
+    return "mention @Dreamboard in this thread to iterate"
+
+
 def status(job: Job, *, position: int | None = None, problem: str | None = None) -> Message:
     """The thread root (or first reply) that tracks a job: queued, generating, done or failed."""
     images = f"{job.n} images" if job.n > 1 else "1 image"
@@ -112,7 +121,7 @@ def status(job: Job, *, position: int | None = None, problem: str | None = None)
         "text": f"{_clip(headline, 150)}: {escape(_clip(job.prompt, 200))}",
         "blocks": [
             _section(f"{headline}\n{_quote(job.prompt, 1500)}"),
-            _context(f"<@{job.user_id}> · job `{job.id}` · reply in this thread to iterate"),
+            _context(f"<@{job.user_id}> · job `{job.id}` · {_how_to_iterate(job)}"),
         ],
     }
 
