@@ -12,7 +12,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.domain.controls import PAGE_SIZE, REACTIONS, Action, HistoryQuery, Target
-from bot.domain.requests import ASPECT_RATIOS, FLAGS, USAGE, request_text
+from bot.domain.requests import (
+    ASPECT_RATIOS,
+    FLAGS,
+    PROMPT_BOX_MAX,
+    USAGE,
+    PromptBoxes,
+    request_text,
+    split_prompt,
+)
 from bot.jobs import recipes
 from bot.store.model import Job, JobImage
 
@@ -254,8 +262,19 @@ def recipe(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -
     }
 
 
-def edit_modal(job: Job, target: Target, *, reference_count: int, sizes: Sequence[str]) -> dict[str, Any]:
-    """The ✏️ Edit modal, prefilled from the job; submitting it runs the edited recipe."""
+def edit_modal(
+    job: Job,
+    target: Target,
+    *,
+    reference_count: int,
+    sizes: Sequence[str],
+    box: int = PROMPT_BOX_MAX,
+    prompt: PromptBoxes | None = None,
+) -> dict[str, Any]:
+    """The ✏️ Edit modal, prefilled from the job; submitting it runs the edited recipe. The prompt
+    fills as many boxes of at most `box` characters as it needs (`prompt`: how split_prompt cut it),
+    so none of it is cut off."""
+    prompt = prompt or split_prompt(job.prompt, box)
 
     def option(value: str) -> dict[str, Any]:
         return {"text": {"type": "plain_text", "text": value}, "value": value}
@@ -276,17 +295,7 @@ def edit_modal(job: Job, target: Target, *, reference_count: int, sizes: Sequenc
         "submit": {"type": "plain_text", "text": "Generate"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {
-                "type": "input",
-                "block_id": "prompt",
-                "label": {"type": "plain_text", "text": "Prompt"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": "value",
-                    "multiline": True,
-                    "initial_value": _clip(job.prompt, 3000),
-                },
-            },
+            *_prompt_inputs(prompt, box),
             {
                 "type": "input",
                 "block_id": "aspect_ratio",
@@ -310,6 +319,38 @@ def edit_modal(job: Job, target: Target, *, reference_count: int, sizes: Sequenc
             _context(f"Keeps the job's {reference_count} reference image(s). Job `{job.id}`."),
         ],
     }
+
+
+def _prompt_inputs(prompt: PromptBoxes, box: int) -> list[dict[str, Any]]:
+    """One multiline input per part of the prompt; a prompt longer than one box continues in the next
+    (recipes.check_edit joins them back)."""
+    count = len(prompt.parts)
+    blocks: list[dict[str, Any]] = []
+    for index, part in enumerate(prompt.parts):
+        label = "Prompt" if count == 1 else f"Prompt ({index + 1} of {count})"
+        block: dict[str, Any] = {
+            "type": "input",
+            "block_id": recipes.prompt_block_id(index),
+            "label": {"type": "plain_text", "text": label},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": "value",
+                "multiline": True,
+                "max_length": box,
+                "initial_value": part,
+            },
+        }
+        if index:
+            block["optional"] = True
+        blocks.append(block)
+    if count > 1:
+        blocks.append(
+            _context(
+                f"The prompt is longer than one box holds ({box:,} characters), so it continues from box "
+                "to box; they are joined in order when you press Generate."
+            )
+        )
+    return blocks
 
 
 def upload_comment(job: Job, count: int) -> str:

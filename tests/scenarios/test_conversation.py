@@ -4,6 +4,8 @@ text that only looks like a subcommand."""
 from __future__ import annotations
 
 import io
+import json
+from typing import Any
 
 import pytest
 from PIL import Image
@@ -92,3 +94,98 @@ async def test_a_seed_number_without_a_prompt_is_explained_in_the_ack(harness: H
     assert "needs a prompt after the number" in response.text
     assert "/imagine -- seed 42" in response.text
     assert await harness.jobs() == []
+
+
+def edit_values(view: dict[str, Any], **changes: str) -> dict[str, dict[str, Any]]:
+    """`view.state.values` for the Edit modal as opened: every input's initial value, unless changed."""
+    values: dict[str, dict[str, Any]] = {}
+    for block in view["blocks"]:
+        if block["type"] != "input":
+            continue
+        element = block["element"]
+        if element["type"] == "static_select":
+            option = element.get("initial_option")
+            selected = {"value": changes[block["block_id"]]} if block["block_id"] in changes else option
+            values[block["block_id"]] = {"value": {"type": "static_select", "selected_option": selected}}
+        else:
+            text = changes.get(block["block_id"], element.get("initial_value"))
+            values[block["block_id"]] = {"value": {"type": "plain_text_input", "value": text}}
+    return values
+
+
+async def open_edit(harness: Harness, job_id: str) -> dict[str, Any]:
+    """Press ✏️ Edit on the job's card; returns the modal as views.open received it."""
+    card = next(m for m in harness.slack.messages("C1") if m["text"].startswith(f"Result of job {job_id}"))
+    actions = next(block for block in card["blocks"] if block["type"] == "actions")
+    edit = next(e for e in actions["elements"] if e["action_id"].startswith("dreamboard:edit:"))
+    opened = len(harness.slack.calls_to("views.open"))
+    payload = harness.slack.button_payload(edit, user_id="U2", channel_id="C1", message=card)
+    await harness.slack.send_action(harness.events_url, payload)
+    call = (await harness.slack.wait_for("views.open", count=opened + 1))[-1]
+    view = call.params["view"]
+    return dict(json.loads(view) if isinstance(view, str) else view)
+
+
+async def test_the_edit_modal_is_acked_before_a_slow_slack_posts_the_job(harness: Harness) -> None:
+    harness.oxen.schema = "april"
+    await harness.start()
+    await harness.generate("a red fox --seed 40")
+    [(job, _)] = await harness.jobs()
+    view = await open_edit(harness, job.id)
+    posts = len(harness.slack.calls_to("chat.postMessage"))
+    # Slack waits 3 s for the answer to a view_submission (slack.md §3.5 for the 3000 ms rule); the
+    # status post taking longer than that must not delay the answer.
+    harness.slack.fault("chat.postMessage", delay=3.5)
+    payload = harness.slack.view_submission_payload(
+        view, edit_values(view, prompt="a blue fox"), user_id="U2"
+    )
+    answer = await harness.slack.send_action(harness.events_url, payload)
+    assert (answer.status, answer.text) == (200, "")
+    assert answer.elapsed < 3.0
+    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    assert len(harness.slack.calls_to("chat.postMessage")) == posts + 2, "one status, one card"
+    jobs = await harness.jobs()
+    assert [j.prompt for j, _ in jobs] == ["a red fox", "a blue fox"]
+    assert jobs[1][0].parent_id == job.id
+
+
+async def test_a_prompt_longer_than_one_input_box_is_edited_without_losing_any_of_it(
+    harness: Harness,
+) -> None:
+    harness.oxen.schema = "april"
+    await harness.start()
+    words = [f"word{index}" for index in range(480)]
+    prompt = " ".join(words[:300]) + "\n" + " ".join(words[300:])
+    assert 3000 < len(prompt) <= 4000
+    await harness.generate(prompt)
+    [(job, _)] = await harness.jobs()
+    assert job.prompt == prompt
+    view = await open_edit(harness, job.id)
+    boxes = [b for b in view["blocks"] if str(b.get("block_id", "")).startswith("prompt")]
+    assert [b["block_id"] for b in boxes] == ["prompt", "prompt_2"]
+    assert all(b["element"]["max_length"] == 3000 for b in boxes)
+    assert all(len(b["element"]["initial_value"]) <= 3000 for b in boxes)
+    assert "…" not in json.dumps(boxes, ensure_ascii=False)
+
+    payload = harness.slack.view_submission_payload(view, edit_values(view, seed="9"), user_id="U2")
+    assert (await harness.slack.send_action(harness.events_url, payload)).text == ""
+    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    assert harness.oxen.submissions[-1]["prompt"] == prompt
+    assert harness.oxen.submissions[-1]["seed"] == 9
+
+
+async def test_an_edit_that_cannot_start_is_explained_by_dm_when_the_channel_is_gone(
+    harness: Harness,
+) -> None:
+    await harness.start()
+    await harness.generate("a red fox")
+    [(job, _)] = await harness.jobs()
+    view = await open_edit(harness, job.id)
+    harness.slack.set_channel_error("C1", "channel_not_found")
+    payload = harness.slack.view_submission_payload(
+        view, edit_values(view, prompt="a blue fox"), user_id="U2"
+    )
+    assert (await harness.slack.send_action(harness.events_url, payload)).text == ""
+    [dm] = await harness.slack.wait_for("chat.postMessage", where=lambda call: call.params["channel"] == "U2")
+    assert "invite" in dm.params["text"].lower(), "the ephemeral was refused too, so the answer is a DM"
+    assert len(await harness.jobs()) == 1
