@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.domain.requests import RequestError, parse_request
 from bot.features.intake import CapReachedError, Intake, NotInChannelError, StatusPostError
-from bot.features.references import ReferenceError, References
+from bot.features.references import ReferenceError, References, slack_read_problem
 from bot.slack.errors import SlackError
 from bot.slack.gateway import SlackGateway
 from bot.store.sqlite import Store
@@ -98,13 +98,12 @@ class Iterations:
         except StatusPostError as exc:
             await self._ephemeral(channel, user, reply_in, views.notice(exc.user_message))
         except SlackError as exc:
-            log.warning("thread reply %s in %s: Slack refused a read (%s)", ts, channel, exc)
-            problem = (
-                f"Slack would not let Dreamboard read this thread (`{exc.code}`), so nothing was started."
-            )
-            await self._ephemeral(channel, user, reply_in, views.notice(f":warning: {problem}"))
+            log.warning("thread reply %s in %s: Slack refused a call (%s)", ts, channel, exc)
+            problem = slack_read_problem(exc, "Slack", "handle this message")
+            await self._ephemeral(channel, user, reply_in, views.notice(f":warning: {views.escape(problem)}"))
         except NotInChannelError:
             log.warning("cannot post in %s although a message arrived from it", channel)
+            await self._ephemeral(channel, user, reply_in, views.not_in_channel(bot_user_id))
 
     async def _is_dreamboard_thread(self, channel: str, thread_ts: str) -> bool:
         """Whether the thread's root is one of Dreamboard's messages (a status message or a card it
@@ -113,4 +112,11 @@ class Iterations:
         return await self._store.job_for_message(channel, thread_ts) is not None
 
     async def _ephemeral(self, channel: str, user: str, thread_ts: str, message: views.Message) -> None:
-        await self._slack.ephemeral(channel, user, thread_ts, message)
+        """Answer only the author, in the thread; by DM when Slack refuses the ephemeral (rate limit,
+        membership), so an answer is never lost silently."""
+        if await self._slack.ephemeral(channel, user, thread_ts, message):
+            return
+        try:
+            await self._slack.post(user, message)
+        except SlackError as exc:
+            log.warning("could not answer %s about message %s in %s: %s", user, thread_ts, channel, exc)
