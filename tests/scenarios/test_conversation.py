@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 from PIL import Image
 
+from tests.fakes.recorder import Call
 from tests.scenarios.harness import Harness, answers, is_card, is_done
 
 
@@ -189,3 +190,83 @@ async def test_an_edit_that_cannot_start_is_explained_by_dm_when_the_channel_is_
     [dm] = await harness.slack.wait_for("chat.postMessage", where=lambda call: call.params["channel"] == "U2")
     assert "invite" in dm.params["text"].lower(), "the ephemeral was refused too, so the answer is a DM"
     assert len(await harness.jobs()) == 1
+
+
+def ephemeral_text(call: Call) -> str:
+    return str(call.params.get("text"))
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ({"status": 429, "retry_after": 0, "times": 4}, "Send your message again in a minute"),
+        ({"error": "missing_scope"}, "reinstall Dreamboard with the scopes"),
+        ({"drop": True, "times": 4}, "Send your message again in a moment"),
+        ({"status": 503, "times": 4}, "Send your message again in a moment"),
+    ],
+    ids=["ratelimited", "missing-scope", "connection-dropped", "server-error"],
+)
+async def test_a_thread_that_cannot_be_read_is_explained_to_the_replier(
+    harness: Harness, fault: dict[str, Any], expected: str
+) -> None:
+    await harness.start()
+    root = await harness.generate("a lighthouse")
+    harness.slack.fault("conversations.replies", **fault)
+    await harness.send(harness.slack.human_message("C1", "at night", user="U5", thread_ts=root))
+    [answer] = await harness.slack.wait_for("chat.postEphemeral")
+    assert (answer.params["user"], answer.params["thread_ts"]) == ("U5", root)
+    assert "`conversations.replies` answered" in ephemeral_text(answer)
+    assert "nothing was started" in ephemeral_text(answer)
+    assert expected in ephemeral_text(answer)
+    assert len(await harness.jobs()) == 1
+
+
+@pytest.mark.parametrize(
+    ("fault", "expected"),
+    [
+        ({"error": "file_not_found"}, "it may have been deleted"),
+        ({"error": "missing_scope"}, "reinstall Dreamboard with the scopes"),
+        ({"status": 429, "retry_after": 0, "times": 4}, "Send your message again in a minute"),
+        ({"drop": True, "times": 4}, "Send your message again in a moment"),
+    ],
+    ids=["file-not-found", "missing-scope", "ratelimited", "connection-dropped"],
+)
+async def test_an_attached_file_slack_will_not_describe_is_explained(
+    harness: Harness, fault: dict[str, Any], expected: str
+) -> None:
+    await harness.start_at_own_url()
+    root = await harness.generate("a lighthouse")
+    file = harness.slack.add_file(png("blue"), name="night.png")
+    harness.slack.fault("files.info", **fault)
+    reply = harness.slack.human_message(
+        "C1", "at night", user="U5", thread_ts=root, files=[harness.slack.file_stub(file)]
+    )
+    await harness.send(reply)
+    [answer] = await harness.slack.wait_for("chat.postEphemeral")
+    assert answer.params["user"] == "U5"
+    assert "`files.info` answered" in ephemeral_text(answer)
+    assert expected in ephemeral_text(answer)
+    assert len(await harness.jobs()) == 1
+
+
+async def test_a_stub_file_is_looked_up_and_used(harness: Harness) -> None:
+    await harness.start_at_own_url()
+    root = await harness.generate("a lighthouse")
+    blue = png("blue")
+    file = harness.slack.add_file(blue, name="night.png")
+    reply = harness.slack.human_message(
+        "C1", "at night", thread_ts=root, files=[harness.slack.file_stub(file)]
+    )
+    await harness.send(reply)
+    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    assert file["id"] in [call.params["file"] for call in harness.slack.calls_to("files.info")]
+    assert harness.oxen.fetched_references[-1][0] == blue
+
+
+async def test_an_answer_slack_refuses_as_an_ephemeral_arrives_by_dm(harness: Harness) -> None:
+    await harness.start()
+    root = await harness.generate("a lighthouse")
+    harness.slack.fault("chat.postEphemeral", status=429, retry_after=0, times=4)
+    await harness.send(harness.slack.human_message("C1", "again --n 9", user="U5", thread_ts=root))
+    [dm] = await harness.slack.wait_for("chat.postMessage", where=lambda call: call.params["channel"] == "U5")
+    assert "--n 9" in ephemeral_text(dm)
