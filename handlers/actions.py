@@ -10,6 +10,7 @@ from slack_bolt.async_app import AsyncAck, AsyncRespond
 from bot.app.bolt import Listeners
 from bot.app.services import Services
 from bot.domain.controls import Action, HistoryQuery, Target
+from bot.jobs.recipes import EditError
 from bot.views.blocks import ACTION_PREFIX, EDIT_CALLBACK
 from handlers.replies import answer as reply
 
@@ -54,14 +55,18 @@ def register(app: Listeners, services: Services) -> None:
             await services.gateway.post(user_id, answer)
 
     async def on_edit_submitted(ack: AsyncAck, body: dict[str, Any], view: dict[str, Any]) -> None:
+        """Check the values without I/O and answer Slack first (errors show under their inputs);
+        only then store and announce the job, which may take longer than Slack waits."""
+        try:
+            submission = services.branching.check_edit(view)
+        except EditError as exc:
+            await ack(response_action="errors", errors=exc.errors)
+            return
+        await ack()
         user = body["user"]
-        errors = await services.branching.submit_edit(
-            view, user_id=str(user["id"]), team_id=str(user.get("team_id") or body["team"]["id"])
+        await services.branching.start_edit(
+            submission, user_id=str(user["id"]), team_id=str(user.get("team_id") or body["team"]["id"])
         )
-        if errors:
-            await ack(response_action="errors", errors=errors)
-        else:
-            await ack()
 
     app.action(re.compile(f"^{re.escape(ACTION_PREFIX)}"))(on_button)
     app.view(EDIT_CALLBACK)(on_edit_submitted)

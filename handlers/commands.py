@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import logging
-import re
 from typing import Any
 
 from slack_bolt.async_app import AsyncAck, AsyncBoltContext, AsyncRespond
 
 from bot.app.bolt import Listeners
 from bot.app.services import Services
+from bot.domain.commands import Help, History, Recipe, Show, UsageError, parse_command
 from bot.domain.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
 from bot.domain.requests import RequestError, parse_request, unescape_slack
 from bot.features.actions import NotAllowedError
@@ -19,8 +19,6 @@ from bot.views import blocks as views
 from handlers.replies import answer
 
 log = logging.getLogger(__name__)
-
-JOB_ID = re.compile(r"^[0-9a-f]{10}$")
 
 
 def register(app: Listeners, services: Services) -> None:
@@ -42,25 +40,25 @@ async def handle_imagine(
     context: AsyncBoltContext,
 ) -> None:
     """Validate before acking (so errors come back in the ack), then create the job after it."""
-    text = str(command.get("text") or "")
-    if text.strip().lower() in ("", "help", "--help"):
+    parsed = parse_command(str(command.get("text") or ""))
+    if isinstance(parsed, Help):
         await ack(response_type="ephemeral", **views.help_message())
         return
-    words = text.split()
-    if len(words) == 2 and words[0].lower() == "show":
+    if isinstance(parsed, UsageError):
+        await ack(response_type="ephemeral", **views.error_message(parsed.message))
+        return
+    if isinstance(parsed, Show):
         await ack()
-        await _show(services, words[1], command, respond, context)
+        await _show(services, parsed.job_id, command, respond, context)
         return
-    if words[0].lower() == "history":
-        await _history(services, ack, words[1:], command, respond)
+    if isinstance(parsed, History):
+        await _history(services, ack, list(parsed.words), command, respond)
         return
-    if words[0].lower() == "seed" and len(words) >= 2:
-        found = await services.store.get_job(words[1]) if JOB_ID.match(words[1]) else None
-        if found is not None or not words[1].isdigit():
-            await ack()
-            await _recipe(services, words[1], command, respond)
-            return
-        text = f"{' '.join(words[2:])} --seed {words[1]}"
+    if isinstance(parsed, Recipe):
+        await ack()
+        await _recipe(services, parsed.job_id, command, respond)
+        return
+    text = parsed.text
     intake = services.intake
     try:
         request = parse_request(text, intake.limits_for())

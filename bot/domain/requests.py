@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import re
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 from pydantic import BaseModel, ConfigDict
@@ -220,3 +220,60 @@ def request_text(request: GenerationRequest) -> str:
     """The `/imagine` text (without the command) that parses back to `request`."""
     flags = (flag.render(getattr(request, flag.field)) for flag in FLAGS)
     return " ".join([request.prompt, *(text for text in flags if text)])
+
+
+PROMPT_BOX_MAX = 3000
+"""The most a Slack plain_text_input holds: its `max_length` takes 1 to 3000
+(https://docs.slack.dev/reference/block-kit/block-elements/plain-text-input-element)."""
+_LONGEST_JOIN = 40
+_WHITESPACE_RUN = re.compile(r"\s+")
+
+
+@dataclass(frozen=True)
+class PromptBoxes:
+    """A prompt cut into input boxes of at most `box` characters, and the whitespace each cut removed
+    (`joins[i]` goes between `parts[i]` and `parts[i + 1]`), so join_prompt gives the prompt back."""
+
+    parts: tuple[str, ...]
+    joins: tuple[str, ...]
+
+
+def prompt_box_size(limits: Limits) -> int:
+    """How much one Edit-modal prompt box holds: Slack's input limit or the model's prompt limit."""
+    return max(1, min(PROMPT_BOX_MAX, limits.prompt_max))
+
+
+def split_prompt(prompt: str, box: int) -> PromptBoxes:
+    """Cut `prompt` into parts of at most `box` characters at the last whitespace that fits (kept in
+    `joins`; a run longer than 40 characters is kept as its first 40), or mid-word when a part has
+    none. Parts never start or end with whitespace, so Slack trimming a value changes nothing."""
+    parts: list[str] = []
+    joins: list[str] = []
+    rest = prompt.strip()
+    while len(rest) > box:
+        starts = [run.start() for run in _WHITESPACE_RUN.finditer(rest, 1, box + 1)]
+        cut = _WHITESPACE_RUN.match(rest, starts[-1]) if starts else None
+        if cut is not None:
+            parts.append(rest[: cut.start()])
+            joins.append(cut.group()[:_LONGEST_JOIN])
+            rest = rest[cut.end() :]
+        else:
+            parts.append(rest[:box])
+            joins.append("")
+            rest = rest[box:]
+    parts.append(rest)
+    return PromptBoxes(tuple(parts), tuple(joins))
+
+
+def join_prompt(parts: Sequence[str], joins: Sequence[str]) -> str:
+    """The prompt from (possibly edited) boxes: each stripped, empty ones left out, neighbours joined
+    with the whitespace their cut removed (a space where that is unknown)."""
+    prompt = ""
+    for index, part in enumerate(parts):
+        text = part.strip()
+        if not text:
+            continue
+        if prompt:
+            prompt += joins[index - 1] if 0 < index <= len(joins) else " "
+        prompt += text
+    return prompt

@@ -11,9 +11,11 @@ import json
 import logging
 import time
 from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.controls import REACTIONS, Action, Target
+from bot.domain.requests import prompt_box_size, split_prompt
 from bot.features.intake import CapReachedError, Intake, NotInChannelError, StatusPostError
 from bot.features.references import Collected, ReferenceSource
 from bot.jobs import recipes
@@ -32,6 +34,16 @@ DOUBLE_CLICK_WINDOW = 3.0
 
 class NotAllowedError(Exception):
     """The user may not do this; the message says why."""
+
+
+@dataclass(frozen=True)
+class EditSubmission:
+    """A checked ✏️ Edit submission: the job it edits, the new values, and where it was opened."""
+
+    target: Target
+    edits: recipes.Edits
+    channel_id: str | None
+    thread_ts: str | None
 
 
 class Branching:
@@ -194,40 +206,80 @@ class Branching:
         )
 
     async def edit_modal(self, target: Target, *, channel_id: str, thread_ts: str) -> dict[str, Any]:
-        """The prefilled ✏️ Edit modal for a job."""
+        """The prefilled ✏️ Edit modal for a job. Its private_metadata carries what check_edit needs, so
+        a submission is checked without any I/O."""
         job = await self._visible_job(target.job_id)
+        limits = self._intake.limits_for(job.model)
+        box = prompt_box_size(limits)
+        prompt = split_prompt(job.prompt, box)
         view = views.edit_modal(
             job,
             target,
             reference_count=len(self.references_of(job)),
-            sizes=self._intake.limits_for(job.model).sizes,
+            sizes=limits.sizes,
+            box=box,
+            prompt=prompt,
         )
         view["private_metadata"] = json.dumps(
-            {"target": target.value, "channel": channel_id, "thread": thread_ts}
+            {
+                "target": target.value,
+                "channel": channel_id,
+                "thread": thread_ts,
+                "model": job.model,
+                "n": job.n,
+                "size": job.size,
+                "joins": list(prompt.joins),
+            }
         )
         return view
 
-    async def submit_edit(self, view: Mapping[str, Any], *, user_id: str, team_id: str) -> dict[str, str]:
-        """Run an edited recipe; returns input errors by block id (empty when the job was queued)."""
+    def check_edit(self, view: Mapping[str, Any]) -> EditSubmission:
+        """A submitted Edit modal, checked without I/O (so it is answered well within Slack's 3 s);
+        raises recipes.EditError with the texts to show by block id."""
         where = json.loads(str(view.get("private_metadata") or "{}"))
-        job = await self._visible_job(Target.parse(str(where.get("target", ""))).job_id)
-        try:
-            recipe = recipes.edit(
-                job, view.get("state", {}).get("values", {}), self._intake.limits_for(job.model)
-            )
-        except recipes.EditError as exc:
-            return exc.errors
-        channel, thread = (
-            str(where.get("channel") or job.channel_id),
-            str(where.get("thread") or job.thread_ts),
+        edits = recipes.check_edit(
+            view.get("state", {}).get("values", {}),
+            self._intake.limits_for(where.get("model")),
+            n=int(where.get("n") or 1),
+            size=str(where.get("size") or ""),
+            joins=[str(join) for join in where.get("joins") or []],
         )
+        return EditSubmission(
+            Target.parse(str(where.get("target", ""))),
+            edits,
+            channel_id=where.get("channel"),
+            thread_ts=where.get("thread"),
+        )
+
+    async def start_edit(self, submission: EditSubmission, *, user_id: str, team_id: str) -> Job | None:
+        """Queue a checked edit (after the submission was acked) as a branch of its job; when it cannot
+        start, the user is told why, ephemerally in the thread (or by DM), and None is returned."""
+        channel, thread = submission.channel_id, submission.thread_ts
         try:
-            await self.start(
-                recipe, job, user_id=user_id, team_id=team_id, channel_id=channel, thread_ts=thread
+            job = await self._visible_job(submission.target.job_id)
+        except NotAllowedError as exc:
+            await self._tell(channel, user_id, thread, refusal(exc, submission.edits.prompt))
+            return None
+        channel, thread = channel or job.channel_id, thread or job.thread_ts or job.status_ts
+        recipe = recipes.apply_edit(job, submission.edits)
+        try:
+            return await self.start(
+                recipe, job, user_id=user_id, team_id=team_id, channel_id=channel, thread_ts=str(thread)
             )
         except (CapReachedError, NotInChannelError, StatusPostError) as exc:
-            await self._ephemeral(channel, user_id, thread, refusal(exc, recipe.request.prompt))
-        return {}
+            await self._tell(channel, user_id, thread, refusal(exc, recipe.request.prompt))
+            return None
+
+    async def _tell(
+        self, channel: str | None, user: str, thread_ts: str | None, message: views.Message
+    ) -> None:
+        """Ephemeral in the conversation; by DM when Slack refuses that (or there is no conversation)."""
+        if channel and await self._slack.ephemeral(channel, user, thread_ts, message):
+            return
+        try:
+            await self._slack.post(user, message)
+        except SlackError as exc:
+            log.warning("could not tell %s why their edit did not start: %s", user, exc)
 
     async def revive(self, job_id: str, *, user_id: str, channel_id: str) -> None:
         """Repost a job's result card, images and working buttons, in `channel_id`; raises NotAllowedError

@@ -9,7 +9,7 @@ from typing import Any
 
 from bot.domain.requests import RequestError, parse_request
 from bot.features.intake import CapReachedError, Intake, NotInChannelError, StatusPostError
-from bot.features.references import ReferenceError, References
+from bot.features.references import ReferenceError, References, slack_read_problem
 from bot.slack.errors import SlackError
 from bot.slack.gateway import SlackGateway
 from bot.store.sqlite import Store
@@ -55,8 +55,9 @@ class Iterations:
         thread_ts = event.get("thread_ts")
         mentioned = bool(bot_user_id) and f"<@{bot_user_id}" in str(event.get("text") or "")
         direct = event.get("channel_type") == "im"
-        thread_jobs = await self._store.thread_jobs(channel, str(thread_ts)) if thread_ts else []
-        if not (mentioned or direct or thread_jobs):
+        if not (mentioned or direct) and not (
+            thread_ts and await self._is_dreamboard_thread(channel, str(thread_ts))
+        ):
             return
         if not await self._store.claim_event(f"message:{channel}:{ts}"):
             return
@@ -64,6 +65,7 @@ class Iterations:
         text = strip_mention(str(event.get("text") or ""), bot_user_id)
         files = [file for file in event.get("files") or [] if isinstance(file, Mapping)]
         reply_in = str(thread_ts or ts)
+        thread_jobs = await self._store.thread_jobs(channel, str(thread_ts)) if thread_ts else []
         if text.lower() in ("", "help", "--help") and not files:
             await self._ephemeral(channel, user, reply_in, views.help_message())
             return
@@ -96,13 +98,25 @@ class Iterations:
         except StatusPostError as exc:
             await self._ephemeral(channel, user, reply_in, views.notice(exc.user_message))
         except SlackError as exc:
-            log.warning("thread reply %s in %s: Slack refused a read (%s)", ts, channel, exc)
-            problem = (
-                f"Slack would not let Dreamboard read this thread (`{exc.code}`), so nothing was started."
-            )
-            await self._ephemeral(channel, user, reply_in, views.notice(f":warning: {problem}"))
+            log.warning("thread reply %s in %s: Slack refused a call (%s)", ts, channel, exc)
+            problem = slack_read_problem(exc, "Slack", "handle this message")
+            await self._ephemeral(channel, user, reply_in, views.notice(f":warning: {views.escape(problem)}"))
         except NotInChannelError:
             log.warning("cannot post in %s although a message arrived from it", channel)
+            await self._ephemeral(channel, user, reply_in, views.not_in_channel(bot_user_id))
+
+    async def _is_dreamboard_thread(self, channel: str, thread_ts: str) -> bool:
+        """Whether the thread's root is one of Dreamboard's messages (a status message or a card it
+        posted): only then are plain replies in it addressed to Dreamboard. A human's thread where
+        someone once mentioned Dreamboard stays theirs: only mentions there are answered."""
+        return await self._store.job_for_message(channel, thread_ts) is not None
 
     async def _ephemeral(self, channel: str, user: str, thread_ts: str, message: views.Message) -> None:
-        await self._slack.ephemeral(channel, user, thread_ts, message)
+        """Answer only the author, in the thread; by DM when Slack refuses the ephemeral (rate limit,
+        membership), so an answer is never lost silently."""
+        if await self._slack.ephemeral(channel, user, thread_ts, message):
+            return
+        try:
+            await self._slack.post(user, message)
+        except SlackError as exc:
+            log.warning("could not answer %s about message %s in %s: %s", user, thread_ts, channel, exc)

@@ -22,6 +22,7 @@ from bot.backends.oxen import OxenClient
 from bot.domain.errors import UserFacingError
 from bot.domain.images import ImageRejectedError, PreparedImage, prepare_image
 from bot.features.reference_hosting import ReferenceHost
+from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.files import ReferenceFetchError, SlackFileReader, file_name
 from bot.slack.gateway import SlackGateway
 from bot.store.model import ImageState, Job
@@ -32,6 +33,52 @@ FRESH_RESULT_URL = 20 * 60
 
 class ReferenceError(UserFacingError):
     """A reference cannot be used; the message is for the user and names the file."""
+
+
+def needs_file_info(file: Mapping[str, Any]) -> bool:
+    """Whether a file object from an event is a stub to complete with files.info. Slack Connect files
+    arrive in events as `{"id": …, "file_access": "check_file_info"}`, and only files.info shows their
+    properties (https://docs.slack.dev/apis/slack-connect/#check_file_info); any object without a
+    download URL is treated the same way."""
+    has_url = file.get("url_private_download") or file.get("url_private")
+    return bool(file.get("id")) and (file.get("file_access") == "check_file_info" or not has_url)
+
+
+def slack_read_problem(
+    exc: SlackError, method: str, what: str, *, outcome: str = "nothing was started"
+) -> str:
+    """What to tell the person when a Slack read (`method`) failed while Dreamboard tried to `what`:
+    which call, Slack's answer, what came of it (`outcome`) and what to do about it."""
+    failed = f"`{method}` answered `{exc.code}`"
+    if exc.kind is SlackErrorKind.RATE_LIMITED:
+        return (
+            f"Slack is limiting how fast Dreamboard may {what} ({failed}), so {outcome}. "
+            "Send your message again in a minute."
+        )
+    if exc.kind is SlackErrorKind.UNAVAILABLE:
+        return (
+            f"Slack did not answer when Dreamboard tried to {what} ({failed}), so {outcome}. "
+            "Send your message again in a moment."
+        )
+    if exc.kind is SlackErrorKind.NOT_FOUND:
+        return (
+            f"Slack could not find what Dreamboard needed to {what} ({failed}); it may have been "
+            f"deleted, so {outcome}. Send your message again without it."
+        )
+    if exc.kind in (SlackErrorKind.NOT_IN_CHANNEL, SlackErrorKind.ARCHIVED):
+        return (
+            f"Slack does not let Dreamboard {what} in this conversation ({failed}), so {outcome}. "
+            "Invite Dreamboard here with `/invite` and send your message again."
+        )
+    if exc.code in ("missing_scope", "not_allowed_token_type", "no_permission", "access_denied"):
+        return (
+            f"Slack refused to let Dreamboard {what} ({failed}), so {outcome}. A workspace "
+            "admin needs to reinstall Dreamboard with the scopes in its manifest.yaml."
+        )
+    return (
+        f"Slack refused to let Dreamboard {what} ({failed}), so {outcome}. If it happens "
+        "again, show this message to whoever runs Dreamboard."
+    )
 
 
 @dataclass(frozen=True)
@@ -131,10 +178,12 @@ class References:
             elif isinstance(candidate, ReferenceSource):
                 sources.append(candidate)
             else:
+                earlier = position >= len(attached)
                 try:
-                    sources.append(await self._fetch_attachment(candidate))
+                    outcome = "it was left out" if earlier else "nothing was started"
+                    sources.append(await self._fetch_attachment(candidate, outcome=outcome))
                 except ReferenceError as exc:
-                    if position < len(attached):
+                    if not earlier:
                         raise
                     skipped.append(str(exc))
         if base is None or base not in sources:
@@ -160,7 +209,12 @@ class References:
     async def _earlier_files(
         self, channel_id: str, thread_ts: str, message_ts: str
     ) -> list[Mapping[str, Any]]:
-        messages = await self._slack.thread_messages(channel_id, thread_ts)
+        try:
+            messages = await self._slack.thread_messages(channel_id, thread_ts)
+        except SlackError as exc:
+            raise ReferenceError(
+                slack_read_problem(exc, "conversations.replies", "read this thread's earlier images")
+            ) from None
         found: list[Mapping[str, Any]] = []
         for message in reversed(messages):
             if (
@@ -174,20 +228,29 @@ class References:
             ]
         return found
 
-    async def _fetch_attachment(self, file: Mapping[str, Any]) -> ReferenceSource:
+    async def _fetch_attachment(self, file: Mapping[str, Any], *, outcome: str) -> ReferenceSource:
         if self._host is None:
             raise ReferenceError(
                 f"“{file_name(file)}” can't be used: this Dreamboard has nowhere to host reference images. "
                 "An admin can set PUBLIC_BASE_URL or OXEN_REFERENCE_REPO (see the README)."
             )
-        image = await self._download(file)
+        image = await self._download(file, outcome=outcome)
         key = hashlib.sha256(image.data).hexdigest()[:32]
         self._cache_write(key, image)
         return ReferenceSource(
             "file", file_name(file), file_id=file.get("id"), key=key, mimetype=image.mimetype
         )
 
-    async def _download(self, file: Mapping[str, Any]) -> PreparedImage:
+    async def _download(
+        self, file: Mapping[str, Any], *, outcome: str = "nothing was started"
+    ) -> PreparedImage:
+        if needs_file_info(file):
+            try:
+                file = await self._slack.file_info(str(file["id"]))
+            except SlackError as exc:
+                raise ReferenceError(
+                    slack_read_problem(exc, "files.info", f"look up “{file_name(file)}”", outcome=outcome)
+                ) from None
         try:
             complete = await self._reader.complete(file)
             data = await self._reader.download(complete, max_bytes=self._max_bytes)
@@ -220,7 +283,9 @@ class References:
         if image is None:
             if source.file_id is None:
                 raise ReferenceError(f"{source.name} is no longer available.")
-            image = await self._download({"id": source.file_id, "name": source.name})
+            image = await self._download(
+                {"id": source.file_id, "name": source.name}, outcome=f"{source.name} could not be used"
+            )
         key = source.key or hashlib.sha256(image.data).hexdigest()[:32]
         return await self._host.publish(image, key)
 

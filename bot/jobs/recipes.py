@@ -7,11 +7,11 @@ Pure: no Slack, no store, no I/O.
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from bot.domain.requests import FLAGS, GenerationRequest, Limits
+from bot.domain.requests import FLAGS, GenerationRequest, Limits, join_prompt
 from bot.store.model import Job, JobImage
 
 
@@ -59,22 +59,47 @@ def replay(job: Job, *, new_seed: bool) -> Recipe:
     return Recipe(_request(job, seed=None) if new_seed else _request(job))
 
 
-def edit(job: Job, values: Mapping[str, Any], limits: Limits) -> Recipe:
-    """The job with the Edit modal's values (Slack's `view.state.values`) applied, keeping its references;
-    raises EditError."""
+PROMPT_BLOCK = "prompt"
+
+
+def prompt_block_id(index: int) -> str:
+    """The block id of the Edit modal's `index`-th prompt box (0: "prompt", then "prompt_2", …)."""
+    return PROMPT_BLOCK if index == 0 else f"{PROMPT_BLOCK}_{index + 1}"
+
+
+@dataclass(frozen=True)
+class Edits:
+    """The Edit modal's values, checked: what the new job changes."""
+
+    prompt: str
+    aspect_ratio: str | None
+    size: str
+    seed: int | None
+
+
+def check_edit(
+    values: Mapping[str, Any], limits: Limits, *, n: int, size: str, joins: Sequence[str] = ()
+) -> Edits:
+    """The Edit modal's values (Slack's `view.state.values`) checked against `limits` for a job of `n`
+    images and `size`; pure, so the submission can be answered before any work. The prompt is every
+    prompt box in order, joined with the whitespace `joins` recorded (see split_prompt). Raises
+    EditError."""
 
     def value(block: str) -> str:
-        element = values.get(block, {}).get("value", {})
+        element = (values.get(block) or {}).get("value") or {}
         selected = element.get("selected_option") or {}
         return str(selected.get("value") or element.get("value") or "").strip()
 
     errors: dict[str, str] = {}
-    prompt = value("prompt")
+    boxes: list[str] = []
+    while prompt_block_id(len(boxes)) in values:
+        boxes.append(value(prompt_block_id(len(boxes))))
+    prompt = join_prompt(boxes, joins)
     if not prompt:
-        errors["prompt"] = "Describe the image."
+        errors[PROMPT_BLOCK] = "Describe the image."
     elif len(prompt) > limits.prompt_max:
-        errors["prompt"] = f"At most {limits.prompt_max:,} characters (this is {len(prompt):,})."
-    size = value("size") or job.size
+        errors[PROMPT_BLOCK] = f"At most {limits.prompt_max:,} characters (this is {len(prompt):,})."
+    size = value("size") or size
     if size not in limits.sizes:
         errors["size"] = f"Use {' or '.join(limits.sizes)}."
     seed: int | None = None
@@ -85,12 +110,20 @@ def edit(job: Job, values: Mapping[str, Any], limits: Limits) -> Recipe:
         except ValueError:
             errors["seed"] = f"A whole number from {low} to {high}, or empty for a random seed."
         else:
-            if not low <= seed <= high - job.n + 1:
-                errors["seed"] = (
-                    f"A whole number from {low} to {high - job.n + 1}, or empty for a random seed."
-                )
+            if not low <= seed <= high - n + 1:
+                errors["seed"] = f"A whole number from {low} to {high - n + 1}, or empty for a random seed."
     if errors:
         raise EditError(errors)
+    return Edits(prompt, value("aspect_ratio") or None, size, seed)
+
+
+def apply_edit(job: Job, edits: Edits) -> Recipe:
+    """The job with checked Edit-modal values applied, keeping its references."""
     return Recipe(
-        _request(job, prompt=prompt, aspect_ratio=value("aspect_ratio") or None, size=size, seed=seed)
+        _request(job, prompt=edits.prompt, aspect_ratio=edits.aspect_ratio, size=edits.size, seed=edits.seed)
     )
+
+
+def edit(job: Job, values: Mapping[str, Any], limits: Limits, *, joins: Sequence[str] = ()) -> Recipe:
+    """The job with the Edit modal's values applied, keeping its references; raises EditError."""
+    return apply_edit(job, check_edit(values, limits, n=job.n, size=job.size, joins=joins))

@@ -11,7 +11,15 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.domain.controls import PAGE_SIZE, REACTIONS, Action, HistoryQuery, Target
-from bot.domain.requests import ASPECT_RATIOS, FLAGS, USAGE, request_text
+from bot.domain.requests import (
+    ASPECT_RATIOS,
+    FLAGS,
+    PROMPT_BOX_MAX,
+    USAGE,
+    PromptBoxes,
+    request_text,
+    split_prompt,
+)
 from bot.jobs import recipes
 from bot.store.model import Job, JobImage
 
@@ -54,7 +62,8 @@ def help_message() -> Message:
         "• `/imagine watercolour lighthouse --seed 42 --n 4`\n\n"
         "*Flags*\n"
         + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
-        + "• `/imagine show <job id>` reposts a result with its buttons here\n\n"
+        + "• `/imagine show <job id>` reposts a result with its buttons here\n"
+        "• `/imagine -- <prompt>` is always a prompt, even one starting with `show`, `seed` or `history`\n\n"
         "Results arrive in a thread under the status message; every result records its seed. "
         "Reply in that thread to iterate, or react to a result:\n"
         + "\n".join(
@@ -100,6 +109,14 @@ def cap_reached(queued: int, prompt: str) -> Message:
     )
 
 
+def _how_to_iterate(job: Job) -> str:
+    """A thread is Dreamboard's only when its root is Dreamboard's status message; elsewhere only
+    mentions are answered (bot/features/iterations.py)."""
+    if job.thread_ts is None or job.thread_ts == job.status_ts:
+        return "reply in this thread to iterate"
+    return "mention @Dreamboard in this thread to iterate"
+
+
 def status(job: Job, *, position: int | None = None, problem: str | None = None) -> Message:
     """The thread root (or first reply) that tracks a job: queued, generating, done or failed."""
     images = f"{job.n} images" if job.n > 1 else "1 image"
@@ -119,7 +136,7 @@ def status(job: Job, *, position: int | None = None, problem: str | None = None)
         "text": f"{_clip(headline, 150)}: {escape(_clip(job.prompt, 200))}",
         "blocks": [
             _section(f"{headline}\n{_quote(job.prompt, 1500)}"),
-            _context(f"<@{job.user_id}> · job `{job.id}` · reply in this thread to iterate"),
+            _context(f"<@{job.user_id}> · job `{job.id}` · {_how_to_iterate(job)}"),
         ],
     }
 
@@ -288,8 +305,19 @@ def has_images(payload: Mapping[str, Any]) -> bool:
     return bool(without_images(payload)["blocks"] != list(payload.get("blocks") or []))
 
 
-def edit_modal(job: Job, target: Target, *, reference_count: int, sizes: Sequence[str]) -> dict[str, Any]:
-    """The ✏️ Edit modal, prefilled from the job; submitting it runs the edited recipe."""
+def edit_modal(
+    job: Job,
+    target: Target,
+    *,
+    reference_count: int,
+    sizes: Sequence[str],
+    box: int = PROMPT_BOX_MAX,
+    prompt: PromptBoxes | None = None,
+) -> dict[str, Any]:
+    """The ✏️ Edit modal, prefilled from the job; submitting it runs the edited recipe. The prompt
+    fills as many boxes of at most `box` characters as it needs (`prompt`: how split_prompt cut it),
+    so none of it is cut off."""
+    prompt = prompt or split_prompt(job.prompt, box)
 
     def option(value: str) -> dict[str, Any]:
         return {"text": {"type": "plain_text", "text": value}, "value": value}
@@ -310,17 +338,7 @@ def edit_modal(job: Job, target: Target, *, reference_count: int, sizes: Sequenc
         "submit": {"type": "plain_text", "text": "Generate"},
         "close": {"type": "plain_text", "text": "Cancel"},
         "blocks": [
-            {
-                "type": "input",
-                "block_id": "prompt",
-                "label": {"type": "plain_text", "text": "Prompt"},
-                "element": {
-                    "type": "plain_text_input",
-                    "action_id": "value",
-                    "multiline": True,
-                    "initial_value": _clip(job.prompt, 3000),
-                },
-            },
+            *_prompt_inputs(prompt, box),
             {
                 "type": "input",
                 "block_id": "aspect_ratio",
@@ -344,6 +362,38 @@ def edit_modal(job: Job, target: Target, *, reference_count: int, sizes: Sequenc
             _context(f"Keeps the job's {reference_count} reference image(s). Job `{job.id}`."),
         ],
     }
+
+
+def _prompt_inputs(prompt: PromptBoxes, box: int) -> list[dict[str, Any]]:
+    """One multiline input per part of the prompt; a prompt longer than one box continues in the next
+    (recipes.check_edit joins them back)."""
+    count = len(prompt.parts)
+    blocks: list[dict[str, Any]] = []
+    for index, part in enumerate(prompt.parts):
+        label = "Prompt" if count == 1 else f"Prompt ({index + 1} of {count})"
+        block: dict[str, Any] = {
+            "type": "input",
+            "block_id": recipes.prompt_block_id(index),
+            "label": {"type": "plain_text", "text": label},
+            "element": {
+                "type": "plain_text_input",
+                "action_id": "value",
+                "multiline": True,
+                "max_length": box,
+                "initial_value": part,
+            },
+        }
+        if index:
+            block["optional"] = True
+        blocks.append(block)
+    if count > 1:
+        blocks.append(
+            _context(
+                f"The prompt is longer than one box holds ({box:,} characters), so it continues from box "
+                "to box; they are joined in order when you press Generate."
+            )
+        )
+    return blocks
 
 
 def upload_comment(job: Job, count: int) -> str:

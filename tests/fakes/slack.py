@@ -7,6 +7,7 @@ are silent the fake picks the stricter behaviour and says so next to the code.""
 from __future__ import annotations
 
 import asyncio
+import functools
 import itertools
 import json
 import time
@@ -14,6 +15,7 @@ import uuid
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
+from pathlib import Path
 from typing import Any
 from urllib.parse import parse_qs, urlencode
 from zoneinfo import ZoneInfo
@@ -104,6 +106,20 @@ class SignedRequest:
     def late(self) -> bool:
         """Whether Slack would have given up on the answer (only for kinds with an ack deadline)."""
         return self.kind in DEADLINED_KINDS and self.elapsed >= ACK_DEADLINE
+
+
+PAYLOADS = Path(__file__).parent / "payloads"
+
+
+@functools.cache
+def _example(name: str) -> str:
+    return (PAYLOADS / f"{name}.json").read_text()
+
+
+def example(name: str) -> dict[str, Any]:
+    """A fresh copy of one of Slack's documented payload examples (tests/fakes/payloads/README.md)."""
+    loaded: dict[str, Any] = json.loads(_example(name))
+    return loaded
 
 
 @dataclass
@@ -404,23 +420,59 @@ class FakeSlack:
         files: list[dict[str, Any]] | None = None,
         channel_type: str = "channel",
     ) -> dict[str, Any]:
-        """Store a person's message in the conversation; returns the `message` event Slack would send."""
-        message: dict[str, Any] = {"type": "message", "user": user, "text": text, "ts": self._next_ts()}
+        """Store a person's message in the conversation; returns the `message` event Slack would send
+        (payloads/message.json, or message_file_share.json with `files`). A file given as a stub
+        (`file_stub`) is a stub only in the event: conversations.replies shows the full object
+        (https://docs.slack.dev/apis/slack-connect/#check_file_info)."""
+        ts = self._next_ts()
+        event = example("message_file_share" if files else "message")
+        event.update(text=text, user=user, ts=ts, event_ts=ts, channel=channel, channel_type=channel_type)
+        event["client_msg_id"] = str(uuid.uuid4())
+        event["blocks"] = [_rich_text(text)]
+        if "team" in event:
+            event["team"] = self.team_id
+        stored: dict[str, Any] = {"type": "message", "user": user, "text": text, "ts": ts}
+        stored["blocks"] = event["blocks"]
         if thread_ts:
-            message["thread_ts"] = thread_ts
+            event["thread_ts"] = stored["thread_ts"] = thread_ts
+            root = self._find(channel, thread_ts)
+            # Replies carry the root's author (slack.md §3.1); the stricter choice for an unknown root is
+            # to leave it out.
+            if root is not None:
+                event["parent_user_id"] = stored["parent_user_id"] = root["user"]
         if files:
-            message["files"] = files
-            message["subtype"] = "file_share"
-            message["upload"] = False
-        self._messages.setdefault(channel, []).append(message)
-        return {
-            **message,
-            "channel": channel,
-            "channel_type": channel_type,
-            "team": self.team_id,
-            "event_ts": message["ts"],
-            "client_msg_id": str(uuid.uuid4()),
-        }
+            event["files"] = files
+            stored["files"] = [self._full_file(file) for file in files]
+            stored["subtype"] = "file_share"
+            stored["upload"] = False
+        self._messages.setdefault(channel, []).append(stored)
+        return event
+
+    def app_mention(self, message: dict[str, Any]) -> dict[str, Any]:
+        """The `app_mention` event Slack sends beside the `message` event for a message that mentions the
+        bot (payloads/app_mention.json; it has no `channel_type`, and keeps the thread and files)."""
+        event = example("app_mention")
+        for key in ("client_msg_id", "text", "user", "ts", "channel", "event_ts"):
+            event[key] = message[key]
+        event["team"] = self.team_id
+        for key in ("thread_ts", "parent_user_id", "files"):
+            if key in message:
+                event[key] = message[key]
+        return event
+
+    @staticmethod
+    def file_stub(file: dict[str, Any]) -> dict[str, Any]:
+        """The stub an event carries instead of `file` when Slack wants the app to call files.info
+        (payloads/file_stub_check_file_info.json)."""
+        stub = example("file_stub_check_file_info")
+        stub["id"] = file["id"]
+        return stub
+
+    def _full_file(self, file: dict[str, Any]) -> dict[str, Any]:
+        known = self.uploaded_files.get(str(file.get("id")))
+        if file.get("file_access") == "check_file_info" and known is not None:
+            return self._file_object(known)
+        return file
 
     def serve_html_instead(self, file_id: str) -> None:
         """Serve the sign-in page for this file even with a valid token."""
@@ -433,7 +485,7 @@ class FakeSlack:
     def _issue_trigger(self, trigger_id: str | None = None) -> str:
         """A trigger_id for a command or interaction payload, noting when Slack issued it (views.open
         accepts it once, within TRIGGER_LIFETIME). Reissuing an id (a redelivered payload) keeps its time."""
-        trigger = trigger_id or f"{next(self._ids)}.{uuid.uuid4().hex}"
+        trigger = trigger_id or f"{next(self._ids)}.{int(time.time())}.{uuid.uuid4().hex}"
         self._triggers.setdefault(trigger, self.clock())
         return trigger
 
@@ -489,22 +541,24 @@ class FakeSlack:
         command: str = "/imagine",
         trigger_id: str | None = None,
     ) -> dict[str, str]:
-        """The fields of a slash command invocation."""
-        return {
-            "token": "verification-token-unused",
-            "team_id": self.team_id,
-            "team_domain": "dreamteam",
-            "channel_id": channel_id,
-            "channel_name": channel_name,
-            "user_id": user_id,
-            "user_name": user_name,
-            "command": command,
-            "text": text,
-            "api_app_id": "A0APP",
-            "is_enterprise_install": "false",
-            "response_url": self.new_response_url(),
-            "trigger_id": self._issue_trigger(trigger_id),
-        }
+        """The fields of a slash command invocation (payloads/slash_command.json)."""
+        payload: dict[str, str] = example("slash_command")
+        payload.update(
+            team_id=self.team_id,
+            channel_id=channel_id,
+            channel_name=channel_name,
+            user_id=user_id,
+            user_name=user_name,
+            command=command,
+            text=text,
+            response_url=self.new_response_url(),
+            trigger_id=self._issue_trigger(trigger_id),
+        )
+        return payload
+
+    def new_trigger_id(self) -> str:
+        """A fresh `trigger_id`, shaped like Slack's (`<digits>.<digits>.<hex>`), issued now."""
+        return self._issue_trigger()
 
     async def send_command(self, events_url: str, text: str, **fields: Any) -> SignedResponse:
         """Invoke `/imagine <text>` (form-encoded, signed)."""
@@ -517,19 +571,16 @@ class FakeSlack:
         )
 
     def event_envelope(self, event: dict[str, Any], *, event_id: str | None = None) -> dict[str, Any]:
-        """An Events API `event_callback` body around `event`."""
-        return {
-            "token": "verification-token-unused",
-            "team_id": self.team_id,
-            "api_app_id": "A0APP",
-            "event": event,
-            "type": "event_callback",
-            "event_id": event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
-            "event_time": int(time.time()),
-            "authorizations": [
-                {"team_id": self.team_id, "user_id": self.bot_user_id, "is_bot": True, "enterprise_id": None}
-            ],
-        }
+        """An Events API `event_callback` body around `event` (payloads/event_callback.json)."""
+        envelope = example("event_callback")
+        envelope.update(
+            team_id=self.team_id,
+            event=event,
+            event_id=event_id or f"Ev{uuid.uuid4().hex[:10].upper()}",
+            event_time=int(time.time()),
+        )
+        envelope["authorizations"][0].update(team_id=self.team_id, user_id=self.bot_user_id)
+        return envelope
 
     async def send_event(
         self,
@@ -548,56 +599,60 @@ class FakeSlack:
     def button_payload(
         self, button: dict[str, Any], *, user_id: str, channel_id: str, message: dict[str, Any]
     ) -> dict[str, Any]:
-        """A `block_actions` payload for a click on `button` (a Block Kit element) in `message`."""
-        return {
-            "type": "block_actions",
-            "team": {"id": self.team_id, "domain": "dreamteam"},
-            "user": {"id": user_id, "username": user_id.lower(), "team_id": self.team_id},
-            "api_app_id": "A0APP",
-            "token": "verification-token-unused",
-            "container": {"type": "message", "message_ts": message["ts"], "channel_id": channel_id},
-            "trigger_id": self._issue_trigger(),
-            "channel": {"id": channel_id, "name": "general"},
-            "message": message,
-            "response_url": self.new_response_url(),
-            "actions": [
-                {
-                    "type": "button",
-                    "action_id": button["action_id"],
-                    "block_id": "actions",
-                    "text": button["text"],
-                    "value": button.get("value", ""),
-                    "action_ts": f"{time.time():.6f}",
-                }
-            ],
-        }
+        """A `block_actions` payload for a click on `button` (a Block Kit element) in `message`
+        (payloads/block_actions.json); `block_id` is that of the block holding the button."""
+        payload = example("block_actions")
+        user = {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": self.team_id}
+        payload.update(user=user, trigger_id=self.new_trigger_id(), message=message)
+        payload["team"]["id"] = self.team_id
+        payload["container"].update(message_ts=message["ts"], channel_id=channel_id)
+        payload["channel"]["id"] = channel_id
+        payload["response_url"] = self.new_response_url()
+        holder = next(
+            (b for b in message.get("blocks") or [] if button in (b.get("elements") or [])), {"block_id": ""}
+        )
+        action = payload["actions"][0]
+        action.update(
+            action_id=button["action_id"],
+            block_id=holder.get("block_id", ""),
+            # Slack echoes the button's text with `emoji` set (true unless the element said otherwise).
+            text={"emoji": True, **button["text"]},
+            value=button.get("value", ""),
+            type=button.get("type", "button"),
+            action_ts=f"{time.time():.6f}",
+        )
+        return payload
 
     def view_submission_payload(
         self, view: dict[str, Any], values: dict[str, dict[str, Any]], *, user_id: str
     ) -> dict[str, Any]:
-        """A `view_submission` payload for `view` (as opened) with the given state values."""
-        return {
-            "type": "view_submission",
-            "team": {"id": self.team_id, "domain": "dreamteam"},
-            "user": {"id": user_id, "username": user_id.lower(), "team_id": self.team_id},
-            "api_app_id": "A0APP",
-            "token": "verification-token-unused",
-            "trigger_id": self._issue_trigger(),
-            "view": {**view, "id": "V0EDIT", "state": {"values": values}},
-        }
+        """A `view_submission` payload for `view` (as opened) with the given state values
+        (payloads/view_submission.json)."""
+        payload = example("view_submission")
+        user = {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": self.team_id}
+        payload.update(user=user, trigger_id=self.new_trigger_id())
+        payload["team"]["id"] = self.team_id
+        submitted = payload["view"]
+        submitted.update(view)
+        submitted.update(
+            id="V0EDIT",
+            team_id=self.team_id,
+            root_view_id="V0EDIT",
+            app_installed_team_id=self.team_id,
+            bot_id=self.bot_id,
+            state={"values": values},
+        )
+        return payload
 
     def reaction_event(
         self, reaction: str, *, user: str, channel: str, ts: str, item_user: str | None = None
     ) -> dict[str, Any]:
-        """A `reaction_added` event on the message `channel`/`ts`."""
-        return {
-            "type": "reaction_added",
-            "user": user,
-            "reaction": reaction,
-            "item_user": item_user or self.bot_user_id,
-            "item": {"type": "message", "channel": channel, "ts": ts},
-            "event_ts": f"{time.time():.6f}",
-        }
+        """A `reaction_added` event on the message `channel`/`ts` (payloads/reaction_added.json)."""
+        event = example("reaction_added")
+        event.update(user=user, reaction=reaction, item_user=item_user or self.bot_user_id)
+        event["item"].update(channel=channel, ts=ts, channel_type=_channel_type(channel))
+        event["event_ts"] = f"{time.time():.6f}"
+        return event
 
     def message(self, channel: str, ts: str) -> dict[str, Any]:
         """One stored message."""
@@ -1293,3 +1348,18 @@ def _visible(message: dict[str, Any], include_metadata: bool) -> dict[str, Any]:
     if include_metadata or "metadata" not in message:
         return message
     return {key: value for key, value in message.items() if key != "metadata"}
+
+
+def _rich_text(text: str) -> dict[str, Any]:
+    """The rich_text block Slack clients attach to a typed message (payloads/message.json)."""
+    return {
+        "type": "rich_text",
+        "block_id": uuid.uuid4().hex[:4],
+        "elements": [{"type": "rich_text_section", "elements": [{"type": "text", "text": text}]}],
+    }
+
+
+def _channel_type(channel: str) -> str:
+    """The conversation type Slack reports, from the id's first letter (D: a DM, G: private, C: public;
+    a private channel whose id starts with C is reported as "channel" here, the only guess possible)."""
+    return {"D": "im", "G": "group"}.get(channel[:1], "channel")

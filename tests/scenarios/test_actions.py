@@ -309,7 +309,7 @@ async def test_show_revives_a_card_with_working_buttons_after_a_restart(april: H
 
 
 async def test_show_of_an_unknown_job_is_explained(april: Harness) -> None:
-    await april.command("show nope")
+    await april.command("show 0123abcdef")
     [answer] = await april.slack.wait_for("response_url")
     assert "does not exist" in answer.params["text"]
 

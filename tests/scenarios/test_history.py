@@ -113,9 +113,9 @@ async def test_seed_command_shows_a_recipe_or_starts_with_that_seed(harness: Har
         "seed": 1234,
         "aspect_ratio": "3:2",
     }
-    await harness.command("seed nosuchjob")
+    await harness.command("seed deadbeef00")
     [_, missing] = await harness.slack.wait_for("response_url", count=2)
-    assert "No job `nosuchjob` that you can see" in missing.params["text"]
+    assert "No job `deadbeef00` that you can see" in missing.params["text"]
 
 
 async def test_other_peoples_recipes_stay_private(harness: Harness) -> None:

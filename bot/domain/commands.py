@@ -1,0 +1,99 @@
+"""What `/imagine <text>` asks for: a subcommand only when the text has exactly a subcommand's shape,
+otherwise a prompt (pure; handlers/commands.py dispatches on the result).
+
+The shapes (anything else is a prompt, so `/imagine show stoppers` or `/imagine history of rome`
+generate):
+
+- empty, `help`, `--help`: the help message;
+- `show <job id>`, `seed <job id>`: a job id is exactly 10 hex digits;
+- `seed <N> <prompt…>`: a prompt with `--seed N` (N all digits, a prompt after it);
+- `history`, `history <N>`, `history export`, and `history <N> <text…>` with N from 1 to MAX_LISTED
+  (a number outside that range followed by text is a prompt: `history 1984 propaganda poster`).
+
+A leading `--` (or the em or en dash Slack clients turn it into) forces the rest to be a prompt:
+`/imagine -- show me the money`.
+"""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from bot.domain.controls import MAX_LISTED
+
+JOB_ID = re.compile(r"^[0-9a-fA-F]{10}$")
+FORCE_PROMPT = ("--", "—", "–")
+"""A first word that makes the rest a prompt whatever it looks like."""
+HELP_WORDS = frozenset({"", "help", "--help", "—help", "–help"})
+
+
+@dataclass(frozen=True)
+class Help:
+    """Show the help message."""
+
+
+@dataclass(frozen=True)
+class Show:
+    """`/imagine show <job id>`: repost a result card here."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class Recipe:
+    """`/imagine seed <job id>`: the recipe of a job."""
+
+    job_id: str
+
+
+@dataclass(frozen=True)
+class History:
+    """`/imagine history …`: `words` are what follows `history` (N, a filter, or `export`)."""
+
+    words: tuple[str, ...]
+
+
+@dataclass(frozen=True)
+class Prompt:
+    """Generate: `text` is request text for parse_request (prompt and flags)."""
+
+    text: str
+
+
+@dataclass(frozen=True)
+class UsageError:
+    """The text has a subcommand's shape but cannot be carried out; `message` says how to fix it."""
+
+    message: str
+
+
+Command = Help | Show | Recipe | History | Prompt | UsageError
+
+
+def parse_command(text: str) -> Command:
+    """Classify `/imagine` text by its exact shape (see the module docstring)."""
+    words = text.split()
+    if not words or (len(words) == 1 and words[0].lower() in HELP_WORDS):
+        return Help()
+    first = words[0].lower()
+    if words[0] in FORCE_PROMPT:
+        return Prompt(text.strip()[len(words[0]) :].strip())
+    if first in ("show", "seed") and len(words) == 2 and JOB_ID.match(words[1]):
+        job_id = words[1].lower()
+        return Show(job_id) if first == "show" else Recipe(job_id)
+    if first == "seed" and words[1:2] and words[1].isdigit():
+        if len(words) == 2:
+            return UsageError(
+                f"`/imagine seed {words[1]}` needs a prompt after the number, like "
+                f"`/imagine seed {words[1]} a lighthouse at dusk`. To draw the words themselves, "
+                f"write `/imagine -- seed {words[1]}`."
+            )
+        prompt = text.strip()[len(words[0]) :].strip()[len(words[1]) :].strip()
+        return Prompt(f"{prompt} --seed {words[1]}")
+    if first == "history":
+        rest = words[1:]
+        if not rest or (len(rest) == 1 and (rest[0].isdigit() or rest[0].lower() == "export")):
+            return History(tuple(word.lower() if word.lower() == "export" else word for word in rest))
+        if rest[0].isdigit() and 1 <= int(rest[0]) <= MAX_LISTED:
+            return History(tuple(rest))
+    return Prompt(text)
