@@ -11,7 +11,7 @@ from bot.app.bolt import Listeners
 from bot.app.services import Services
 from bot.domain.commands import Help, History, Recipe, Show, UsageError, parse_command
 from bot.domain.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
-from bot.domain.requests import RequestError, parse_request, unescape_slack
+from bot.domain.requests import RequestError, parse_request
 from bot.features.actions import NotAllowedError
 from bot.features.intake import CapReachedError, NotInChannelError, StatusPostError
 from bot.store.sqlite import DuplicateRequestError
@@ -92,7 +92,6 @@ async def _show(
     services: Services, job_id: str, command: dict[str, Any], respond: AsyncRespond, context: AsyncBoltContext
 ) -> None:
     """`/imagine show <job id>`: repost a result card with working buttons here."""
-    job_id = unescape_slack(job_id)
     user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
     try:
         await services.branching.revive(job_id, user_id=user_id, channel_id=channel_id)
@@ -129,7 +128,6 @@ async def _history(
 
 async def _recipe(services: Services, job_id: str, command: dict[str, Any], respond: AsyncRespond) -> None:
     """`/imagine seed <job id>`: the recipe of the caller's job, or of a job from this conversation."""
-    job_id = unescape_slack(job_id)
     user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
     job = await services.store.get_job(job_id)
     allowed = job is not None and (job.user_id == user_id or job.channel_id == channel_id)

@@ -143,17 +143,25 @@ async def test_replay_from_app_home_answers_in_the_apps_messages(harness: Harnes
     assert "with a new seed as job" in dm.params["text"]
 
 
-async def test_echoed_job_ids_cannot_ping_the_channel(harness: Harness) -> None:
+async def test_subcommand_words_with_a_mention_are_prompts_that_cannot_ping_the_channel(
+    harness: Harness,
+) -> None:
     await harness.start()
-    # A mention arrives as "<!here>", a typed "<" as "&lt;" (slack.md §3.5): neither may come back as a
-    # live mention, nor be escaped twice.
+    # A mention arrives as "<!here>", a typed "<" as "&lt;" (slack.md §3.5). `show`/`seed` take only a
+    # 10-hex job id, so these are prompts: they generate, and nothing Slack shows may carry a live
+    # mention or text escaped twice.
     for word in ("<!here>", "&lt;!here&gt;"):
-        await harness.command(f"seed {word}")
-        await harness.command(f"show {word}")
-    answers = await harness.slack.wait_for("response_url", count=4)
-    for answer in answers:
-        assert "<!here>" not in json.dumps(answer.params)
-        assert "&amp;" not in answer.params["text"]
+        await harness.generate(f"seed {word}")
+        await harness.generate(f"show {word}")
+    assert len(await harness.jobs()) == 4
+    shown = [
+        *harness.slack.calls_to("chat.postMessage"),
+        *harness.slack.calls_to("chat.update"),
+        *harness.slack.calls_to("response_url"),
+    ]
+    for call in shown:
+        assert "<!here>" not in json.dumps({k: call.params.get(k) for k in ("text", "blocks")})
+        assert "&amp;lt;" not in json.dumps(call.params.get("blocks"))
 
 
 def _zone_around_noon(now: float) -> timezone:
