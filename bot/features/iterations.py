@@ -101,9 +101,10 @@ class Iterations:
             log.warning("thread reply %s in %s: Slack refused a call (%s)", ts, channel, exc)
             problem = slack_read_problem(exc, "Slack", "handle this message")
             await self._ephemeral(channel, user, reply_in, views.notice(f":warning: {views.escape(problem)}"))
-        except NotInChannelError:
+        except NotInChannelError as exc:
             log.warning("cannot post in %s although a message arrived from it", channel)
-            await self._ephemeral(channel, user, reply_in, views.not_in_channel(bot_user_id))
+            answer = views.not_in_channel(bot_user_id, archived=exc.archived)
+            await self._ephemeral(channel, user, reply_in, answer)
 
     async def _is_dreamboard_thread(self, channel: str, thread_ts: str) -> bool:
         """Whether the thread's root is one of Dreamboard's messages (a status message or a card it
