@@ -18,6 +18,7 @@ from urllib.parse import urlencode
 import aiohttp
 from aiohttp import web
 
+from tests.fakes.ratelimits import SCENARIO_SPEED, RateLimits
 from tests.fakes.recorder import Call, Recorder, drop_connection, take_fault
 from tests.fakes.signing import slack_signature
 
@@ -88,6 +89,7 @@ class FakeSlack:
         bot_user_id: str = "U0BOT",
         bot_id: str = "B0BOT",
         keep_uploads: bool = True,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
@@ -96,6 +98,8 @@ class FakeSlack:
         self.bot_user_id = bot_user_id
         self.bot_id = bot_id
         self.keep_uploads = keep_uploads
+        self.rate_limits = rate_limits or RateLimits(speed=SCENARIO_SPEED)
+        """Slack's rate limits, on by default at the scenario speed (tests/fakes/ratelimits.py)."""
         self.admins: set[str] = set()
         self.recorder = Recorder()
         self.uploaded_files: dict[str, FakeFile] = {}
@@ -520,6 +524,10 @@ class FakeSlack:
         handler = getattr(self, "_m_" + method.replace(".", "_"), None)
         if handler is None:
             return web.json_response({"ok": False, "error": "unknown_method"})
+        retry_after = self.rate_limits.check(method, params)
+        if retry_after is not None:
+            limited = {"ok": False, "error": "ratelimited"}
+            return web.json_response(limited, status=429, headers={"Retry-After": str(retry_after)})
         result: dict[str, Any] = handler(params)
         if fault is not None and fault.after:
             answer = await self._fault_answer(request, fault)
@@ -597,7 +605,7 @@ class FakeSlack:
         return web.Response(body=file.content, content_type=file.mimetype)
 
     async def _response_url(self, request: web.Request) -> web.Response:
-        await self.recorder.record(Call("response_url", await request.json()))
+        await self.recorder.record(Call("response_url", await request.json(), path=request.path))
         return web.Response(text="ok")
 
     # -- Web API methods -------------------------------------------------------------------------
