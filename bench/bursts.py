@@ -126,17 +126,26 @@ def summary(slack: FakeSlack, tally: Tally) -> dict[str, Any]:
     """The figures of one burst."""
     web_calls = [call for call in slack.calls if call.method not in NOT_WEB_API]
     refused = slack.rate_limits.refused
+    least = {key: round(seconds, 1) for key, seconds in slack.rate_limits.least_seconds().items()}
     return {
         "requests": float(sum(tally.requests.values())),
         "images_asked": float(tally.images_asked),
         "images_delivered": float(tally.images_delivered),
         "users_told": float(sum(tally.told.values())),
+        "busy_notices": float(sum(tally.notices.values())),
         "failed_jobs": float(len(tally.failed_jobs)),
         "silent_losses": float(tally.silent_losses),
         "duplicates": float(len(tally.duplicates)),
         "refused_429": float(len(refused)),
         "web_api_calls_per_image": len(web_calls) / max(1, tally.images_delivered),
         "wall_s": tally.wall_time,
-        "ideal_s": slack.rate_limits.least_seconds() + LATENCY,
-        "details": {"silent": tally.silent, "duplicates": tally.duplicates, "failed": tally.failed_jobs},
+        "ideal_s": max(least.values(), default=0.0) + LATENCY,
+        "details": {
+            "slowest_buckets": dict(sorted(least.items(), key=lambda item: -item[1])[:3]),
+            "refused_by_method": dict(Counter(method for method, _, _ in refused)),
+            "calls_by_method": dict(Counter(call.method for call in web_calls)),
+            "silent": tally.silent,
+            "duplicates": tally.duplicates,
+            "failed": tally.failed_jobs,
+        },
     }

@@ -32,7 +32,7 @@ from bot.jobs.scheduler import FairScheduler
 from bot.slack.files import SlackFileReader, SlackFiles
 from bot.slack.gateway import SlackGateway
 from bot.slack.messages import SlackMessages
-from bot.slack.pacing import SLACK_POST_INTERVAL, PacedWebClient, Pacer
+from bot.slack.pacing import PacedWebClient, Pacer
 from bot.store.sqlite import Store
 from bot.views import blocks as views
 
@@ -73,6 +73,7 @@ class Services:
         tasks = Tasks("background task")
         store = await Store.open(settings.database_path)
         http = aiohttp.ClientSession()
+        pacer = Pacer(interval=settings.slack_post_interval)
         slack = PacedWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=settings.slack_api_url,
@@ -81,7 +82,7 @@ class Services:
             # carried out, and retrying chat.postMessage would post twice (the gateway decides instead).
             # Rate limits are the pacer's: posts take turns per channel and a 429 waits out Retry-After.
             retry_handlers=[AsyncConnectionErrorRetryHandler(error_types=[aiohttp.ClientConnectorError])],
-            pacer=Pacer(interval=settings.slack_post_interval),
+            pacer=pacer,
         )
         redactor = Redactor(settings.secret_values)
         oxen = OxenClient(
@@ -130,7 +131,7 @@ class Services:
             edit=lambda job, position: gateway.update(
                 job.channel_id, str(job.status_ts), views.status(job, position=position)
             ),
-            unit=settings.slack_post_interval / SLACK_POST_INTERVAL,
+            unit=pacer.unit,
         )
         scheduler.on_change.append(positions.changed)
         runner = JobRunner(store=store, pipeline=pipeline, scheduler=scheduler, positions=positions)
@@ -142,6 +143,7 @@ class Services:
             runner=runner,
             default_model=settings.oxen_model,
             default_size=settings.oxen_size,
+            backlog=lambda channel: pacer.backlog(channel) / pacer.unit,
         )
         iterations = Iterations(store=store, intake=intake, references=references, slack=gateway)
         branching = Branching(store=store, intake=intake, runner=runner, slack=gateway)

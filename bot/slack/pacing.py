@@ -41,6 +41,11 @@ SLACK_POST_INTERVAL = 1.0
 """Slack's sustained rate for messages into one channel: one per second (slack.md §4)."""
 PATIENCE = 120.0
 """The longest (in Slack's seconds) a call waits for its turn and for Retry-After before it gives up."""
+RECOVERY = 60.0
+"""For this long (Slack's seconds) after a 429, calls of that method take turns too (one tier minute)."""
+RECOVERY_INTERVAL = 60.0 / 50.0
+"""Their spacing meanwhile: Tier 3's published floor, 50 a minute (slack.md §4), the tier of the methods
+a busy channel makes the bot call most (chat.update, conversations.replies)."""
 CHANNEL_POSTING = frozenset({"chat.postMessage", "files.completeUploadExternal"})
 """Methods that put a message into a channel."""
 
@@ -76,7 +81,8 @@ class Pacer:
         self._sleep = sleep
         self._gates: dict[str, asyncio.Lock] = {}
         self._queued: Counter[str] = Counter()
-        self._last_post: dict[str, float] = {}
+        self._last_sent: dict[str, float] = {}
+        self._limited_at: dict[str, float] = {}
         self._held: dict[str, float] = {}
         self.waited = 0.0
         """Total seconds calls spent waiting for their turn (for the bench)."""
@@ -85,9 +91,7 @@ class Pacer:
 
     def backlog(self, channel: str) -> float:
         """Seconds until a post into `channel` asked for now would be sent (0: at once)."""
-        now = self._clock()
-        free = max(self._last_post.get(channel, -math.inf) + self.interval, self._held_until(channel), now)
-        return free - now + self._queued[channel] * self.interval
+        return self._backlog(f"channel:{channel}", self.interval, [f"channel:{channel}"])
 
     async def run(self, method: str, channel: str | None, send: Callable[[], Awaitable[_T]]) -> _T:
         """Send when it is this call's turn; resend after Retry-After on 429; raise a `ratelimited`
@@ -96,8 +100,12 @@ class Pacer:
         deadline = self._clock() + (self.patience if limit is None else limit) * self.unit
         posts = channel if method in CHANNEL_POSTING else None
         while True:
+            holds = [*_held_by(method, posts), f"method:{method}"]
             if posts is not None:
-                await self._take_turn(method, posts, deadline)
+                await self._take_turn(f"channel:{posts}", self.interval, holds, method, posts, deadline)
+            elif self._clock() - self._limited_at.get(method, -math.inf) < RECOVERY * self.unit:
+                interval = RECOVERY_INTERVAL * self.unit
+                await self._take_turn(f"method:{method}", interval, holds, method, channel, deadline)
             else:
                 await self._wait_until(self._held.get(f"method:{method}", 0.0), method, deadline)
             try:
@@ -107,32 +115,40 @@ class Pacer:
                     raise
                 self.limited += 1
                 retry_after = _retry_after(exc.response.headers) * self.unit
-                held = self._clock() + retry_after
+                now = self._clock()
+                self._limited_at[method] = now
                 for key in _held_by(method, posts):
-                    self._held[key] = max(self._held.get(key, 0.0), held)
+                    self._held[key] = max(self._held.get(key, 0.0), now + retry_after)
                 log.info("%s rate-limited; sent again after %.2fs", method, retry_after)
 
-    async def _take_turn(self, method: str, channel: str, deadline: float) -> None:
-        """Wait for this channel's next turn (FIFO): `interval` after its last post was sent, and after
-        any hold. Turns are measured from when posts were really sent, so a stalled loop never bunches
+    def _backlog(self, lane: str, interval: float, holds: list[str]) -> float:
+        now = self._clock()
+        held = max((self._held.get(key, 0.0) for key in holds), default=0.0)
+        free = max(self._last_sent.get(lane, -math.inf) + interval, held, now)
+        return free - now + self._queued[lane] * interval
+
+    async def _take_turn(
+        self, lane: str, interval: float, holds: list[str], method: str, channel: str | None, deadline: float
+    ) -> None:
+        """Wait for this lane's next turn (FIFO): `interval` after its last call was sent, and after any
+        hold. Turns are measured from when calls were really sent, so a stalled loop never bunches
         them up."""
-        if self._clock() + self.backlog(channel) > deadline:
+        if self._clock() + self._backlog(lane, interval, holds) > deadline:
             raise _ratelimited(method, channel)
-        gate = self._gates.setdefault(channel, asyncio.Lock())
-        self._queued[channel] += 1
+        gate = self._gates.setdefault(lane, asyncio.Lock())
+        self._queued[lane] += 1
         try:
             async with gate:
-                self._queued[channel] -= 1
+                self._queued[lane] -= 1
                 turn = max(
-                    self._last_post.get(channel, -math.inf) + self.interval,
-                    self._held_until(channel),
-                    self._held.get(f"method:{method}", 0.0),
+                    self._last_sent.get(lane, -math.inf) + interval,
+                    *(self._held.get(key, 0.0) for key in holds),
                 )
                 await self._wait_until(turn, method, deadline, channel)
-                self._last_post[channel] = self._clock()
+                self._last_sent[lane] = self._clock()
         finally:
-            if self._queued[channel] <= 0:
-                del self._queued[channel]
+            if self._queued[lane] <= 0:
+                del self._queued[lane]
 
     async def _wait_until(
         self, moment: float, method: str, deadline: float, channel: str | None = None
@@ -144,9 +160,6 @@ class Pacer:
             raise _ratelimited(method, channel)
         self.waited += moment - now
         await self._sleep(moment - now)
-
-    def _held_until(self, channel: str) -> float:
-        return self._held.get(f"channel:{channel}", 0.0)
 
 
 class PacedWebClient(AsyncWebClient):

@@ -138,16 +138,13 @@ class RateLimits:
             self.spent[key] += 1
         return None
 
-    def least_seconds(self) -> float:
-        """The least time (Slack's seconds) these limits allow for the calls let through so far: per
-        bucket, the calls past its burst at its rate; the slowest bucket decides."""
-        return max(
-            (
-                max(0.0, count - self._buckets[key].capacity) / self._buckets[key].rate
-                for key, count in self.spent.items()
-            ),
-            default=0.0,
-        )
+    def least_seconds(self) -> dict[str, float]:
+        """The least time (Slack's seconds) these limits allow for the calls let through so far, per
+        bucket: the calls past its burst at its rate. The slowest bucket sets the pace."""
+        return {
+            ":".join(key): max(0.0, count - self._buckets[key].capacity) / self._buckets[key].rate
+            for key, count in self.spent.items()
+        }
 
     def _method_bucket(self, method: str, now: float) -> Bucket:
         key = ("method", method)

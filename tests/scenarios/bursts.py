@@ -15,6 +15,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from bot.features.intake import BUSY_NOTICE
 from bot.slack.messages import CARD_EVENT, STATUS_EVENT
 from bot.store.model import Job, JobState
 from tests.fakes.recorder import Call
@@ -32,6 +33,7 @@ class Tally:
     requests: Counter[str] = field(default_factory=Counter)
     jobs: Counter[str] = field(default_factory=Counter)
     told: Counter[str] = field(default_factory=Counter)
+    notices: Counter[str] = field(default_factory=Counter)
     images_delivered: int = 0
     images_asked: int = 0
     failed_jobs: list[str] = field(default_factory=list)
@@ -49,9 +51,19 @@ def _ended(call: Call) -> bool:
     return call.method == "chat.update" and any(word in str(call.params.get("text")) for word in TERMINAL)
 
 
-def told(slack: FakeSlack) -> list[Call]:
+def private(slack: FakeSlack) -> list[Call]:
     """Messages only their user sees: response_url answers and ephemeral messages."""
     return [c for c in slack.calls if c.method in ("response_url", "chat.postEphemeral")]
+
+
+def is_busy_notice(call: Call) -> bool:
+    """Whether a private message is the "status message is coming" notice (it ends nothing)."""
+    return str(call.params.get("text", "")).startswith(BUSY_NOTICE)
+
+
+def told(slack: FakeSlack) -> list[Call]:
+    """Private messages that end a request: why it did not start."""
+    return [call for call in private(slack) if not is_busy_notice(call)]
 
 
 async def settle(slack: FakeSlack, expected: int, *, timeout: float) -> None:
@@ -86,9 +98,9 @@ async def account(
     jobs: list[Job] = [job for job, _ in await stored_jobs(database)]
     for job in jobs:
         tally.jobs[job.user_id] += 1
-    for call in told(slack):
-        user = call.params.get("user") or (response_users or {}).get(call.path)
-        tally.told[str(user)] += 1
+    for call in private(slack):
+        user = str(call.params.get("user") or (response_users or {}).get(call.path))
+        (tally.notices if is_busy_notice(call) else tally.told)[user] += 1
     messages = slack.messages(CHANNEL)
     statuses = Counter(tag for m in messages if (tag := _tagged(m, STATUS_EVENT)))
     cards = Counter(tag for m in messages if (tag := _tagged(m, CARD_EVENT)))
@@ -112,6 +124,8 @@ async def account(
             tally.silent.append(f"{user}: {asked - accounted} of {asked} requests vanished")
         if accounted > asked:
             tally.duplicates.append(f"{user}: {accounted} jobs and messages for {asked} requests")
+        if tally.notices[user] > asked:
+            tally.duplicates.append(f"{user}: {tally.notices[user]} busy notices for {asked} requests")
     return tally
 
 
@@ -142,6 +156,7 @@ def describe(tally: Tally) -> str:
             "requests": sum(tally.requests.values()),
             "jobs": sum(tally.jobs.values()),
             "told": sum(tally.told.values()),
+            "busy_notices": sum(tally.notices.values()),
             "images": f"{tally.images_delivered}/{tally.images_asked}",
             "failed": tally.failed_jobs,
             "silent": tally.silent,

@@ -7,6 +7,7 @@ import functools
 from collections import Counter
 from urllib.parse import urlsplit
 
+from bot.features.intake import BUSY_NOTICE
 from bot.store.model import JobState
 from tests.scenarios.bursts import CHANNEL, account, describe, settle, spread
 from tests.scenarios.harness import Harness
@@ -84,3 +85,97 @@ def assert_paced(harness: Harness) -> None:
         harness.slack.calls_to("files.completeUploadExternal")
     )
     assert len(refused) <= posts // 10, f"{len(refused)} of {posts} posts refused: {refused[:10]}"
+
+
+async def test_a_waiting_jobs_status_shows_its_place_in_line_as_the_line_moves(harness: Harness) -> None:
+    await harness.start(max_concurrent_jobs=1)
+    harness.oxen.hold()
+    for user in ("U1", "U2", "U3", "U4"):
+        await harness.command(f"a patient fox for {user}", user_id=user)
+        await harness.slack.wait_for(
+            "chat.postMessage", where=lambda call, u=user: f"<@{u}>" in str(call.params)
+        )
+    await harness.oxen.recorder.wait_for("POST /ai/queue")
+    first, second, third, fourth = [job for job, _ in await harness.jobs()]
+    shown = [str(call.params["text"]).split(":")[2] for call in harness.slack.calls_to("chat.postMessage")]
+    assert shown == [
+        " *Queued · position 1*",
+        " *Queued · position 1*",
+        " *Queued · position 2*",
+        " *Queued · position 3*",
+    ]
+
+    assert harness.running is not None
+    assert await harness.running.services.runner.cancel(second.id) is JobState.CANCELLED
+
+    def queued(job_ts: str | None, position: int) -> bool:
+        return any(
+            call.params.get("ts") == job_ts
+            and f"*Queued · position {position}*" in str(call.params.get("text"))
+            for call in harness.slack.calls_to("chat.update")
+        )
+
+    await harness.slack.recorder.wait_until(
+        lambda: queued(third.status_ts, 1) and queued(fourth.status_ts, 2), timeout=10
+    )
+    edits = Counter(
+        call.params["ts"]
+        for call in harness.slack.calls_to("chat.update")
+        if "Queued" in str(call.params["text"])
+    )
+    assert edits == {third.status_ts: 1, fourth.status_ts: 1}, "one edit per move, none for the others"
+
+    harness.oxen.release()
+    await harness.slack.wait_for(
+        "chat.update",
+        where=lambda call: (
+            call.params.get("ts") == fourth.status_ts and "*Done*" in str(call.params.get("text"))
+        ),
+        timeout=30,
+    )
+    texts = [
+        str(m["text"])
+        for m in harness.slack.messages(CHANNEL)
+        if m["ts"] in (first.status_ts, third.status_ts)
+    ]
+    assert all("*Done*" in text for text in texts), "no late position edit overwrote a later status"
+
+
+async def test_a_request_that_must_wait_its_turn_is_told_its_status_message_is_coming(
+    harness: Harness,
+) -> None:
+    await harness.start()
+    harness.slack.fault("chat.postMessage", status=429, retry_after=30)
+    await harness.command("the first fox", user_id="U1")
+    await harness.slack.wait_for("chat.postMessage")
+    await harness.command("the second fox", user_id="U2")
+    [notice] = await harness.slack.wait_for("response_url")
+    assert notice.params["response_type"] == "ephemeral"
+    assert str(notice.params["text"]).startswith(BUSY_NOTICE)
+    assert "about 3" in notice.params["text"], "Slack's Retry-After 30 holds the channel"
+    await harness.slack.wait_for(
+        "chat.update", where=lambda call: "*Done*" in str(call.params["text"]), count=2
+    )
+    assert len(harness.slack.calls_to("response_url")) == 1, "the first request was not waiting when it came"
+    assert [job.state for job, _ in await harness.jobs()] == [JobState.UPLOADED, JobState.UPLOADED]
+
+
+async def test_a_rate_limited_share_and_card_wait_their_turn_and_the_job_is_delivered(
+    harness: Harness,
+) -> None:
+    await harness.start()
+    harness.oxen.hold()
+    await harness.command("a fox")
+    await harness.oxen.recorder.wait_for("POST /ai/queue")
+    harness.slack.fault("files.completeUploadExternal", status=429, retry_after=2, times=2)
+    harness.slack.fault("chat.postMessage", status=429, retry_after=2, times=3)
+    harness.oxen.release()
+    await harness.slack.wait_for(
+        "chat.update", where=lambda call: "*Done*" in str(call.params["text"]), timeout=15
+    )
+    [(job, [image])] = await harness.jobs()
+    assert (job.state, job.error) == (JobState.UPLOADED, None)
+    assert job.card_ts is not None, "the card was posted once its turn came"
+    assert len(harness.slack.calls_to("files.completeUploadExternal")) == 3
+    assert not any("failed" in str(m["text"]).lower() for m in harness.slack.messages(CHANNEL))
+    assert image.file_id is not None
