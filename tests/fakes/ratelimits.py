@@ -20,6 +20,12 @@ Where the docs are silent the stricter reading is taken and said so next to the 
 - methods missing from the table below are Tier 2 ("most methods" are at least Tier 2);
 - a refused call spends nothing, and Retry-After is rounded up to whole seconds, at least 1.
 
+Not modelled: chat.postMessage's workspace-wide limit (unpublished); limits shared across workspaces or
+apps; stricter limits for apps that ignore 429s; the Events API's 30 000 events per hour
+(`app_rate_limited`, slack.md §1.6); the 1/min limit of conversations.history/replies for commercially
+distributed non-Marketplace apps (slack.md §3.4); response_url's 5 uses in 30 minutes; the upload host
+(bytes POSTed to the upload URL), which only FakeSlack.fault limits.
+
 `speed` runs Slack's clock faster so scenario tests keep the same shape in less time: at speed 20 a channel
 takes 20 posts a second and "Retry-After: 1" means 1/20 s of real time. The bot is told the same factor
 (its SLACK_POST_INTERVAL setting is 1/speed). Retry-After stays an integer, as Slack sends it.
