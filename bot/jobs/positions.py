@@ -66,7 +66,7 @@ class QueuePositions:
         self._wake = asyncio.Event()
         self._loop: asyncio.Task[None] | None = None
         self.edits = 0
-        """Edits Slack took (for tests and the bench)."""
+        """Edits Slack took (a metric)."""
 
     def shown(self, job_id: str, position: int) -> None:
         """The status message of a job now in line was posted showing `position`."""

@@ -85,9 +85,9 @@ class Pacer:
         self._limited_at: dict[str, float] = {}
         self._held: dict[str, float] = {}
         self.waited = 0.0
-        """Total seconds calls spent waiting for their turn (for the bench)."""
+        """Total seconds calls spent waiting for their turn or a Retry-After (a metric)."""
         self.limited = 0
-        """429 answers received."""
+        """429 answers received (a metric)."""
 
     def backlog(self, channel: str) -> float:
         """Seconds until a post into `channel` asked for now would be sent (0: at once)."""

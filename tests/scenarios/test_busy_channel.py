@@ -179,3 +179,15 @@ async def test_a_rate_limited_share_and_card_wait_their_turn_and_the_job_is_deli
     assert len(harness.slack.calls_to("files.completeUploadExternal")) == 3
     assert not any("failed" in str(m["text"]).lower() for m in harness.slack.messages(CHANNEL))
     assert image.file_id is not None
+
+
+async def test_the_rate_limits_at_work_are_metrics(harness: Harness) -> None:
+    await harness.start()
+    harness.slack.fault("chat.postMessage", status=429, retry_after=1)
+    await harness.generate("a counted fox")
+    status, text = await harness.get("/metrics")
+    assert status == 200
+    assert "dreamboard_slack_ratelimited_total 1.0" in text.splitlines()
+    assert "dreamboard_queue_position_edits_total 0.0" in text.splitlines()
+    [paced] = [line for line in text.splitlines() if line.startswith("dreamboard_slack_paced_seconds_total ")]
+    assert float(paced.split()[1]) > 0
