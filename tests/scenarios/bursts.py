@@ -20,10 +20,10 @@ from bot.slack.messages import CARD_EVENT, STATUS_EVENT
 from bot.store.model import Job, JobState
 from tests.fakes.recorder import Call
 from tests.fakes.slack import FakeSlack
-from tests.scenarios.harness import stored_jobs
+from tests.scenarios.harness import is_done, stored_jobs
 
 CHANNEL = "C1"
-TERMINAL = ("*Done*", "*Failed*", "*Cancelled*")
+ENDED_OTHERWISE = ("*Failed*", "*Cancelled*")
 
 
 @dataclass
@@ -48,7 +48,10 @@ class Tally:
 
 
 def _ended(call: Call) -> bool:
-    return call.method == "chat.update" and any(word in str(call.params.get("text")) for word in TERMINAL)
+    """A status edit that ends its job (the harness's `is_done`, or Failed / Cancelled)."""
+    if call.method != "chat.update":
+        return False
+    return is_done(call) or any(word in str(call.params.get("text")) for word in ENDED_OTHERWISE)
 
 
 def private(slack: FakeSlack) -> list[Call]:
@@ -92,7 +95,8 @@ async def account(
 ) -> Tally:
     """Count, per user (a response_url answer is mapped to its command's user by the URL's path in
     `response_users`), jobs stored and messages told; and per job its status messages, uploads and cards
-    as Slack holds them. A request is silently lost when it made no delivered job and its user was told
+    as Slack holds them (a result card may be its own message or the status message rewritten). A request
+    is silently lost when it made no delivered job and its user was told
     nothing; a duplicate is a second job for one request, or a second status/upload/card for one job."""
     tally = Tally(requests=Counter(requests), images_asked=sum(requests.values()) * images_per_request)
     jobs: list[Job] = [job for job, _ in await stored_jobs(database)]
@@ -116,8 +120,8 @@ async def account(
             tally.duplicates.append(
                 f"job {job.id}: {statuses[job.id]} status, {len(shared)} uploads, {cards[job.id]} cards"
             )
-        if job.state is JobState.UPLOADED and (not shared or cards[job.id] != 1):
-            tally.silent.append(f"job {job.id} uploaded but {len(shared)} uploads, {cards[job.id]} cards")
+        if job.state is JobState.UPLOADED and not shared:
+            tally.silent.append(f"job {job.id} uploaded but its images are not in the channel")
     for user, asked in tally.requests.items():
         accounted = tally.jobs[user] + tally.told[user]
         if accounted < asked:
