@@ -1,4 +1,6 @@
-"""`python -m bench [--quick] [--out PATH]`: run every scenario, print a table, write JSON."""
+"""`python -m bench [--quick] [--out PATH]`: run every scenario, print a table, write JSON.
+`python -m bench --bursts [--speed X]`: only the one-channel bursts on rate-limited Slack (bench/bursts.py),
+at Slack's real speed unless `--speed` runs its clock faster; several minutes, so not part of the default."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.bursts import run_bursts
 from bench.history import history_page_latency
 from bench.scenarios import QUICK, Params, ack_burst, baseline, memory, overhead, throughput
 
@@ -26,6 +29,11 @@ TARGETS = {
     "history_page_p99_ms": ("<=", 5.0),
     "sql_statements_per_job": ("<=", 12.0),
     "overhead_median_ms": ("<=", 40.0),
+    **{
+        f"{burst}_{key}": ("<=", 0.0)
+        for burst in ("burst30", "burst_n4", "burst_threads")
+        for key in ("silent_losses", "duplicates", "failed_jobs")
+    },
 }
 
 
@@ -42,6 +50,12 @@ async def run(params: Params) -> dict[str, Any]:
         results.update(await baseline(params, folder))
         results["baseline_ratio_p99"] = results["baseline_ack_p99_ms"] / results["ack_p99_ms"]
     return results
+
+
+async def bursts(speed: float) -> dict[str, Any]:
+    """The bursts scenario alone."""
+    with tempfile.TemporaryDirectory(prefix="dreamboard-bench-") as name:
+        return await run_bursts(Path(name), speed)
 
 
 def table(results: dict[str, Any]) -> str:
@@ -63,12 +77,20 @@ def main() -> None:
     """Parse arguments, run, report."""
     parser = argparse.ArgumentParser(description="Dreamboard benchmarks against the loopback fakes")
     parser.add_argument("--quick", action="store_true", help="tiny numbers: a smoke run of every scenario")
-    parser.add_argument("--out", type=Path, default=Path(__file__).parent / "results.json")
+    parser.add_argument(
+        "--bursts", action="store_true", help="only the one-channel bursts on rate-limited Slack"
+    )
+    parser.add_argument(
+        "--speed", type=float, default=1.0, help="with --bursts: run Slack's clock this much faster"
+    )
+    parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     params = QUICK if args.quick else Params()
+    default_out = "results-bursts.json" if args.bursts else "results.json"
+    args.out = args.out or Path(__file__).parent / default_out
     started = time.time()
     load_before = os.getloadavg()
-    results = asyncio.run(run(params))
+    results = asyncio.run(bursts(args.speed) if args.bursts else run(params))
     report = {
         **{key: round(value, 3) if isinstance(value, float) else value for key, value in results.items()},
         "params": dataclasses.asdict(params),

@@ -58,6 +58,8 @@ async def start_bot(
         "HOST": "127.0.0.1",
         "PORT": "0",
         "LOG_LEVEL": "INFO",
+        # The bot paces its posts on the fake's clock (tests/fakes/ratelimits.py).
+        "SLACK_POST_INTERVAL": str(1.0 / slack.rate_limits.speed),
         **{name.upper(): value for name, value in settings.items()},
     }
     process = await asyncio.create_subprocess_exec(

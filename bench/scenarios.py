@@ -16,6 +16,7 @@ import aiohttp
 from bench.process import BotProcess, start_bot
 from tests.fakes.images import warm
 from tests.fakes.oxen import FakeOxen
+from tests.fakes.ratelimits import unlimited
 from tests.fakes.recorder import Call
 from tests.fakes.slack import FakeSlack, SignedResponse
 
@@ -103,7 +104,7 @@ async def ack_burst(
     count = count or params.burst
     after: dict[str, float] = {}
     async with (
-        FakeSlack(keep_uploads=False) as slack,
+        FakeSlack(keep_uploads=False, rate_limits=unlimited()) as slack,
         FakeOxen(latency=params.latency, image_scale=params.image_scale) as oxen,
     ):
         database = folder / f"ack-{module}.sqlite3"
@@ -147,7 +148,7 @@ async def end_to_end(
     scale = params.image_scale if scale is None else scale
     await asyncio.to_thread(warm, size, None, scale, textured=textured)
     async with (
-        FakeSlack(keep_uploads=False) as slack,
+        FakeSlack(keep_uploads=False, rate_limits=unlimited()) as slack,
         FakeOxen(latency=params.latency, image_scale=scale, textured=textured) as oxen,
     ):
         bot = await start_bot(

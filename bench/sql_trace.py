@@ -26,6 +26,7 @@ from bench.scenarios import (
 )
 from bot.store.sqlite import Store
 from tests.fakes.oxen import FakeOxen
+from tests.fakes.ratelimits import unlimited
 from tests.fakes.slack import FakeSlack
 
 TRACE_VARIABLE = "DREAMBOARD_SQL_TRACE"
@@ -57,7 +58,10 @@ async def trace() -> None:
     with tempfile.TemporaryDirectory(prefix="dreamboard-sql-") as name:
         folder = Path(name)
         path = folder / "statements.tsv"
-        async with FakeSlack(keep_uploads=False) as slack, FakeOxen(latency=0.3) as oxen:
+        async with (
+            FakeSlack(keep_uploads=False, rate_limits=unlimited()) as slack,
+            FakeOxen(latency=0.3) as oxen,
+        ):
             bot = await start_bot(
                 slack, oxen, folder / "db.sqlite3", module="bench.sql_trace", dreamboard_sql_trace=str(path)
             )

@@ -75,6 +75,7 @@ async def handle_imagine(
             channel_id=str(command["channel_id"]),
             user_id=str(command["user_id"]),
             request_key=f"command:{command.get('trigger_id') or command.get('response_url')}",
+            notify=lambda message: respond(response_type="ephemeral", **message),
         )
     except DuplicateRequestError:
         log.info("duplicate /imagine delivery ignored")

@@ -39,6 +39,7 @@ class Settings(BaseSettings):
     slack_app_token: SecretStr | None = None
     slack_signing_secret: SecretStr | None = None
     slack_api_url: str = "https://slack.com/api/"
+    slack_post_interval: float = Field(default=1.0, gt=0, le=10)
     slack_file_hosts: Annotated[tuple[str, ...], NoDecode] = ("files.slack.com",)
     oxen_api_key: SecretStr
     oxen_api_url: str = "https://hub.oxen.ai/api"

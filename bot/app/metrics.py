@@ -30,6 +30,9 @@ _GAUGES = {
 }
 _READ_COUNTERS = {
     "dreamboard_sql_statements_total": "SQL statements the store ran since start (BEGIN and COMMIT too).",
+    "dreamboard_slack_ratelimited_total": "Slack Web API calls answered 429 (sent again after Retry-After).",
+    "dreamboard_slack_paced_seconds_total": "Seconds Slack calls waited for their turn or for Retry-After.",
+    "dreamboard_queue_position_edits_total": "Status messages edited to show a new place in line.",
 }
 
 

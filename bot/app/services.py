@@ -10,10 +10,7 @@ from dataclasses import dataclass, field
 from typing import Any, TypeVar
 
 import aiohttp
-from slack_sdk.http_retry.builtin_async_handlers import (
-    AsyncConnectionErrorRetryHandler,
-    AsyncRateLimitErrorRetryHandler,
-)
+from slack_sdk.http_retry.builtin_async_handlers import AsyncConnectionErrorRetryHandler
 from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app.config import ReferenceHosting, Settings
@@ -29,13 +26,16 @@ from bot.features.iterations import Iterations
 from bot.features.reference_hosting import DataUriHost, OxenRepoHost, ReferenceHost, SignedUrlHost
 from bot.features.references import References
 from bot.jobs.pipeline import JobPipeline
+from bot.jobs.positions import QueuePositions
 from bot.jobs.runner import JobRunner
 from bot.jobs.scheduler import FairScheduler
 from bot.slack.files import SlackFileReader, SlackFiles
 from bot.slack.gateway import SlackGateway
 from bot.slack.membership import ChannelAccess
 from bot.slack.messages import SlackMessages
+from bot.slack.pacing import PacedWebClient, Pacer
 from bot.store.sqlite import Store
+from bot.views import blocks as views
 
 T = TypeVar("T")
 
@@ -74,16 +74,16 @@ class Services:
         tasks = Tasks("background task")
         store = await Store.open(settings.database_path)
         http = aiohttp.ClientSession()
-        slack = AsyncWebClient(
+        pacer = Pacer(interval=settings.slack_post_interval)
+        slack = PacedWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=settings.slack_api_url,
             session=http,
             # Only failures to connect are retried by the SDK: after a disconnect the call may have been
             # carried out, and retrying chat.postMessage would post twice (the gateway decides instead).
-            retry_handlers=[
-                AsyncConnectionErrorRetryHandler(error_types=[aiohttp.ClientConnectorError]),
-                AsyncRateLimitErrorRetryHandler(max_retry_count=3),
-            ],
+            # Rate limits are the pacer's: posts take turns per channel and a 429 waits out Retry-After.
+            retry_handlers=[AsyncConnectionErrorRetryHandler(error_types=[aiohttp.ClientConnectorError])],
+            pacer=pacer,
         )
         redactor = Redactor(settings.secret_values)
         oxen = OxenClient(
@@ -126,9 +126,21 @@ class Services:
             job_timeout=settings.oxen_job_timeout,
             poll_interval=settings.oxen_poll_interval,
         )
-        runner = JobRunner(store=store, pipeline=pipeline, scheduler=scheduler)
+        positions = QueuePositions(
+            positions=scheduler.positions,
+            load=store.get_job,
+            edit=lambda job, position: gateway.update(
+                job.channel_id, str(job.status_ts), views.status(job, position=position)
+            ),
+            unit=pacer.unit,
+        )
+        scheduler.on_change.append(positions.changed)
+        runner = JobRunner(store=store, pipeline=pipeline, scheduler=scheduler, positions=positions)
         metrics.gauge("dreamboard_jobs", "state", runner.state_counts)
         metrics.counter("dreamboard_sql_statements_total", lambda: float(store.statements))
+        metrics.counter("dreamboard_slack_ratelimited_total", lambda: float(pacer.limited))
+        metrics.counter("dreamboard_slack_paced_seconds_total", lambda: pacer.waited)
+        metrics.counter("dreamboard_queue_position_edits_total", lambda: float(positions.edits))
         intake = Intake(
             store=store,
             backend=backend,
@@ -136,6 +148,7 @@ class Services:
             default_model=settings.oxen_model,
             default_size=settings.oxen_size,
             access=ChannelAccess(slack),
+            backlog=lambda channel: pacer.backlog(channel) / pacer.unit,
         )
         iterations = Iterations(store=store, intake=intake, references=references, slack=gateway)
         grace = settings.slack_file_grace

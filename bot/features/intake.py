@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import random
 import secrets
+from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.backends.base import ImageBackend
@@ -20,6 +21,15 @@ from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.membership import ChannelAccess
 from bot.store.model import Job, NewJob
 from bot.store.sqlite import Store
+from bot.views import blocks as views
+
+BUSY_AFTER = 10.0
+"""When a new status message would wait longer than this (Slack's seconds) for its turn in the channel,
+the user is told at once that it is coming, instead of seeing nothing meanwhile."""
+BUSY_NOTICE = ":hourglass: This channel is busy"
+"""How that notice starts (tests and the bench tell it apart from answers that end a request)."""
+
+Notify = Callable[[views.Message], Awaitable[object]]
 
 __all__ = ["CapReachedError", "Intake", "NotInChannelError", "StatusPostError"]
 
@@ -63,8 +73,12 @@ class Intake:
         default_model: str,
         default_size: str,
         access: ChannelAccess | None = None,
+        backlog: Callable[[str], float] | None = None,
     ) -> None:
+        """`access` checks a channel can take the images before anything is paid; `backlog(channel)`:
+        Slack's seconds until a post there would be sent (the pacer's)."""
         self._access = access
+        self._backlog = backlog
         self._default_model = default_model
         self._default_size = default_size
         self._store = store
@@ -89,10 +103,12 @@ class Intake:
         thread_ts: str | None = None,
         references: Collected | None = None,
         request_key: str | None = None,
+        notify: Notify | None = None,
     ) -> Job:
         """Store, announce and queue a job. Raises CapReachedError, NotInChannelError, StatusPostError,
         or store.DuplicateRequestError when `request_key` already made a job. Nothing is stored or posted
-        when the bot could not deliver the images into `channel_id` (see ChannelAccess)."""
+        when the bot could not deliver the images into `channel_id` (see ChannelAccess). When the channel
+        is so busy that the status message must wait its turn, `notify` first tells the user it is coming."""
         if self._access is not None:
             try:
                 await self._access.check(channel_id)
@@ -114,6 +130,14 @@ class Intake:
         except BaseException:
             ticket.withdraw()
             raise
+        wait = self._backlog(channel_id) if self._backlog is not None else 0.0
+        if notify is not None and wait > BUSY_AFTER:
+            await notify(
+                views.notice(
+                    f"{BUSY_NOTICE}: Slack lets Dreamboard post about once a second here, so your request's "
+                    f"status message will appear in about {wait:.0f} s. No need to send it again."
+                )
+            )
         try:
             return await self._runner.accept(ticket, job, images)
         except SlackError as exc:

@@ -86,6 +86,7 @@ class Iterations:
                 user_id=user,
                 thread_ts=reply_in,
                 references=collected,
+                notify=lambda message: self._ephemeral(channel, user, reply_in, message),
             )
         except RequestError as exc:
             await self._ephemeral(channel, user, reply_in, views.error_message(str(exc)))

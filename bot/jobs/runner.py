@@ -7,21 +7,36 @@ import asyncio
 import logging
 
 from bot.jobs.pipeline import JobPipeline
+from bot.jobs.positions import QueuePositions
 from bot.jobs.scheduler import FairScheduler, Ticket
+from bot.slack import pacing
 from bot.slack.errors import SlackError
 from bot.store.model import Job, JobImage, JobState
 from bot.store.sqlite import Store
 
 log = logging.getLogger(__name__)
 
+DELIVERY_PATIENCE = 900.0
+"""How long (Slack's seconds) a started job's Slack calls may wait their turn in a busy channel. Longer
+than a new job's status post may (bot/slack/pacing.py PATIENCE): a started job is paid for, so its images
+wait for a turn rather than fail, while a new request is better refused at once with a reason."""
+
 
 class JobRunner:
     """Admits, announces, schedules, resumes and cancels jobs."""
 
-    def __init__(self, *, store: Store, pipeline: JobPipeline, scheduler: FairScheduler) -> None:
+    def __init__(
+        self,
+        *,
+        store: Store,
+        pipeline: JobPipeline,
+        scheduler: FairScheduler,
+        positions: QueuePositions | None = None,
+    ) -> None:
         self._store = store
         self._pipeline = pipeline
         self._scheduler = scheduler
+        self._positions = positions
         self._fresh: dict[str, tuple[Job, list[JobImage]]] = {}
 
     @property
@@ -31,13 +46,16 @@ class JobRunner:
 
     async def run(self, job_id: str) -> None:
         """The scheduler's callback: one job, from wherever its step log says it stands."""
+        if self._positions is not None:
+            await self._positions.forget(job_id)
         fresh = self._fresh.pop(job_id, None)
         if fresh is None:
             job = await self._store.get_job(job_id)
             if job is None:
                 return
             fresh = (job, await self._store.images(job_id))
-        await self._pipeline.run(*fresh)
+        with pacing.patience(DELIVERY_PATIENCE):
+            await self._pipeline.run(*fresh)
 
     async def start(self) -> None:
         """Resume every job a previous process left unfinished, then start running jobs."""
@@ -47,6 +65,8 @@ class JobRunner:
         if resumed:
             log.info("resuming %d unfinished jobs", len(resumed))
         self._scheduler.start()
+        if self._positions is not None:
+            self._positions.start()
 
     def admit(self, team_id: str, user_id: str) -> Ticket:
         """Hold a place in line for one more of this user's jobs (synchronous, so caps hold under
@@ -66,6 +86,8 @@ class JobRunner:
             ticket.withdraw()
             raise
         self._fresh[job.id] = (announced, images)
+        if self._positions is not None:
+            self._positions.shown(job.id, ticket.position)
         ticket.submit(job.id)
         if not self._scheduler.accepting:
             self._fresh.pop(job.id, None)
@@ -80,6 +102,8 @@ class JobRunner:
         if task is None:
             self._scheduler.drop_waiting(job_id)
             self._fresh.pop(job_id, None)
+            if self._positions is not None:
+                await self._positions.forget(job_id)
             job = await self._store.get_job(job_id)
             if job is None:
                 return None
@@ -104,4 +128,6 @@ class JobRunner:
 
     async def stop(self, grace: float = 20.0) -> None:
         """Stop starting jobs; let submissions and uploads in progress finish (at most `grace` s)."""
+        if self._positions is not None:
+            await self._positions.close()
         await self._scheduler.stop(grace)

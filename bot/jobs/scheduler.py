@@ -70,6 +70,8 @@ class FairScheduler:
         self._critical: Counter[str] = Counter()
         self._accepting = False
         self._stopping = False
+        self.on_change: list[Callable[[], None]] = []
+        """Called (synchronously) whenever the line changes: a job joined, left or started."""
 
     def start(self) -> None:
         """Begin running queued jobs."""
@@ -94,6 +96,31 @@ class FairScheduler:
         """Put a job in line without a cap check (jobs resumed after a restart)."""
         self._waiting.setdefault(user, deque()).append(job_id)
         self._pump()
+        self._changed()
+
+    def positions(self) -> dict[str, int]:
+        """Each waiting job's place in line (1: starts next), predicted by replaying the choice `_pump`
+        makes, as if no running job finished first: the user with the fewest running jobs, least
+        recently served, goes next (a user at the running cap is passed over while anyone else waits)."""
+        queues = {user: deque(queue) for user, queue in self._waiting.items()}
+        running = Counter(self._running_by_user)
+        last = dict(self._last_served)
+        served = self._served
+        order: dict[str, int] = {}
+        while queues:
+            eligible = [user for user in queues if running[user] < self._running_per_user] or list(queues)
+            user = min(eligible, key=lambda u: (running[u], last.get(u, -1)))
+            order[queues[user].popleft()] = len(order) + 1
+            if not queues[user]:
+                del queues[user]
+            running[user] += 1
+            served += 1
+            last[user] = served
+        return order
+
+    def _changed(self) -> None:
+        for hook in self.on_change:
+            hook()
 
     def _release(self, user: UserKey) -> None:
         self._reserved[user] -= 1
@@ -115,6 +142,7 @@ class FairScheduler:
                 queue.remove(job_id)
                 if not queue:
                     del self._waiting[user]
+                self._changed()
                 return True
         return False
 
@@ -166,10 +194,11 @@ class FairScheduler:
         )
 
     def _pump(self) -> None:
+        started = False
         while self._accepting and len(self._tasks) < self._slots:
             user = self._next_user()
             if user is None:
-                return
+                break
             queue = self._waiting[user]
             job_id = queue.popleft()
             if not queue:
@@ -180,6 +209,9 @@ class FairScheduler:
             task = asyncio.create_task(self._run(job_id), name=f"job-{job_id}")
             self._tasks[job_id] = task
             task.add_done_callback(functools.partial(self._done, job_id, user))
+            started = True
+        if started:
+            self._changed()
 
     def _done(self, job_id: str, user: UserKey, task: asyncio.Task[None]) -> None:
         self._tasks.pop(job_id, None)

@@ -19,6 +19,8 @@ class Call:
     params: dict[str, Any]
     headers: dict[str, str] = field(default_factory=dict)
     at: float = field(default_factory=time.perf_counter)
+    path: str = ""
+    """The URL path, where it tells calls of one method apart (each response_url is its own)."""
 
 
 class Recorder:

@@ -25,6 +25,7 @@ from aiohttp import web
 
 from tests.fakes import blockkit
 from tests.fakes.manifest import bot_scopes
+from tests.fakes.ratelimits import SCENARIO_SPEED, RateLimits
 from tests.fakes.recorder import Call, Recorder, drop_connection, take_fault
 from tests.fakes.signing import slack_signature
 
@@ -186,6 +187,7 @@ class FakeSlack:
         bot_id: str = "B0BOT",
         keep_uploads: bool = True,
         file_processing_delay: float = 1.0,
+        rate_limits: RateLimits | None = None,
     ) -> None:
         self.bot_token = bot_token
         self.app_token = app_token
@@ -202,6 +204,8 @@ class FakeSlack:
         (a test that provokes them on purpose asserts on them and clears the list)."""
         self.user_zones: dict[str, str] = {}
         """users.info `tz` per user id (IANA name); DEFAULT_ZONE for the others."""
+        self.rate_limits = rate_limits or RateLimits(speed=SCENARIO_SPEED)
+        """Slack's rate limits, on by default at the scenario speed (tests/fakes/ratelimits.py)."""
         self.admins: set[str] = set()
         self.recorder = Recorder()
         self.uploaded_files: dict[str, FakeFile] = {}
@@ -778,6 +782,10 @@ class FakeSlack:
         if needed and not needed & self.scopes:
             refusal = {"ok": False, "error": "missing_scope", "needed": ",".join(sorted(needed))}
             return web.json_response({**refusal, "provided": ",".join(sorted(self.scopes))})
+        retry_after = self.rate_limits.check(method, params)
+        if retry_after is not None:
+            limited = {"ok": False, "error": "ratelimited"}
+            return web.json_response(limited, status=429, headers={"Retry-After": str(retry_after)})
         result: dict[str, Any] = handler(params)
         if fault is not None and fault.after:
             answer = await self._fault_answer(request, fault)
@@ -878,7 +886,7 @@ class FakeSlack:
 
     async def _response_url(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
-        await self.recorder.record(Call("response_url", body))
+        await self.recorder.record(Call("response_url", body, path=request.path))
         fault = take_fault(self._faults, "response_url")
         if fault is not None:
             answer = await self._fault_answer(request, fault)

@@ -82,6 +82,8 @@ class Harness:
             "slack_signing_secret": self.slack.signing_secret,
             "slack_api_url": self.slack.api_url,
             "slack_file_hosts": self.slack.file_host,
+            # The bot paces its posts on the fake's (faster) clock: tests/fakes/ratelimits.py.
+            "slack_post_interval": 1.0 / self.slack.rate_limits.speed,
             "oxen_api_key": self.oxen.api_key,
             "oxen_api_url": self.oxen.url,
             "oxen_poll_interval": 0.02,

@@ -135,7 +135,9 @@ async def test_card_refused_every_time_leaves_the_job_uploaded_and_a_restart_pos
     ("fault", "expected"),
     [
         pytest.param(
-            {"status": 429, "retry_after": 0, "times": 50},
+            # Refused every time, Retry-After 60: sent at 0 and 60 s (Slack's); the next try would come
+            # after 120 s (each wait counts from an answer), beyond the pacer's patience (PATIENCE = 120 s).
+            {"status": 429, "retry_after": 60, "times": -1},
             "Slack is rate-limiting Dreamboard in this channel",
             id="rate-limited",
         ),
@@ -163,7 +165,7 @@ async def test_a_refused_status_message_is_explained_and_leaves_no_job(
     assert "Something went wrong" not in slack_saw(harness)
     attempts = len(harness.slack.calls_to("chat.postMessage"))
     if fault.get("status") == 429:
-        assert attempts == 4, "the SDK retried the rate limit three times, then gave up"
+        assert attempts == 2, "Retry-After was waited out once, then the patience ran out"
     else:
         assert attempts == 1
     assert await harness.jobs() == []
