@@ -199,7 +199,7 @@ def ephemeral_text(call: Call) -> str:
 @pytest.mark.parametrize(
     ("fault", "expected"),
     [
-        ({"status": 429, "retry_after": 0, "times": 4}, "Send your message again in a minute"),
+        ({"status": 429, "retry_after": 600}, "Send your message again in a minute"),
         ({"error": "missing_scope"}, "reinstall Dreamboard with the scopes"),
         ({"drop": True, "times": 4}, "Send your message again in a moment"),
         ({"status": 503, "times": 4}, "Send your message again in a moment"),
@@ -226,7 +226,7 @@ async def test_a_thread_that_cannot_be_read_is_explained_to_the_replier(
     [
         ({"error": "file_not_found"}, "it may have been deleted"),
         ({"error": "missing_scope"}, "reinstall Dreamboard with the scopes"),
-        ({"status": 429, "retry_after": 0, "times": 4}, "Send your message again in a minute"),
+        ({"status": 429, "retry_after": 600}, "Send your message again in a minute"),
         ({"drop": True, "times": 4}, "Send your message again in a moment"),
     ],
     ids=["file-not-found", "missing-scope", "ratelimited", "connection-dropped"],
@@ -266,7 +266,8 @@ async def test_a_stub_file_is_looked_up_and_used(harness: Harness) -> None:
 async def test_an_answer_slack_refuses_as_an_ephemeral_arrives_by_dm(harness: Harness) -> None:
     await harness.start()
     root = await harness.generate("a lighthouse")
-    harness.slack.fault("chat.postEphemeral", status=429, retry_after=0, times=4)
+    # Rate-limited for longer than the pacer's patience: the ephemeral fails at once.
+    harness.slack.fault("chat.postEphemeral", status=429, retry_after=600)
     await harness.send(harness.slack.human_message("C1", "again --n 9", user="U5", thread_ts=root))
     [dm] = await harness.slack.wait_for("chat.postMessage", where=lambda call: call.params["channel"] == "U5")
     assert "--n 9" in ephemeral_text(dm)

@@ -21,6 +21,9 @@ async def test_a_file_still_processing_makes_chat_calls_invalid_blocks(
     fake_slack: FakeSlack,
 ) -> None:
     client = AsyncWebClient(token=fake_slack.bot_token, base_url=fake_slack.api_url)
+    # Off: this test posts into C1 faster than its per-channel limit to check validation, with a client that
+    # does not pace (tests/unit/test_ratelimits.py covers the limits).
+    fake_slack.rate_limits.enabled = False
     fake_slack.file_processing_delay = 600.0
     upload = await client.files_upload_v2(file=b"\x89PNG", filename="a.png", channel="C1")
     blocks = [{"type": "image", "slack_file": {"id": upload["file"]["id"]}, "alt_text": "a"}]
