@@ -83,6 +83,11 @@ class UploadMessages:
         for hook in self.on_recorded:
             hook(job_id, ts)
 
+    async def idle(self) -> None:
+        """Wait until no upload message is being looked for (every wait and poll has ended)."""
+        while self._tasks:
+            await asyncio.gather(*self._tasks, return_exceptions=True)
+
     async def close(self) -> None:
         """Stop waiting (shutdown): a share seen after this is not recorded."""
         for task in list(self._tasks):
