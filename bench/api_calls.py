@@ -6,7 +6,7 @@ from collections import Counter
 from pathlib import Path
 
 from bench.process import start_bot
-from bench.scenarios import Params, wait_for_event_stream
+from bench.scenarios import Params, upload_ts_recorded, wait_for_event_stream
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.slack import FakeSlack
 
@@ -42,9 +42,7 @@ async def api_calls_per_image(params: Params, folder: Path) -> dict[str, float]:
                         timeout=60,
                     )
                     await slack.wait_shared(timeout=60)
-                    await slack.recorder.wait_until(
-                        lambda: bool(slack.delivered_events[-1]["status"]), timeout=10
-                    )
+                    await upload_ts_recorded(bot.database, prompt)
                     methods.update(c.method for c in slack.calls[before:] if c.method not in NOT_WEB_API)
                 total = sum(methods.values())
                 result[f"api_calls_per_image_{key}"] = total / (jobs * n)

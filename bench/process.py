@@ -23,6 +23,7 @@ class BotProcess:
     process: asyncio.subprocess.Process
     port: int
     drain: asyncio.Task[None]
+    database: Path
 
     @property
     def events_url(self) -> str:
@@ -78,7 +79,7 @@ async def start_bot(
         found = _READY.search(line)
         if found:
             break
-    bot = BotProcess(process, int(found.group(1)), asyncio.create_task(_discard(process.stdout)))
+    bot = BotProcess(process, int(found.group(1)), asyncio.create_task(_discard(process.stdout)), database)
     slack.events_url = bot.events_url  # where the fake delivers the bot's own file_share events
     return bot
 

@@ -4,6 +4,7 @@ baseline), each against a fresh bot process."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import sqlite3
 import statistics
 import time
@@ -312,6 +313,20 @@ async def one_at_a_time(
     return result
 
 
+async def upload_ts_recorded(database: Path, prompt: str, within: float = 10.0) -> None:
+    """Wait until the bot has recorded the upload message of the job with `prompt` (its own file_share
+    event is handled after Slack's request is answered, so no fake call marks it). Read through a
+    connection of its own, which the bot's statement counter does not see."""
+    deadline = time.monotonic() + within
+    while time.monotonic() < deadline:
+        with contextlib.closing(sqlite3.connect(database)) as db:
+            row = db.execute("SELECT upload_ts FROM generations WHERE prompt = ?", (prompt,)).fetchone()
+        if row and row[0]:
+            return
+        await asyncio.sleep(0.02)
+    raise RuntimeError(f"the bot never recorded the upload message of {prompt!r}")
+
+
 async def sql_statements(bot: BotProcess) -> int:
     """The bot's `dreamboard_sql_statements_total`, read from its /metrics."""
     async with (
@@ -345,7 +360,7 @@ async def sql_statements_of_one_job(
             timeout=60,
         )
         await slack.wait_shared(timeout=60)
-        await slack.recorder.wait_until(lambda: bool(slack.delivered_events[-1]["status"]), timeout=10)
+        await upload_ts_recorded(bot.database, prompt)
         after = await sql_statements(bot)
     finally:
         oxen.latency = latency
