@@ -82,6 +82,7 @@ class Harness:
     """How long the bot waits for its file_share event before polling files.info."""
     upload_ts: dict[str, str] = field(default_factory=dict)
     """Upload message ts by job id, as the bot recorded them (see `wait_upload_ts`)."""
+    _notifying: set[asyncio.Task[None]] = field(default_factory=set)
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings pointing at the fakes; `overrides` use field names (e.g. max_concurrent_jobs=1)."""
@@ -116,7 +117,9 @@ class Harness:
 
     def _recorded(self, job_id: str, ts: str) -> None:
         self.upload_ts[job_id] = ts
-        asyncio.get_running_loop().create_task(self.slack.recorder.notify())
+        task = asyncio.get_running_loop().create_task(self.slack.recorder.notify())
+        self._notifying.add(task)
+        task.add_done_callback(self._notifying.discard)
 
     async def wait_upload_ts(self, job_id: str, timeout: float = 15.0) -> str:
         """Wait until the bot has recorded the job's upload message (from its file_share event or
