@@ -404,8 +404,14 @@ class Store:
             return [str(row[0]) for row in await cursor.fetchall()]
 
     async def other_messages(self, job_id: str) -> list[tuple[str, str]]:
-        """(channel, ts) of the job's reposted cards (`/imagine show`)."""
-        rows = await self._all("SELECT channel_id, ts FROM job_messages WHERE job_id = ?", (job_id,))
+        """(channel, ts) of the job's reposted cards (`/imagine show`); the rows migration 3 copied from
+        the job's own status and card messages are left out."""
+        rows = await self._all(
+            "SELECT m.channel_id, m.ts FROM job_messages m JOIN generations g ON g.id = m.job_id"
+            " WHERE m.job_id = ? AND m.kind = 'card'"
+            " AND m.ts NOT IN (COALESCE(g.status_ts, ''), COALESCE(g.card_ts, ''))",
+            (job_id,),
+        )
         return [(str(row[0]), str(row[1])) for row in rows]
 
     async def finish(self, job_id: str, state: JobState, *, error: str | None = None) -> Job | None:

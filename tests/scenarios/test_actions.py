@@ -345,3 +345,17 @@ async def test_results_cannot_be_shown_elsewhere_by_others(april: Harness) -> No
     await april.command(f"show {job_id}", channel_id="C2", user_id="U2")
     [answer] = await april.slack.wait_for("response_url")
     assert "Only <@U1> can show" in answer.params["text"]
+
+
+async def test_x_also_deletes_reposted_cards(april: Harness) -> None:
+    job_id, root = await first_job(april, "a fox")
+    upload_ts = await april.wait_upload_ts(job_id)
+    await april.command(f"show {job_id}", channel_id="C2")
+    [revived] = await april.slack.wait_for("chat.postMessage", where=is_card)
+    [repost] = april.slack.messages("C2")
+    await react(april, "x", root, user="U1")
+    await april.slack.wait_for("chat.delete", count=2)
+    deleted = sorted((c.params["channel"], c.params["ts"]) for c in april.slack.calls_to("chat.delete"))
+    assert deleted == sorted([("C1", upload_ts), ("C2", repost["ts"])])
+    assert april.slack.messages("C2") == []
+    assert revived.params["channel"] == "C2"
