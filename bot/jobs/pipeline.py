@@ -106,6 +106,7 @@ class JobPipeline:
         self._shown_running: set[str] = set()
         self.finished: Counter[str] = Counter()
         self.on_finished: list[Callable[[Job], None]] = []
+        """Hooks called with each job this pipeline ran to its end (its last step done or tried)."""
 
     async def announce(
         self, job: Job, *, position: int, look_first: bool = False, starting: bool = False
@@ -148,6 +149,8 @@ class JobPipeline:
         if job.state is JobState.UPLOADED:
             await self._show_card(job, images)
             self._settle_upload_ts(job, images)
+            for hook in self.on_finished:
+                hook(job)
             return
         if job.finished:
             return
@@ -367,6 +370,7 @@ class JobPipeline:
                     return
                 await asyncio.sleep(self._retry_delay * attempt)
         await self._store.set_card_ts(job.id, str(job.status_ts))
+        log.info("job %s: result card shown", job.id)
 
     async def _find_legacy_card(self, job: Job) -> str | None:
         try:

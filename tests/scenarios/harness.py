@@ -82,6 +82,8 @@ class Harness:
     """How long the bot waits for its file_share event before polling files.info."""
     upload_ts: dict[str, str] = field(default_factory=dict)
     """Upload message ts by job id, as the bot recorded them (see `wait_upload_ts`)."""
+    finished: set[str] = field(default_factory=set)
+    """Ids of the jobs the running bot has taken to their end (its pipeline's on_finished hook)."""
     _notifying: set[asyncio.Task[None]] = field(default_factory=set)
 
     def settings(self, **overrides: Any) -> Settings:
@@ -112,14 +114,27 @@ class Harness:
             share_timing=self.share_timing,
         )
         self.running.services.uploads.on_recorded.append(self._recorded)
+        self.finished.clear()
+        self.running.services.runner.pipeline.on_finished.append(self._finished)
         self.slack.events_url = self.events_url  # where Slack delivers events in HTTP mode
         return self.running
 
     def _recorded(self, job_id: str, ts: str) -> None:
         self.upload_ts[job_id] = ts
+        self._notify()
+
+    def _finished(self, job: Job) -> None:
+        self.finished.add(job.id)
+        self._notify()
+
+    def _notify(self) -> None:
         task = asyncio.get_running_loop().create_task(self.slack.recorder.notify())
         self._notifying.add(task)
         task.add_done_callback(self._notifying.discard)
+
+    async def wait_finished(self, job_id: str, timeout: float = 15.0) -> None:
+        """Wait until the running bot has taken the job to its end (after its card's ts is stored)."""
+        await self.slack.recorder.wait_until(lambda: job_id in self.finished, timeout=timeout)
 
     async def wait_upload_ts(self, job_id: str, timeout: float = 15.0) -> str:
         """Wait until the bot has recorded the job's upload message (from its file_share event or
@@ -171,6 +186,7 @@ class Harness:
         job, _ = (await self.jobs())[-1]
         assert job.thread_ts is not None
         await self.slack.wait_for("chat.update", where=card_of(job))
+        await self.wait_finished(job.id)
         await self.slack.wait_shared()
         return job.thread_ts
 

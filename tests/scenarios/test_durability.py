@@ -62,7 +62,7 @@ async def test_restart_before_the_result_card_shows_it_without_uploading_again(h
 
     await harness.start()
     await harness.slack.wait_for("chat.update", where=is_card, count=2)
-    await harness.slack.wait_shared()
+    await harness.wait_finished(job.id)
     assert len(harness.slack.calls_to("files.completeUploadExternal")) == 1
     assert len([f for f in harness.slack.uploaded_files.values() if f.completed]) == 1
     [(job, _)] = await harness.jobs()

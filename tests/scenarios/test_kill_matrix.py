@@ -100,6 +100,7 @@ class BotProcess:
             found = READY.search(text)
             if found and not ready.done():
                 ready.set_result(int(found.group(1)))
+            await self.slack.recorder.notify()  # a waiter re-checks the store at each line
         if not ready.done():
             ready.set_exception(AssertionError("the bot exited before it was ready:\n" + self.log()))
 
@@ -148,7 +149,8 @@ class BotProcess:
 
     async def settled(self, *, timeout: float = WAIT) -> list[StoredJob]:
         """Wait until every stored job has ended, an uploaded one only once its card_ts is stored, and
-        every share Slack owes has landed. Checked at every Slack call and share."""
+        every share Slack owes has landed. Checked at every Slack call, share and line the bot logs (the
+        card's ts is stored after Slack answered, and logged; no Slack call follows it)."""
 
         def ended() -> bool:
             states = self.states()

@@ -32,6 +32,8 @@ async def assert_delivered_once(harness: Harness) -> None:
     """One upload message, one card (the status message rewritten), job uploaded with its card recorded,
     billed once."""
     await harness.slack.wait_for("chat.update", where=is_card, timeout=10)
+    [(job, _)] = await harness.jobs()
+    await harness.wait_finished(job.id)
     await harness.slack.wait_shared()
     assert len(uploads_in_channel(harness)) == 1
     assert len([f for f in harness.slack.uploaded_files.values() if f.completed]) == 1
