@@ -15,6 +15,7 @@ import time
 from pathlib import Path
 from typing import Any
 
+from bench.api_calls import api_calls_per_image
 from bench.bursts import run_bursts
 from bench.history import history_page_latency
 from bench.scenarios import QUICK, Params, ack_burst, baseline, memory, overhead, throughput
@@ -29,6 +30,7 @@ TARGETS = {
     "history_page_p99_ms": ("<=", 5.0),
     "sql_statements_per_job": ("<=", 12.0),
     "overhead_median_ms": ("<=", 40.0),
+    "api_calls_per_job_single": ("<=", 4.0),
     **{
         f"{burst}_{key}": ("<=", 0.0)
         for burst in ("burst30", "burst_n4", "burst_threads")
@@ -46,6 +48,7 @@ async def run(params: Params) -> dict[str, Any]:
         results.update(await overhead(params, folder))
         results.update(await throughput(params, folder))
         results.update(await memory(params, folder))
+        results.update(await api_calls_per_image(params, folder))
         results.update(await history_page_latency(params.history_rows, params.history_samples))
         results.update(await baseline(params, folder))
         results["baseline_ratio_p99"] = results["baseline_ack_p99_ms"] / results["ack_p99_ms"]

@@ -23,6 +23,7 @@ class BotProcess:
     process: asyncio.subprocess.Process
     port: int
     drain: asyncio.Task[None]
+    database: Path
 
     @property
     def events_url(self) -> str:
@@ -46,7 +47,8 @@ class BotProcess:
 async def start_bot(
     slack: FakeSlack, oxen: FakeOxen, database: Path, *, module: str = "bot", **settings: str
 ) -> BotProcess:
-    """Start `python -m <module>` in HTTP mode with the fakes' URLs; returns once it listens."""
+    """Start `python -m <module>` in HTTP mode with the fakes' URLs (and point the fake's events at it);
+    returns once it listens."""
     env = {
         "PATH": os.environ.get("PATH", ""),
         "SLACK_BOT_TOKEN": slack.bot_token,
@@ -79,7 +81,9 @@ async def start_bot(
         found = _READY.search(line)
         if found:
             break
-    return BotProcess(process, int(found.group(1)), asyncio.create_task(_discard(process.stdout)))
+    bot = BotProcess(process, int(found.group(1)), asyncio.create_task(_discard(process.stdout)), database)
+    slack.events_url = bot.events_url  # where the fake delivers the bot's own file_share events
+    return bot
 
 
 async def _discard(stream: asyncio.StreamReader) -> None:

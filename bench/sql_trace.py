@@ -54,7 +54,7 @@ def kind(sql: str) -> str:
 
 
 async def trace() -> None:
-    """One quiet warm-up job, then the counted job; print its statements and the publish's."""
+    """One quiet warm-up job, then the counted job; print its statements."""
     with tempfile.TemporaryDirectory(prefix="dreamboard-sql-") as name:
         folder = Path(name)
         path = folder / "statements.tsv"
@@ -70,17 +70,11 @@ async def trace() -> None:
                 await one_at_a_time(slack, oxen, bot, jobs=1, label="trace")
                 before = await sql_statements(bot)
                 after = before + await sql_statements_of_one_job(slack, oxen, bot, user=user_id("trace", 0))
-                publishes = len(slack.calls_to("views.publish"))
-                await slack.wait_for("views.publish", count=publishes + 1, timeout=15)
-                final = await sql_statements(bot)
             finally:
                 await bot.stop()
         lines = [line.split("\t", 1) for line in path.read_text().splitlines()]
     statements = {int(number): sql for number, sql in lines}
-    for title, first, last in (
-        ("the job (counted)", before + 1, after),
-        ("its App Home publish (not counted)", after + 1, final),
-    ):
+    for title, first, last in (("the job (counted)", before + 1, after),):
         kinds = Counter(kind(statements[number]) for number in range(first, last + 1))
         print(f"{title}: {last - first + 1} statements")
         for sql, times in kinds.items():

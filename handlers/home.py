@@ -1,4 +1,4 @@
-"""The App Home tab: published when a user opens it (and refreshed after each of their jobs)."""
+"""The App Home tab: published when a user opens it (and refreshed after their jobs for a while)."""
 
 from __future__ import annotations
 
@@ -15,6 +15,6 @@ def register(app: Listeners, services: Services) -> None:
 
     async def on_home_opened(event: dict[str, Any], context: AsyncBoltContext) -> None:
         if event.get("tab", "home") == "home":
-            services.history.refresh_home(str(context.team_id), str(event["user"]))
+            services.history.opened_home(str(context.team_id), str(event["user"]))
 
     app.event("app_home_opened")(on_home_opened)

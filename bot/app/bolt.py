@@ -5,10 +5,12 @@ from __future__ import annotations
 import asyncio
 import functools
 import re
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
-from slack_bolt.async_app import AsyncAck, AsyncApp
+from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
+from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.middleware.ignoring_self_events.async_ignoring_self_events import AsyncIgnoringSelfEvents
 from slack_bolt.response import BoltResponse
 
 from bot.app.listener_errors import listener_error_handler
@@ -45,9 +47,13 @@ class Listeners:
         """Like `AsyncApp.command`."""
         return self._through(self._app.command(command))
 
-    def event(self, event: str | re.Pattern[str]) -> Callable[[Listener], Listener]:
-        """Like `AsyncApp.event`."""
-        return self._through(self._app.event(event))
+    def event(
+        self,
+        event: str | re.Pattern[str],
+        matchers: Sequence[Callable[..., Awaitable[bool]]] | None = None,
+    ) -> Callable[[Listener], Listener]:
+        """Like `AsyncApp.event` (with its `matchers`)."""
+        return self._through(self._app.event(event, matchers=list(matchers) if matchers else None))
 
     def action(self, constraints: str | re.Pattern[str]) -> Callable[[Listener], Listener]:
         """Like `AsyncApp.action`."""
@@ -79,6 +85,38 @@ class Listeners:
         return decorate
 
 
+def is_own_file_share(body: Mapping[str, Any], *, bot_user_id: str | None, bot_id: str | None) -> bool:
+    """Whether a request is the bot's own `message` event of subtype file_share (its upload landed)."""
+    event = body.get("event") or {}
+    if event.get("type") != "message" or event.get("subtype") != "file_share":
+        return False
+    return bool(
+        (bot_user_id and event.get("user") == bot_user_id) or (bot_id and event.get("bot_id") == bot_id)
+    )
+
+
+class IgnoringSelfEventsButUploads(AsyncIgnoringSelfEvents):
+    """Bolt's self-event filter (ignoring_self_events_enabled, slack_bolt/middleware/ignoring_self_events),
+    except for the bot's own file_share messages: they carry the ts of each upload message, which
+    completeUploadExternal does not return (slack.md §2.2). Every other event of the bot's own is still
+    acked and dropped here, before the dedupe middleware writes anything; listeners keep ignoring bot
+    messages (features/iterations.is_noise) in any case."""
+
+    @classmethod
+    def _is_self_event(
+        cls,
+        auth_result: AuthorizeResult,
+        user_id: str | None,
+        bot_id: str | None,
+        body: dict[str, Any],
+    ) -> bool:
+        if auth_result is not None and is_own_file_share(
+            body, bot_user_id=auth_result.bot_user_id, bot_id=auth_result.bot_id
+        ):
+            return False
+        return bool(super()._is_self_event(auth_result, user_id, bot_id, body))
+
+
 Register = Callable[[Listeners, Services], None]
 """Wires listeners onto the app (handlers.register)."""
 
@@ -93,15 +131,24 @@ def build_app(services: Services, *, register: Register) -> AsyncApp:
         signing_secret=secret.get_secret_value() if secret else "",
         request_verification_enabled=not settings.socket_mode,
         raise_error_for_unhandled_request=False,
+        ignoring_self_events_enabled=False,
     )
+    app.use(IgnoringSelfEventsButUploads())
 
     @app.middleware
     async def drop_duplicate_events(
         body: dict[str, Any],
+        context: AsyncBoltContext,
         next: Callable[[], Awaitable[None]],
     ) -> BoltResponse | None:
+        # The bot's own file_share events need no claim: recording their ts is idempotent.
+        own = is_own_file_share(body, bot_user_id=context.bot_user_id, bot_id=context.bot_id)
         event_id = body.get("event_id")
-        if isinstance(event_id, str) and not await services.store.claim_event(f"event:{event_id}"):
+        if (
+            not own
+            and isinstance(event_id, str)
+            and not await services.store.claim_event(f"event:{event_id}")
+        ):
             return BoltResponse(status=200, body="")
         await next()
         return None

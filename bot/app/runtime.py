@@ -17,6 +17,7 @@ from bot.app.services import Services
 from bot.app.socket_mode import SocketModeTransport
 from bot.backends.base import BackendError
 from bot.backends.oxen import RetryPolicy
+from bot.jobs.uploads import ShareTiming
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,11 @@ async def start(
     register: Register,
     oxen_retry: RetryPolicy | None = None,
     housekeeping_interval: float = HOUSEKEEPING_INTERVAL,
+    share_timing: ShareTiming | None = None,
 ) -> Runtime:
     """Build everything, wire the listeners with `register`, resume unfinished jobs and start listening;
     housekeeping runs at once and then every `housekeeping_interval` seconds."""
-    services = await Services.build(settings, oxen_retry=oxen_retry)
+    services = await Services.build(settings, oxen_retry=oxen_retry, share_timing=share_timing)
     socket: SocketModeTransport | None = None
     web_runner: web.AppRunner | None = None
     try:

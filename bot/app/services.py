@@ -29,6 +29,7 @@ from bot.jobs.pipeline import JobPipeline
 from bot.jobs.positions import QueuePositions
 from bot.jobs.runner import JobRunner
 from bot.jobs.scheduler import FairScheduler
+from bot.jobs.uploads import ShareTiming, UploadMessages
 from bot.slack.files import SlackFileReader, SlackFiles
 from bot.slack.gateway import SlackGateway
 from bot.slack.membership import ChannelAccess
@@ -62,14 +63,22 @@ class Services:
     iterations: Iterations
     branching: Branching
     history: History
+    uploads: UploadMessages
     tasks: Tasks = field(default_factory=lambda: Tasks("background task"))
     """Background work (App Home publishes, housekeeping): see `spawn`."""
     listeners: Tasks = field(default_factory=lambda: Tasks("listener"))
     """Bolt listener invocations still running after their ack (handlers register them here)."""
 
     @classmethod
-    async def build(cls, settings: Settings, *, oxen_retry: RetryPolicy | None = None) -> Services:
-        """Open the store and create the clients (inside the running event loop)."""
+    async def build(
+        cls,
+        settings: Settings,
+        *,
+        oxen_retry: RetryPolicy | None = None,
+        share_timing: ShareTiming | None = None,
+    ) -> Services:
+        """Open the store and create the clients (inside the running event loop); `share_timing` bounds
+        the wait for each upload message's ts (tests shorten it)."""
         metrics = Metrics()
         tasks = Tasks("background task")
         store = await Store.open(settings.database_path)
@@ -115,11 +124,14 @@ class Services:
             running_per_user=settings.max_active_per_user,
             waiting_per_user=settings.max_queued_per_user,
         )
+        files = SlackFiles(slack, http)
+        uploads = UploadMessages(store=store, files=files, timing=share_timing)
         pipeline = JobPipeline(
             store=store,
             backend=backend,
             messages=messages,
-            files=SlackFiles(slack, http),
+            files=files,
+            uploads=uploads,
             references=references,
             critical=scheduler.critical,
             meter=metrics,
@@ -154,7 +166,7 @@ class Services:
         grace = settings.slack_file_grace
         branching = Branching(store=store, intake=intake, runner=runner, slack=gateway, file_grace=grace)
         history = History(store=store, slack=gateway, spawn=tasks.spawn, file_grace=grace)
-        pipeline.on_finished.append(lambda job: history.refresh_home(job.team_id, job.user_id))
+        pipeline.on_finished.append(lambda job: history.refresh_after_job(job.team_id, job.user_id))
         return cls(
             settings,
             metrics,
@@ -171,6 +183,7 @@ class Services:
             iterations,
             branching,
             history,
+            uploads,
             tasks,
         )
 
@@ -182,10 +195,12 @@ class Services:
     async def aclose(self, grace: float = 20.0) -> None:
         """Shut down in order, once no new requests arrive (the transports are closed): let acked
         listener work finish (up to `grace` seconds, so an acked command is still stored), stop the
-        runner (letting uploads finish, up to `grace`), let App Home publishes under way finish, cancel
+        runner (letting uploads finish, up to `grace`), stop waiting for upload messages' ts, let App Home
+        publishes under way finish, cancel
         any other background task, then close every client and the store."""
         await self.listeners.drain(grace)
         await self.runner.stop(grace)
+        await self.uploads.close()
         await self.backend.stop()
         await self.history.close(min(grace, HOME_PUBLISH_GRACE))
         await self.tasks.drain(min(grace, HOME_PUBLISH_GRACE))

@@ -116,16 +116,43 @@ class Branching:
             return f"Job `{job.id}` was cancelled."
         if job.state is not JobState.UPLOADED:
             raise NotAllowedError(f"Job `{job.id}` has no results to delete.")
-        for image in await self._store.images(job.id):
-            if image.file_id:
-                await self._slack.delete_file(image.file_id)
-        if job.card_ts:
-            await self._slack.delete_message(job.channel_id, job.card_ts)
+        await self._delete_results(job)
         await self._store.mark_deleted(job.id, user_id)
         deleted = await self._visible_job(job.id, allow_deleted=True)
-        if deleted.status_ts:
+        if deleted.status_ts and deleted.status_ts == deleted.thread_ts:
             await self._slack.update(job.channel_id, deleted.status_ts, views.status(deleted))
+        elif deleted.status_ts:
+            await self._slack.delete_message(job.channel_id, deleted.status_ts)
         return f"The results of job `{job.id}` were deleted."
+
+    async def _delete_results(self, job: Job) -> None:
+        """Delete the upload message (its ts learned now from files.info if it is not known yet), the
+        files, a card posted separately (earlier versions) and reposted cards. The status message, which
+        is the result card, is handled by the caller: a thread root becomes a "Deleted" line that keeps
+        the thread together, a reply is deleted."""
+        images = await self._store.images(job.id)
+        file_ids = [image.file_id for image in images if image.file_id]
+        upload_ts = job.upload_ts or (await self._upload_ts(job, file_ids[0]) if file_ids else None)
+        if upload_ts:
+            await self._slack.delete_message(job.channel_id, upload_ts)
+        for file_id in file_ids:
+            await self._slack.delete_file(file_id)
+        if job.card_ts and job.card_ts != job.status_ts:
+            await self._slack.delete_message(job.channel_id, job.card_ts)
+        for channel, ts in await self._store.other_messages(job.id):
+            await self._slack.delete_message(channel, ts)
+
+    async def _upload_ts(self, job: Job, file_id: str) -> str | None:
+        try:
+            file = await self._slack.file_info(file_id)
+        except SlackError as exc:
+            log.warning("job %s: files.info for %s failed (%s); its message stays", job.id, file_id, exc)
+            return None
+        shares = file.get("shares") or {}
+        for kind in ("public", "private"):
+            for share in shares.get(kind, {}).get(job.channel_id, []):
+                return str(share["ts"])
+        return None
 
     @staticmethod
     def references_of(job: Job) -> list[ReferenceSource]:

@@ -29,6 +29,8 @@ HOME_FAVOURITES = 5
 HOME_MIN_INTERVAL = 5.0
 ZONE_TTL = 3600.0
 """Seconds a user's time zone (users.info) is reused before it is asked again."""
+HOME_VIEWING = 600.0
+"""After opening App Home, how long a user counts as looking at it: their finished jobs refresh it."""
 EXPORT_COLUMNS = (
     "job_id",
     "created",
@@ -88,6 +90,7 @@ class History:
         self._zones: dict[str, tuple[float, tzinfo]] = {}
         self._spawn: Spawn = spawn or asyncio.create_task
         self._last_publish: dict[tuple[str, str], float] = {}
+        self._opened: dict[tuple[str, str], float] = {}
         self._pending: dict[tuple[str, str], tuple[asyncio.Task[None], float]] = {}
         """Refreshes not yet publishing, one per user, with when they are due (time.monotonic)."""
         self._tasks: set[asyncio.Task[None]] = set()
@@ -180,6 +183,19 @@ class History:
         if name is not None:
             self._zones[user_id] = (time.monotonic(), zone)
         return zone
+
+    def opened_home(self, team_id: str, user_id: str) -> None:
+        """The user opened App Home: publish it (throttled), and refresh it after their jobs for a while."""
+        self._opened[(team_id, user_id)] = time.monotonic()
+        self.refresh_home(team_id, user_id)
+
+    def refresh_after_job(self, team_id: str, user_id: str) -> None:
+        """One of the user's jobs ended: refresh App Home only if they opened it in the last HOME_VIEWING
+        seconds. Opening the tab publishes it anyway, so a publish nobody looks at would only spend a
+        Web API call per job."""
+        opened = self._opened.get((team_id, user_id))
+        if opened is not None and time.monotonic() - opened <= HOME_VIEWING:
+            self.refresh_home(team_id, user_id)
 
     def refresh_home(self, team_id: str, user_id: str) -> None:
         """Publish App Home soon, at most once per `min_interval` seconds per user (not after `close`)."""

@@ -9,11 +9,15 @@ Each step either commits a state before its side effect, or is declared best eff
 | wait               | generation_id                       | polls it, never submits again              |
 | outcome            | state succeeded/failed + result_url | skips to delivery                          |
 | upload             | file ids, before files.complete…    | files.info: missing → uploads again        |
-| uploaded           | state uploaded + card_claimed_at    | looks for the card by metadata, then posts |
-| result card        | card_ts                             | nothing left to do                         |
-Best effort: status updates, the upload message's ts (for reactions), the failure reply. A terminal
-state is never overwritten (guarded in SQL), and any failure after submission cancels the job's
-generations that are still running at the backend.
+| uploaded           | state uploaded                      | rewrites the status message into the card  |
+| result card        | card_ts (= status_ts)               | nothing left to do                         |
+The result card is the status message rewritten in place (chat.update, its metadata switched to the
+card's event type): repeating it after a restart or a lost answer changes nothing, so it needs no claim
+and no search. A status posted as "Generating…" (the job starts at once) is not edited again before the
+card. Best effort: status updates, the upload message's ts (for reactions: the bot's own file_share
+event, or a bounded files.info poll, see jobs/uploads.py), the failure reply. A terminal state is never
+overwritten (guarded in SQL), and any failure after submission cancels the job's generations that are
+still running at the backend.
 """
 
 from __future__ import annotations
@@ -41,6 +45,7 @@ from bot.backends.base import (
 from bot.domain.errors import UserFacingError
 from bot.domain.logcontext import bind_job
 from bot.jobs.failures import JobTimeoutError, describe_failure
+from bot.jobs.uploads import UploadMessages
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.files import ResultFile, SlackFiles, UploadState
 from bot.slack.messages import SlackMessages
@@ -74,6 +79,7 @@ class JobPipeline:
         backend: ImageBackend,
         messages: SlackMessages,
         files: SlackFiles,
+        uploads: UploadMessages,
         references: ReferenceResolver,
         critical: Callable[[str], AbstractContextManager[None]],
         meter: Meter,
@@ -85,6 +91,7 @@ class JobPipeline:
         self._backend = backend
         self._messages = messages
         self._files = files
+        self._uploads = uploads
         self._references = references
         self._critical = critical
         self._meter = meter
@@ -96,16 +103,23 @@ class JobPipeline:
         self._delivering: set[str] = set()
         self._cancelling: set[str] = set()
         self._plans: dict[str, Plan] = {}
+        self._shown_running: set[str] = set()
         self.finished: Counter[str] = Counter()
         self.on_finished: list[Callable[[Job], None]] = []
+        """Hooks called with each job this pipeline ran to its end (its last step done or tried)."""
 
-    async def announce(self, job: Job, *, position: int, look_first: bool = False) -> Job:
-        """Post the status message of a queued job and record it; raises SlackError. After a lost
-        answer (or, with `look_first`, a restart) Slack is asked for the message before posting again."""
+    async def announce(
+        self, job: Job, *, position: int, look_first: bool = False, starting: bool = False
+    ) -> Job:
+        """Post the status message of a queued job and record it; raises SlackError. A job `starting` at
+        once is posted as "Generating…" (saving the edit). After a lost answer (or, with `look_first`, a
+        restart) Slack is asked for the message before posting again."""
         ts = await self._messages.find_status(job) if look_first else None
         if ts is None:
             try:
-                ts = await self._messages.post_status(job, position=position)
+                ts = await self._messages.post_status(job, position=position, generating=starting)
+                if starting:
+                    self._shown_running.add(job.id)
             except SlackError as exc:
                 ts = await self._messages.find_status(job) if exc.maybe_done else None
                 if ts is None:
@@ -133,7 +147,10 @@ class JobPipeline:
         """Take the job from wherever its step log says it stands to a terminal state."""
         bind_job(job.id)
         if job.state is JobState.UPLOADED:
-            await self._post_card(job, images, look_first=job.card_claimed_at is not None)
+            await self._show_card(job, images)
+            self._settle_upload_ts(job, images)
+            for hook in self.on_finished:
+                hook(job)
             return
         if job.finished:
             return
@@ -188,11 +205,14 @@ class JobPipeline:
         running = await self._store.mark_running(job.id, plan.notes)
         if running is None:
             return None
-        generating = asyncio.create_task(self._messages.update_status(running))
+        shown = job.id in self._shown_running
+        self._shown_running.discard(job.id)
+        generating = None if shown else asyncio.create_task(self._messages.update_status(running))
         try:
             outcomes = await _all_or_first_error([self._produce(running, plan, image) for image in images])
         finally:
-            await generating
+            if generating is not None:
+                await generating
         if not any(outcome.result_url for outcome in outcomes):
             raise next(o.failure for o in outcomes if o.failure is not None)
         images = [
@@ -276,7 +296,6 @@ class JobPipeline:
         if state is UploadState.MISSING:
             file_ids = await self._upload(job, made)
             images = [replace(image, file_id=file_ids.get(image.idx, image.file_id)) for image in images]
-            upload_ts = await self._upload_ts(file_ids[made[0].idx], job.channel_id)
         uploaded = await self._store.mark_uploaded(job.id, upload_ts=upload_ts)
         if uploaded is None:
             log.warning("job %s was no longer running when its images were posted", job.id)
@@ -284,7 +303,8 @@ class JobPipeline:
         self.finished[JobState.UPLOADED] += 1
         if uploaded.started_at is not None and uploaded.finished_at is not None:
             self._meter.observe("dreamboard_generation_seconds", uploaded.finished_at - uploaded.started_at)
-        await self._post_card(uploaded, images, look_first=False)
+        await self._show_card(uploaded, images)
+        self._settle_upload_ts(uploaded, images)
         return uploaded
 
     async def _upload(self, job: Job, made: list[JobImage]) -> dict[int, str]:
@@ -293,6 +313,7 @@ class JobPipeline:
             file_ids = await self._files.send_bytes(results)
             await self._store.set_file_ids(job.id, dict(file_ids))
             files = [(file_ids[result.idx], result.title) for result in results]
+            self._uploads.expect([file_id for file_id, _ in files])
             try:
                 await self._files.share(
                     files,
@@ -318,39 +339,45 @@ class JobPipeline:
             alt_text=job.prompt,
         )
 
-    async def _upload_ts(self, file_id: str, channel_id: str) -> str | None:
-        """Best effort: the upload message's ts, so reactions on the image itself work too."""
-        try:
-            return await self._files.share_ts(file_id, channel_id)
-        except SlackError as exc:
-            log.info("files.info for %s failed (%s); reactions work on the result card", file_id, exc)
-            return None
+    def _settle_upload_ts(self, job: Job, images: list[JobImage]) -> None:
+        """Best effort, in the background: the upload message's ts, so reactions on the image work too."""
+        first = next((image.file_id for image in images if image.file_id), None)
+        if job.upload_ts is None and first is not None:
+            self._uploads.settle(job, first)
 
-    async def _post_card(self, job: Job, images: list[JobImage] | None, *, look_first: bool) -> None:
-        """Post the result card at most once: after an answer that may have been lost (or a restart
-        with the card claimed) the thread is searched for it first. Then mark the status Done."""
+    async def _show_card(self, job: Job, images: list[JobImage] | None) -> None:
+        """Rewrite the status message into the result card, then record it (card_ts). chat.update is
+        idempotent, so a lost answer or a restart simply does it again. A job uploaded by an earlier
+        version, whose card was posted separately (card claimed), is looked for first."""
+        if job.card_claimed_at is not None and job.card_ts is None:
+            ts = await self._find_legacy_card(job)
+            if ts is not None:
+                await self._store.set_card_ts(job.id, ts)
+                return
         images = images if images is not None else await self._store.images(job.id)
         parent = await self._store.get_job(job.parent_id) if job.parent_id else None
-        card = views.result_card(job, images, parent=parent)
-        ts: str | None = None
+        card = views.result_card(job, images, parent=parent, headline=True)
         for attempt in range(1, CARD_ATTEMPTS + 1):
             try:
-                ts = await self._messages.find_card(job) if look_first else None
-                ts = ts or await self._messages.post_card(job, card)
+                await self._messages.show_card(job, card)
                 break
             except SlackError as exc:
-                look_first = look_first or exc.maybe_done
                 retry = exc.kind in (SlackErrorKind.RATE_LIMITED, SlackErrorKind.UNAVAILABLE)
                 if not retry or attempt == CARD_ATTEMPTS:
                     log.warning(
-                        "job %s: result card not posted (%s); it is retried at the next start", job.id, exc
+                        "job %s: result card not shown (%s); it is retried at the next start", job.id, exc
                     )
-                    await self._messages.update_status(job)
                     return
                 await asyncio.sleep(self._retry_delay * attempt)
-        if ts is not None:
-            job = await self._store.set_card_ts(job.id, ts) or job
-        await self._messages.update_status(job)
+        await self._store.set_card_ts(job.id, str(job.status_ts))
+        log.info("job %s: result card shown", job.id)
+
+    async def _find_legacy_card(self, job: Job) -> str | None:
+        try:
+            return await self._messages.find_card(job)
+        except SlackError as exc:
+            log.warning("job %s: looking for its earlier result card failed (%s)", job.id, exc)
+            return None
 
     async def _live_handles(self, job: Job) -> list[str]:
         """Generations of this job that may still be running: those recorded as submitted, and for an

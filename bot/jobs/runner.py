@@ -77,7 +77,9 @@ class JobRunner:
         """Announce a stored job (its status message) and put it in line. When Slack refuses the status
         message, the job is discarded, its place given back, and the SlackError raised."""
         try:
-            announced = await self._pipeline.announce(job, position=ticket.position)
+            announced = await self._pipeline.announce(
+                job, position=ticket.position, starting=ticket.starts_now
+            )
         except SlackError:
             ticket.withdraw()
             await self._store.discard_unstarted(job.id)

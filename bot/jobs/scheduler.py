@@ -33,10 +33,12 @@ class CapReachedError(Exception):
 class Ticket:
     """A place in line held for a job that is still being stored; `submit` or `withdraw` ends it."""
 
-    def __init__(self, scheduler: FairScheduler, user: UserKey, position: int) -> None:
+    def __init__(self, scheduler: FairScheduler, user: UserKey, position: int, *, starts_now: bool) -> None:
         self._scheduler = scheduler
         self.user = user
         self.position = position
+        self.starts_now = starts_now
+        """Whether a slot was free for this job when it was admitted (nobody waiting, user under the cap)."""
         self._open = True
 
     def submit(self, job_id: str) -> None:
@@ -89,8 +91,14 @@ class FairScheduler:
         waiting = len(self._waiting.get(user, ())) + self._reserved[user]
         if waiting >= self._waiting_per_user:
             raise CapReachedError(waiting)
+        ahead = self.waiting_count() + sum(self._reserved.values())
+        starts_now = (
+            self._accepting
+            and len(self._tasks) + ahead < self._slots
+            and self._running_by_user[user] + waiting < self._running_per_user
+        )
         self._reserved[user] += 1
-        return Ticket(self, user, self.waiting_count() + sum(self._reserved.values()))
+        return Ticket(self, user, ahead + 1, starts_now=starts_now)
 
     def enqueue(self, user: UserKey, job_id: str) -> None:
         """Put a job in line without a cap check (jobs resumed after a restart)."""

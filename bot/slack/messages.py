@@ -1,8 +1,9 @@
 """Posting and updating Dreamboard's own messages about a job: status, result card, replies.
 
-Every call goes through `errors.call`, so callers see only SlackError. The result card carries message
-metadata naming its job, so after a lost answer or a crash the card can be found in the thread
-instead of being posted twice (slack.md, message metadata; read back with `include_all_metadata`).
+Every call goes through `errors.call`, so callers see only SlackError. The status message carries
+message metadata naming its job, so after a lost answer or a crash it can be found instead of being
+posted twice (slack.md, message metadata; read back with `include_all_metadata`). The result card is
+the status message rewritten in place, its metadata switched to CARD_EVENT.
 """
 
 from __future__ import annotations
@@ -37,15 +38,16 @@ class SlackMessages:
         self._client = client
         self._redactor = redactor
 
-    async def post_status(self, job: Job, *, position: int) -> str:
-        """Post the status message (a new root, or a reply when the job lives in a thread); its ts."""
+    async def post_status(self, job: Job, *, position: int, generating: bool = False) -> str:
+        """Post the status message (a new root, or a reply when the job lives in a thread), as queued or,
+        for a job that starts at once, `generating`; its ts."""
         response = await call(
             self._client.chat_postMessage(
                 channel=job.channel_id,
                 thread_ts=job.thread_ts,
                 unfurl_links=False,
                 metadata=_tag(STATUS_EVENT, job),
-                **views.status(job, position=position),
+                **views.status(job, position=position, generating=generating),
             )
         )
         return str(response["ts"])
@@ -76,21 +78,17 @@ class SlackMessages:
         except SlackError as exc:
             log.warning("job %s: updating the status message failed (%s)", job.id, exc)
 
-    async def post_card(self, job: Job, card: dict[str, Any]) -> str:
-        """Post the result card into the job's thread, tagged with the job in its metadata; its ts."""
-        response = await call(
-            self._client.chat_postMessage(
-                channel=job.channel_id,
-                thread_ts=job.root_ts,
-                unfurl_links=False,
-                metadata=_tag(CARD_EVENT, job),
-                **card,
+    async def show_card(self, job: Job, card: dict[str, Any]) -> None:
+        """Rewrite the status message into the result card, tagged as the card (idempotent); raises
+        SlackError."""
+        await call(
+            self._client.chat_update(
+                channel=job.channel_id, ts=str(job.status_ts), metadata=_tag(CARD_EVENT, job), **card
             )
         )
-        return str(response["ts"])
 
     async def find_card(self, job: Job) -> str | None:
-        """The ts of this job's result card if it is already in the thread."""
+        """The ts of a result card an earlier version posted separately into the thread, if any."""
         return await self._find_in_thread(job, str(job.root_ts), CARD_EVENT)
 
     async def _find_in_thread(self, job: Job, thread_ts: str, event_type: str) -> str | None:

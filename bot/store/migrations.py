@@ -4,6 +4,9 @@ Migration 5 is the step log's markers: `submit_started_at` (a submission may exi
 `request_key` (one job per Slack request, enforced by a unique index), `upload_ts` and
 `card_claimed_at` (the result card may already be in the thread). A job's status, card and upload
 messages are found through `generations` itself; `job_messages` keeps the other cards (reposts).
+
+Migration 6 indexes images by Slack file id: the bot's own file_share event names only files, and the
+upload message's ts is recorded on the job that holds them.
 """
 
 from __future__ import annotations
@@ -92,5 +95,8 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE INDEX generations_by_status_message ON generations (channel_id, status_ts);
     CREATE INDEX generations_by_card ON generations (channel_id, card_ts);
     CREATE INDEX generations_by_upload ON generations (channel_id, upload_ts);
+    """,
+    """
+    CREATE INDEX generation_images_by_file ON generation_images (file_id) WHERE file_id IS NOT NULL;
     """,
 )

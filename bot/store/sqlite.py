@@ -380,14 +380,48 @@ class Store:
         )
 
     async def mark_uploaded(self, job_id: str, *, upload_ts: str | None) -> Job | None:
-        """running → uploaded, claiming the result card (so a restart looks for it before posting);
-        None when the job was no longer running."""
+        """running → uploaded (the status message is then rewritten into the result card, which a
+        restart repeats until card_ts is stored); an upload ts already learned is kept. None when the job
+        was no longer running."""
         row = await self._write_returning(
-            "UPDATE generations SET state = 'uploaded', error = NULL, finished_at = ?, upload_ts = ?,"
-            " card_claimed_at = ? WHERE id = ? AND state = 'running' RETURNING *",
-            (time.time(), upload_ts, time.time(), job_id),
+            "UPDATE generations SET state = 'uploaded', error = NULL, finished_at = ?,"
+            " upload_ts = COALESCE(upload_ts, ?) WHERE id = ? AND state = 'running' RETURNING *",
+            (time.time(), upload_ts, job_id),
         )
         return _job(row) if row else None
+
+    async def set_upload_ts(self, job_id: str, ts: str) -> None:
+        """Remember the upload message (reactions on the image act on the job); the first ts learned wins."""
+        await self._write(
+            "UPDATE generations SET upload_ts = COALESCE(upload_ts, ?) WHERE id = ?", (ts, job_id)
+        )
+
+    async def set_upload_ts_for_files(self, channel_id: str, file_ids: Sequence[str], ts: str) -> list[str]:
+        """Record `ts` as the upload message of the jobs in `channel_id` holding any of these files (the
+        bot's own file_share event names only files); the ids of the jobs it was recorded on."""
+        if not file_ids:
+            return []
+        marks = ",".join("?" * len(file_ids))
+        async with (
+            self._writing,
+            self._db.execute(
+                "UPDATE generations SET upload_ts = ? WHERE channel_id = ? AND upload_ts IS NULL AND id IN"  # noqa: S608
+                f" (SELECT job_id FROM generation_images WHERE file_id IN ({marks})) RETURNING id",
+                (ts, channel_id, *file_ids),
+            ) as cursor,
+        ):
+            return [str(row[0]) for row in await cursor.fetchall()]
+
+    async def other_messages(self, job_id: str) -> list[tuple[str, str]]:
+        """(channel, ts) of the job's reposted cards (`/imagine show`); the rows migration 3 copied from
+        the job's own status and card messages are left out."""
+        rows = await self._all(
+            "SELECT m.channel_id, m.ts FROM job_messages m JOIN generations g ON g.id = m.job_id"
+            " WHERE m.job_id = ? AND m.kind = 'card'"
+            " AND m.ts NOT IN (COALESCE(g.status_ts, ''), COALESCE(g.card_ts, ''))",
+            (job_id,),
+        )
+        return [(str(row[0]), str(row[1])) for row in rows]
 
     async def finish(self, job_id: str, state: JobState, *, error: str | None = None) -> Job | None:
         """queued/running → failed or cancelled; None (and nothing written) when the job already ended."""

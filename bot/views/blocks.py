@@ -117,8 +117,11 @@ def _how_to_iterate(job: Job) -> str:
     return "mention @Dreamboard in this thread to iterate"
 
 
-def status(job: Job, *, position: int | None = None, problem: str | None = None) -> Message:
-    """The thread root (or first reply) that tracks a job: queued, generating, done or failed."""
+def status(
+    job: Job, *, position: int | None = None, problem: str | None = None, generating: bool = False
+) -> Message:
+    """The thread root (or first reply) that tracks a job: queued, generating (also a job about to start,
+    with `generating`), done or failed; once the images are posted it becomes the result card."""
     images = f"{job.n} images" if job.n > 1 else "1 image"
     if job.deleted_at is not None:
         headline = f":wastebasket: *Deleted* by <@{job.deleted_by}>"
@@ -126,7 +129,7 @@ def status(job: Job, *, position: int | None = None, problem: str | None = None)
         headline = f":x: *Failed* · {escape(problem)}"
     elif job.state == "uploaded":
         headline = f":white_check_mark: *Done* · {images} in the thread"
-    elif job.state == "running":
+    elif job.state == "running" or generating:
         headline = f":art: *Generating…* · {images}"
     elif job.state == "cancelled":
         headline = ":no_entry_sign: *Cancelled*"
@@ -199,9 +202,15 @@ def result_actions(job: Job, images: Sequence[JobImage]) -> dict[str, Any]:
 
 
 def result_card(
-    job: Job, images: Sequence[JobImage], *, parent: Job | None = None, with_images: bool = False
+    job: Job,
+    images: Sequence[JobImage],
+    *,
+    parent: Job | None = None,
+    with_images: bool = False,
+    headline: bool = False,
 ) -> Message:
-    """The result card: the recipe of what was made, with buttons (and the images, when reposted)."""
+    """The result card: the recipe of what was made, with buttons (and the images, when reposted). With
+    `headline` it is the job's status message rewritten in place: it first says the job is done."""
     made = [image for image in images if image.file_id]
     seeds = ", ".join(str(image.seed) for image in made) or str(job.seed)
     seed_label = "Seeds" if len(made) > 1 else "Seed"
@@ -216,7 +225,11 @@ def result_card(
     references = job.params.get("references") or []
     if references:
         fields.append(f"*References:* {len(references)}")
-    blocks: list[dict[str, Any]] = [
+    blocks: list[dict[str, Any]] = []
+    if headline:
+        count = f"{len(made)} images" if len(made) != 1 else "1 image"
+        blocks.append(_section(f":white_check_mark: *Done* · {count} in the thread"))
+    blocks += [
         _section(f"*Prompt*\n{_quote(job.prompt)}"),
         {"type": "section", "fields": [{"type": "mrkdwn", "text": text} for text in fields]},
     ]
@@ -238,6 +251,8 @@ def result_card(
             for image in made
         ]
     blocks.append(result_actions(job, images))
+    if headline:
+        blocks.append(_context(f"<@{job.user_id}> · reply in this thread to iterate"))
     return {"text": f"Result of job {job.id}: {escape(_clip(job.prompt, 200))}", "blocks": blocks}
 
 

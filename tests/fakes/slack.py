@@ -16,7 +16,7 @@ from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
 from datetime import datetime
 from pathlib import Path
-from typing import Any
+from typing import Any, Literal
 from urllib.parse import parse_qs, urlencode
 from zoneinfo import ZoneInfo
 
@@ -123,6 +123,17 @@ def example(name: str) -> dict[str, Any]:
     return loaded
 
 
+SHARE_DELAY = 1.0
+"""Seconds between files.completeUploadExternal's answer and the share (message, `shares`, event). Slack
+completes the share asynchronously, after security scans, so its answer and the first files.info usually
+lack `shares` (seratch in slackapi/bolt-js#2115; python-slack-sdk#1277, #1363), and a block naming the file
+fails until about a second later (python-slack-sdk#1521, slack.md §2.2). The default is that second."""
+FILE_SHARE_PAYLOAD = json.loads(
+    (Path(__file__).parent / "payloads" / "bot_upload_file_share.json").read_text(encoding="utf-8")
+)
+MIMETYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif"}
+
+
 @dataclass
 class FakeFile:
     """A file Slack holds: reserved by getUploadURLExternal or added by a test as a user upload."""
@@ -141,6 +152,9 @@ class FakeFile:
     shares: dict[str, dict[str, list[dict[str, str]]]] = field(default_factory=dict)
     completed_at: float | None = None
     """When the upload completed (time.monotonic); Slack processes the file for a while after that."""
+    scanned: bool = True
+    """False between completeUploadExternal and the share: mimetype, filetype and pretty_type read "" then
+    (the answer body in python-slack-sdk#1590; node-slack-sdk#2040: filled in after the malware scan)."""
 
 
 @dataclass
@@ -188,7 +202,12 @@ class FakeSlack:
         keep_uploads: bool = True,
         file_processing_delay: float = 1.0,
         rate_limits: RateLimits | None = None,
+        share_delay: float = SHARE_DELAY,
+        event_files: Literal["full", "stub"] = "full",
     ) -> None:
+        """`share_delay`: see SHARE_DELAY. `event_files`: whether the bot's own file_share events carry
+        full file objects or `file_access: "check_file_info"` stubs (as Slack sends in Slack Connect
+        channels, and as the bot must expect anywhere: the stub keeps only the id)."""
         self.bot_token = bot_token
         self.app_token = app_token
         self.signing_secret = signing_secret
@@ -206,6 +225,13 @@ class FakeSlack:
         """users.info `tz` per user id (IANA name); DEFAULT_ZONE for the others."""
         self.rate_limits = rate_limits or RateLimits(speed=SCENARIO_SPEED)
         """Slack's rate limits, on by default at the scenario speed (tests/fakes/ratelimits.py)."""
+        self.share_delay = share_delay
+        self.event_files = event_files
+        self.events_url: str | None = None
+        """Where the bot's events go in HTTP mode (the harness sets it when the bot starts)."""
+        self.delivered_events: list[dict[str, Any]] = []
+        """Events the fake sent to the bot on its own (file shares), with how each delivery went."""
+        self._sharing: set[asyncio.Task[None]] = set()
         self.admins: set[str] = set()
         self.recorder = Recorder()
         self.uploaded_files: dict[str, FakeFile] = {}
@@ -255,6 +281,9 @@ class FakeSlack:
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        for task in list(self._sharing):
+            task.cancel()
+        await asyncio.gather(*self._sharing, return_exceptions=True)
         for ws in list(self._sockets):
             await ws.close()
         if self._session is not None:
@@ -308,6 +337,14 @@ class FakeSlack:
         if channel in self._missing_channels:
             return None
         return self.channels.get(channel) or FakeChannel(channel)
+
+    def shares_pending(self) -> int:
+        """Completed uploads whose share has not happened yet."""
+        return len(self._sharing)
+
+    async def wait_shared(self, timeout: float = 10.0) -> None:
+        """Wait until every completed upload is shared (its message posted, its event delivered)."""
+        await self.recorder.wait_until(lambda: not self._sharing, timeout=timeout)
 
     def set_channel_error(self, channel: str, error: str) -> None:
         """Shorthand for the registry: `not_in_channel` (a public channel without the bot),
@@ -1104,26 +1141,97 @@ class FakeSlack:
         if not entries or any(file is None or not file.uploaded for file in files):
             return {"ok": False, "error": "file_not_found"}
         shared = [file for file in files if file is not None]
-        if channel:
-            message: dict[str, Any] = {
-                "text": params.get("initial_comment", ""),
-                "files": [f.id for f in shared],
-            }
-            if params.get("thread_ts"):
-                message["thread_ts"] = params["thread_ts"]
-            stored = self._post(str(channel), message)
-            share = {
-                "ts": stored["ts"],
-                **({"thread_ts": params["thread_ts"]} if params.get("thread_ts") else {}),
-            }
-            for file in shared:
-                file.channel, file.thread_ts = str(channel), params.get("thread_ts")
-                file.shares = {"public": {str(channel): [share]}}
         for file, entry in zip(shared, entries, strict=True):
             file.completed = True
             file.completed_at = time.monotonic()
             file.title = str(entry.get("title") or file.filename)
-        return {"ok": True, "files": [{"id": f.id, "title": f.title} for f in shared]}
+            file.user = self.bot_user_id
+        if channel:
+            for file in shared:
+                file.scanned = False
+            task = asyncio.get_running_loop().create_task(
+                self._share_later(
+                    shared,
+                    channel=str(channel),
+                    thread_ts=str(params["thread_ts"]) if params.get("thread_ts") else None,
+                    comment=str(params.get("initial_comment", "")),
+                )
+            )
+            self._sharing.add(task)
+            task.add_done_callback(self._sharing.discard)
+        # The answer describes the files as they are now: not shared yet, mimetype "" (python-slack-sdk#1590's
+        # response body), and no message ts (python-slack-sdk#1363).
+        return {"ok": True, "files": [self._file_object(f) for f in shared]}
+
+    async def _share_later(
+        self, files: list[FakeFile], *, channel: str, thread_ts: str | None, comment: str
+    ) -> None:
+        """After `share_delay`: the upload message appears in the conversation, `shares` and the mimetype
+        appear in files.info, and the bot's own file_share message event is delivered (slack.md §2.2)."""
+        await asyncio.sleep(self.share_delay)
+        message: dict[str, Any] = {"text": comment, "files": [f.id for f in files]}
+        if thread_ts:
+            message["thread_ts"] = thread_ts
+        stored = self._post(channel, message)
+        share = {"ts": stored["ts"], **({"thread_ts": thread_ts} if thread_ts else {})}
+        for file in files:
+            file.channel, file.thread_ts = channel, thread_ts
+            file.mimetype = MIMETYPES.get(
+                file.filename.rsplit(".", 1)[-1].lower(), "application/octet-stream"
+            )
+            file.scanned = True
+            file.shares = {"public": {channel: [share]}}
+        await self._deliver(self._file_share_event(files, channel=channel, stored=stored))
+        task = asyncio.current_task()
+        if task is not None:
+            self._sharing.discard(task)
+        await self.recorder.notify()
+
+    def _file_share_event(
+        self, files: list[FakeFile], *, channel: str, stored: dict[str, Any]
+    ) -> dict[str, Any]:
+        """The bot's own file_share message event, from the documented fixture (payloads/)."""
+        event: dict[str, Any] = json.loads(json.dumps(FILE_SHARE_PAYLOAD["event"]))
+        event.update(text=stored["text"], user=self.bot_user_id, ts=stored["ts"], event_ts=stored["ts"])
+        event["channel"] = channel
+        event["channel_type"] = "im" if channel.startswith("D") else "channel"
+        if stored.get("thread_ts"):
+            event["thread_ts"] = stored["thread_ts"]
+        event["files"] = [self._event_file(file) for file in files]
+        return event
+
+    def _event_file(self, file: FakeFile) -> dict[str, Any]:
+        if self.event_files == "stub":
+            stub: dict[str, Any] = json.loads(json.dumps(FILE_SHARE_PAYLOAD["file_stub"]))
+            return {**stub, "id": file.id}
+        template: dict[str, Any] = json.loads(json.dumps(FILE_SHARE_PAYLOAD["file"]))
+        full = self._file_object(file)
+        return {**template, **{key: full[key] for key in template if key in full}, "size": full["size"]}
+
+    async def _deliver(self, event: dict[str, Any]) -> None:
+        """Send an event to the bot as Slack does: over the Socket Mode connection when one is open, else a
+        signed JSON POST to `events_url`. A delivery that fails is not retried: Slack retries up to 3 times
+        over about 5 minutes (slack.md §1.5), which no test waits for, so the fake drops it (stricter)."""
+        record: dict[str, Any] = {"event": event, "via": None, "status": None}
+        self.delivered_events.append(record)
+        if self.socket_connected():
+            record["via"] = "socket"
+            try:
+                await self.socket_send(
+                    "events_api", self.event_envelope(event), accepts_response_payload=False
+                )
+                record["status"] = 200
+            except (TimeoutError, ConnectionError, RuntimeError):
+                record["status"] = 0
+            return
+        if self.events_url is None:
+            return
+        record["via"] = "http"
+        try:
+            answer = await self.send_event(self.events_url, event)
+            record["status"] = answer.status
+        except (aiohttp.ClientError, TimeoutError):
+            record["status"] = 0
 
     def _m_views_open(self, params: dict[str, Any]) -> dict[str, Any]:
         trigger = str(params.get("trigger_id", ""))
@@ -1286,9 +1394,9 @@ class FakeSlack:
             "id": file.id,
             "name": file.filename,
             "title": file.title or file.filename,
-            "mimetype": file.mimetype,
-            "filetype": file.filename.rsplit(".", 1)[-1],
-            "pretty_type": file.mimetype.split("/")[-1].upper(),
+            "mimetype": file.mimetype if file.scanned else "",
+            "filetype": file.filename.rsplit(".", 1)[-1] if file.scanned else "",
+            "pretty_type": file.mimetype.split("/")[-1].upper() if file.scanned else "",
             "user": file.user,
             "size": len(file.content) or file.length,
             "mode": "hosted",

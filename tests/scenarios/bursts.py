@@ -20,7 +20,7 @@ from bot.slack.messages import CARD_EVENT, STATUS_EVENT
 from bot.store.model import Job, JobState
 from tests.fakes.recorder import Call
 from tests.fakes.slack import FakeSlack
-from tests.scenarios.harness import is_done, stored_jobs
+from tests.scenarios.harness import is_card, stored_jobs
 
 CHANNEL = "C1"
 ENDED_OTHERWISE = ("*Failed*", "*Cancelled*")
@@ -48,10 +48,10 @@ class Tally:
 
 
 def _ended(call: Call) -> bool:
-    """A status edit that ends its job (the harness's `is_done`, or Failed / Cancelled)."""
+    """A status edit that ends its job (the harness's `is_card`, or Failed / Cancelled)."""
     if call.method != "chat.update":
         return False
-    return is_done(call) or any(word in str(call.params.get("text")) for word in ENDED_OTHERWISE)
+    return is_card(call) or any(word in str(call.params.get("text")) for word in ENDED_OTHERWISE)
 
 
 def private(slack: FakeSlack) -> list[Call]:

@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import errno
 import random
 import sqlite3
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -16,6 +18,7 @@ import handlers
 from bot.app import runtime
 from bot.app.config import Settings, load_settings
 from bot.backends.oxen import RetryPolicy
+from bot.jobs.uploads import ShareTiming
 from bot.store.model import Job, JobImage
 from bot.store.sqlite import Store
 from tests.fakes.oxen import FakeOxen
@@ -46,13 +49,14 @@ async def stored_jobs(database: Path) -> list[StoredJob]:
 
 
 def is_card(call: Call) -> bool:
-    """Whether a recorded chat.postMessage is a result card."""
-    return "Result of job" in str(call.params.get("text"))
+    """Whether a recorded chat.update turns a status message into its result card (the last step of a
+    job), or a chat.postMessage reposts a card (`/imagine show`)."""
+    return str(call.params.get("text", "")).startswith("Result of job")
 
 
-def is_done(call: Call) -> bool:
-    """Whether a recorded chat.update marks a status message Done (the last step of a job)."""
-    return "*Done*" in str(call.params.get("text"))
+def card_of(job: Job) -> Callable[[Call], bool]:
+    """Matches the chat.update that turns `job`'s status message into its result card."""
+    return lambda call: call.params.get("ts") == job.status_ts and is_card(call)
 
 
 def answers(calls: list[Call]) -> list[Call]:
@@ -74,6 +78,13 @@ class Harness:
     database: Path
     running: runtime.Runtime | None = None
     overrides: dict[str, Any] = field(default_factory=dict)
+    share_timing: ShareTiming = field(default_factory=lambda: ShareTiming(event_wait=5.0, polls=(0.5, 2.0)))
+    """How long the bot waits for its file_share event before polling files.info."""
+    upload_ts: dict[str, str] = field(default_factory=dict)
+    """Upload message ts by job id, as the bot recorded them (see `wait_upload_ts`)."""
+    finished: set[str] = field(default_factory=set)
+    """Ids of the jobs the running bot has taken to their end (its pipeline's on_finished hook)."""
+    _notifying: set[asyncio.Task[None]] = field(default_factory=set)
 
     def settings(self, **overrides: Any) -> Settings:
         """Settings pointing at the fakes; `overrides` use field names (e.g. max_concurrent_jobs=1)."""
@@ -99,9 +110,39 @@ class Harness:
         """Start the whole bot (as `python -m bot` does, minus signals)."""
         self.overrides.update(overrides)
         self.running = await runtime.start(
-            self.settings(), register=handlers.register, oxen_retry=FAST_RETRIES
+            self.settings(),
+            register=handlers.register,
+            oxen_retry=FAST_RETRIES,
+            share_timing=self.share_timing,
         )
+        self.running.services.uploads.on_recorded.append(self._recorded)
+        self.finished.clear()
+        self.running.services.runner.pipeline.on_finished.append(self._finished)
+        self.slack.events_url = self.events_url  # where Slack delivers events in HTTP mode
         return self.running
+
+    def _recorded(self, job_id: str, ts: str) -> None:
+        self.upload_ts[job_id] = ts
+        self._notify()
+
+    def _finished(self, job: Job) -> None:
+        self.finished.add(job.id)
+        self._notify()
+
+    def _notify(self) -> None:
+        task = asyncio.get_running_loop().create_task(self.slack.recorder.notify())
+        self._notifying.add(task)
+        task.add_done_callback(self._notifying.discard)
+
+    async def wait_finished(self, job_id: str, timeout: float = 15.0) -> None:
+        """Wait until the running bot has taken the job to its end (after its card's ts is stored)."""
+        await self.slack.recorder.wait_until(lambda: job_id in self.finished, timeout=timeout)
+
+    async def wait_upload_ts(self, job_id: str, timeout: float = 15.0) -> str:
+        """Wait until the bot has recorded the job's upload message (from its file_share event or
+        files.info); its ts."""
+        await self.slack.recorder.wait_until(lambda: job_id in self.upload_ts, timeout=timeout)
+        return self.upload_ts[job_id]
 
     async def start_at_own_url(self, **overrides: Any) -> runtime.Runtime:
         """Start with PUBLIC_BASE_URL naming the bot's own loopback port (bot-hosted reference URLs).
@@ -119,6 +160,7 @@ class Harness:
     async def stop(self, grace: float = 5.0) -> None:
         """Shut down as on SIGTERM."""
         if self.running is not None:
+            self.slack.events_url = None
             await self.running.close(grace)
             self.running = None
 
@@ -138,15 +180,16 @@ class Harness:
         return await self.slack.send_command(self.events_url, text, **fields)
 
     async def generate(self, text: str, **fields: Any) -> str:
-        """Run `/imagine <text>` to completion (its status message says Done); returns its thread's root."""
-        cards = len([call for call in self.slack.calls_to("chat.postMessage") if is_card(call)])
+        """Run `/imagine <text>` to completion: its status message became the result card (the last step)
+        and Slack has shared its images. Returns its thread's root."""
+        cards = len([call for call in self.slack.calls_to("chat.update") if is_card(call)])
         await self.command(text, **fields)
-        await self.slack.wait_for("chat.postMessage", where=is_card, count=cards + 1)
+        await self.slack.wait_for("chat.update", where=is_card, count=cards + 1)
         job, _ = (await self.jobs())[-1]
         assert job.thread_ts is not None
-        await self.slack.wait_for(
-            "chat.update", where=lambda call: call.params.get("ts") == job.status_ts and is_done(call)
-        )
+        await self.slack.wait_for("chat.update", where=card_of(job))
+        await self.wait_finished(job.id)
+        await self.slack.wait_shared()
         return job.thread_ts
 
     async def send(self, event: dict[str, Any], **options: Any) -> SignedResponse:

@@ -61,7 +61,8 @@ async def first_job(harness: Harness, text: str = "a red fox --seed 40 --n 2") -
 
 
 async def next_card(harness: Harness, count: int) -> None:
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=count)
+    """Wait for the `count`-th result card (a status message rewritten in place)."""
+    await harness.slack.wait_for("chat.update", where=is_card, count=count)
 
 
 @pytest.fixture
@@ -128,6 +129,7 @@ async def test_reactions_on_the_image_message_work_too(april: Harness) -> None:
     job_id, root = await first_job(april, "a red fox --seed 40")
     [(_, images)] = await april.jobs()
     upload = next(m for m in april.slack.messages("C1") if images[0].file_id in m.get("files", []))
+    assert await april.wait_upload_ts(job_id) == upload["ts"]
     await react(april, "twisted_rightwards_arrows", upload["ts"])
     await next_card(april, 2)
     job, _ = (await april.jobs())[-1]
@@ -210,10 +212,10 @@ async def test_a_reaction_added_removed_and_added_again_makes_one_job(april: Har
     job_id, _ = await first_job(april, "a fox")
     card_ts = card(april, job_id)["ts"]
     await react(april, "repeat", card_ts)
-    await april.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await next_card(april, 2)
     await react(april, "repeat", card_ts)
     await react(april, "arrows_counterclockwise", card_ts, user="U3")
-    await april.slack.wait_for("chat.postMessage", where=is_card, count=3)
+    await next_card(april, 3)
     assert len(await april.jobs()) == 3
 
 
@@ -240,15 +242,41 @@ async def test_x_by_someone_else_is_refused(april: Harness) -> None:
 
 
 async def test_x_by_the_requester_deletes_results_but_keeps_the_audit_row(april: Harness) -> None:
-    job_id, _ = await first_job(april, "a fox")
+    job_id, root = await first_job(april, "a fox")
     [(job, images)] = await april.jobs()
+    upload_ts = await april.wait_upload_ts(job_id)
     card_ts = card(april, job_id)["ts"]
+    assert card_ts == root == job.status_ts
     await react(april, "x", card_ts, user="U1")
     await april.slack.wait_for("chat.update", where=lambda c: "Deleted" in c.params["text"])
     assert april.slack.deleted_files == [images[0].file_id]
-    assert [c.params["ts"] for c in april.slack.calls_to("chat.delete")] == [card_ts]
+    assert [c.params["ts"] for c in april.slack.calls_to("chat.delete")] == [upload_ts]
+    # The thread root stays as one "Deleted" line (it holds the thread); nothing of the result is left.
+    [left] = april.slack.messages("C1")
+    assert (left["ts"], left.get("files"), "a fox" in json.dumps(left["blocks"])) == (root, None, True)
+    assert not any(b["type"] == "actions" for b in left["blocks"])
+    assert "Deleted" in left["text"]
     [(job, _)] = await april.jobs()
     assert (job.state, job.deleted_by) == (JobState.UPLOADED, "U1")
+
+
+async def test_x_on_an_iteration_deletes_its_card_and_image_message_from_the_thread(april: Harness) -> None:
+    job_id, root = await first_job(april, "a fox")
+    await press(april, card(april, job_id), "reroll", user="U1")
+    await next_card(april, 2)
+    reroll, images = (await april.jobs())[-1]
+    upload_ts = await april.wait_upload_ts(reroll.id)
+    await april.slack.wait_shared()
+    await react(april, "x", str(reroll.status_ts), user="U1")
+    await april.slack.wait_for("chat.delete", count=2)
+    assert sorted(c.params["ts"] for c in april.slack.calls_to("chat.delete")) == sorted(
+        [upload_ts, str(reroll.status_ts)]
+    )
+    assert april.slack.deleted_files == [images[0].file_id]
+    left = [m["ts"] for m in april.slack.messages("C1")]
+    assert str(reroll.status_ts) not in left
+    assert upload_ts not in left
+    assert card(april, job_id)["ts"] == root, "the first job's result is untouched"
 
 
 async def test_admins_may_delete_anyones_results(april: Harness) -> None:
@@ -270,7 +298,7 @@ async def test_x_on_the_status_message_cancels_a_queued_job(april: Harness) -> N
     await react(april, "x", str(queued.status_ts), user="U1")
     await april.slack.wait_for("chat.update", where=lambda c: "Cancelled" in c.params["text"])
     april.oxen.release()
-    await april.slack.wait_for("chat.postMessage", where=is_card)
+    await next_card(april, 1)
     assert [body["prompt"] for body in april.oxen.submissions] == ["keeps the only slot busy"]
     assert (await april.jobs())[-1][0].state is JobState.CANCELLED
 
@@ -296,14 +324,14 @@ async def test_show_revives_a_card_with_working_buttons_after_a_restart(april: H
     await april.start(slack_file_grace=0.0)
     response = await april.command(f"show {job_id}", channel_id="C1")
     assert response.text == ""
-    revived = (await april.slack.wait_for("chat.postMessage", where=is_card, count=2))[1]
+    [revived] = await april.slack.wait_for("chat.postMessage", where=is_card)
     assert "thread_ts" not in revived.params
     assert any(block["type"] == "image" for block in parsed(revived.params["blocks"]))
-    message = next(
+    [*_, message] = [
         m for m in april.slack.messages("C1") if m["text"] == revived.params["text"] and "thread_ts" not in m
-    )
+    ]
     await press(april, message, "reroll", user="U5")
-    await next_card(april, 3)
+    await next_card(april, 2)
     job, _ = (await april.jobs())[-1]
     assert (job.user_id, job.parent_id, job.thread_ts) == ("U5", job_id, message["ts"])
 
@@ -319,3 +347,17 @@ async def test_results_cannot_be_shown_elsewhere_by_others(april: Harness) -> No
     await april.command(f"show {job_id}", channel_id="C2", user_id="U2")
     [answer] = await april.slack.wait_for("response_url")
     assert "Only <@U1> can show" in answer.params["text"]
+
+
+async def test_x_also_deletes_reposted_cards(april: Harness) -> None:
+    job_id, root = await first_job(april, "a fox")
+    upload_ts = await april.wait_upload_ts(job_id)
+    await april.command(f"show {job_id}", channel_id="C2")
+    [revived] = await april.slack.wait_for("chat.postMessage", where=is_card)
+    [repost] = april.slack.messages("C2")
+    await react(april, "x", root, user="U1")
+    await april.slack.wait_for("chat.delete", count=2)
+    deleted = sorted((c.params["channel"], c.params["ts"]) for c in april.slack.calls_to("chat.delete"))
+    assert deleted == sorted([("C1", upload_ts), ("C2", repost["ts"])])
+    assert april.slack.messages("C2") == []
+    assert revived.params["channel"] == "C2"

@@ -23,6 +23,8 @@ REQUIRED = (
     "overhead_median_ms",
     "overhead_card_median_ms",
     "baseline_overhead_median_ms",
+    "api_calls_per_image_single",
+    "api_calls_per_image_n4",
     "params",
 )
 

@@ -10,7 +10,7 @@ from urllib.parse import urlsplit
 from bot.features.intake import BUSY_NOTICE
 from bot.store.model import JobState
 from tests.scenarios.bursts import CHANNEL, account, describe, settle, spread
-from tests.scenarios.harness import Harness, is_done
+from tests.scenarios.harness import Harness, is_card
 
 SETTLE_TIMEOUT = 90.0
 """Generous: these bursts take a few seconds at the scenario speed, more on a loaded CI machine."""
@@ -128,12 +128,12 @@ async def test_a_waiting_jobs_status_shows_its_place_in_line_as_the_line_moves(h
     harness.oxen.release()
     await harness.slack.wait_for(
         "chat.update",
-        where=lambda call: call.params.get("ts") == fourth.status_ts and is_done(call),
+        where=lambda call: call.params.get("ts") == fourth.status_ts and is_card(call),
         timeout=30,
     )
     for ts in (first.status_ts, third.status_ts):
         [*_, last] = [call for call in harness.slack.calls_to("chat.update") if call.params.get("ts") == ts]
-        assert is_done(last), "no late position edit overwrote a later status"
+        assert is_card(last), "no late position edit overwrote a later status"
 
 
 async def test_a_request_that_must_wait_its_turn_is_told_its_status_message_is_coming(
@@ -148,7 +148,7 @@ async def test_a_request_that_must_wait_its_turn_is_told_its_status_message_is_c
     assert notice.params["response_type"] == "ephemeral"
     assert str(notice.params["text"]).startswith(BUSY_NOTICE)
     assert "about 3" in notice.params["text"], "Slack's Retry-After 30 holds the channel"
-    await harness.slack.wait_for("chat.update", where=is_done, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     assert len(harness.slack.calls_to("response_url")) == 1, "the first request was not waiting when it came"
     assert [job.state for job, _ in await harness.jobs()] == [JobState.UPLOADED, JobState.UPLOADED]
 
@@ -163,7 +163,7 @@ async def test_a_rate_limited_share_and_card_wait_their_turn_and_the_job_is_deli
     harness.slack.fault("files.completeUploadExternal", status=429, retry_after=2, times=2)
     harness.slack.fault("chat.postMessage", status=429, retry_after=2, times=3)
     harness.oxen.release()
-    await harness.slack.wait_for("chat.update", where=is_done, timeout=15)
+    await harness.slack.wait_for("chat.update", where=is_card, timeout=15)
     [(job, [image])] = await harness.jobs()
     assert (job.state, job.error) == (JobState.UPLOADED, None)
     assert len(harness.slack.calls_to("files.completeUploadExternal")) == 3

@@ -11,7 +11,7 @@ import pytest
 from PIL import Image
 
 from tests.fakes.recorder import Call
-from tests.scenarios.harness import Harness, answers, is_card, is_done
+from tests.scenarios.harness import Harness, answers, is_card
 
 
 def png(colour: str) -> bytes:
@@ -28,7 +28,7 @@ async def test_a_mention_in_a_human_thread_acts_on_that_message_only(harness: Ha
     mention = slack.human_message("C7", f"<@{bot}> turn this into a poster", thread_ts=root["ts"])
     await harness.send({**mention, "type": "app_mention"})
     await harness.send(mention)
-    await slack.wait_for("chat.update", where=is_done)
+    await slack.wait_for("chat.update", where=is_card)
     [(job, _)] = await harness.jobs()
     assert (job.thread_ts, job.prompt) == (root["ts"], "turn this into a poster")
     calls_before = len(slack.calls)
@@ -46,7 +46,7 @@ async def test_replies_in_dreamboards_own_thread_still_iterate(harness: Harness)
     await harness.start()
     root = await harness.generate("a lighthouse")
     await harness.send(harness.slack.human_message("C1", "at night", thread_ts=root))
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     jobs = await harness.jobs()
     assert [(job.prompt, job.thread_ts) for job, _ in jobs] == [("a lighthouse", root), ("at night", root)]
 
@@ -56,7 +56,7 @@ async def test_a_reply_under_a_top_level_mention_is_not_addressed_to_dreamboard(
     slack = harness.slack
     mention = slack.human_message("C7", f"<@{slack.bot_user_id}> a paper boat")
     await harness.send({**mention, "type": "app_mention"})
-    [done] = await slack.wait_for("chat.update", where=is_done)
+    [done] = await slack.wait_for("chat.update", where=is_card)
     assert "mention @Dreamboard in this thread to iterate" in str(done.params["blocks"])
     calls_before = len(slack.calls)
     await harness.send(slack.human_message("C7", "nice boat!", thread_ts=mention["ts"]))
@@ -83,7 +83,7 @@ async def test_text_that_only_looks_like_a_subcommand_generates(
     await harness.start()
     response = await harness.command(text)
     assert (response.status, response.text) == (200, "")
-    await harness.slack.wait_for("chat.postMessage", where=is_card)
+    await harness.slack.wait_for("chat.update", where=is_card)
     assert [body["prompt"] for body in harness.oxen.submissions] == [prompt]
     assert harness.slack.calls_to("response_url") == []
 
@@ -143,7 +143,7 @@ async def test_the_edit_modal_is_acked_before_a_slow_slack_posts_the_job(harness
     answer = await harness.slack.send_action(harness.events_url, payload)
     assert (answer.status, answer.text) == (200, "")
     assert answer.elapsed < 3.0
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     assert len(harness.slack.calls_to("chat.postMessage")) == posts + 2, "one status, one card"
     jobs = await harness.jobs()
     assert [j.prompt for j, _ in jobs] == ["a red fox", "a blue fox"]
@@ -170,7 +170,7 @@ async def test_a_prompt_longer_than_one_input_box_is_edited_without_losing_any_o
 
     payload = harness.slack.view_submission_payload(view, edit_values(view, seed="9"), user_id="U2")
     assert (await harness.slack.send_action(harness.events_url, payload)).text == ""
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     assert harness.oxen.submissions[-1]["prompt"] == prompt
     assert harness.oxen.submissions[-1]["seed"] == 9
 
@@ -258,7 +258,7 @@ async def test_a_stub_file_is_looked_up_and_used(harness: Harness) -> None:
         "C1", "at night", thread_ts=root, files=[harness.slack.file_stub(file)]
     )
     await harness.send(reply)
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     assert file["id"] in [call.params["file"] for call in harness.slack.calls_to("files.info")]
     assert harness.oxen.fetched_references[-1][0] == blue
 

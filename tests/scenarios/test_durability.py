@@ -22,9 +22,7 @@ async def test_restart_while_oxen_is_working_polls_instead_of_resubmitting(harne
     harness.oxen.release()
     [complete] = await harness.slack.wait_for("files.completeUploadExternal")
     assert len(json.loads(complete.params["files"])) == 2
-    await harness.slack.wait_for(
-        "chat.postMessage", where=lambda call: "Result of job" in call.params["text"]
-    )
+    await harness.slack.wait_for("chat.update", where=is_card)
     assert len(harness.oxen.submissions) == 2
     assert len(harness.slack.calls_to("files.completeUploadExternal")) == 1
     [(job, _)] = await harness.jobs()
@@ -42,9 +40,7 @@ async def test_restart_during_upload_uploads_exactly_once(harness: Harness) -> N
     assert images[0].state is ImageState.SUCCEEDED
 
     await harness.start()
-    await harness.slack.wait_for(
-        "chat.postMessage", where=lambda call: "Result of job" in call.params["text"]
-    )
+    await harness.slack.wait_for("chat.update", where=is_card)
     shared = [f for f in harness.slack.uploaded_files.values() if f.completed]
     assert len(shared) == 1
     assert len(harness.oxen.submissions) == 1
@@ -52,21 +48,21 @@ async def test_restart_during_upload_uploads_exactly_once(harness: Harness) -> N
     assert job.state is JobState.UPLOADED
 
 
-async def test_restart_before_the_result_card_posts_it_without_uploading_again(harness: Harness) -> None:
+async def test_restart_before_the_result_card_shows_it_without_uploading_again(harness: Harness) -> None:
     await harness.start()
     harness.oxen.hold()
     await harness.command("a fox")
     await harness.oxen.recorder.wait_for("POST /ai/queue")
-    harness.slack.fault("chat.postMessage", delay=30.0)
+    harness.slack.fault("chat.update", delay=30.0)
     harness.oxen.release()
-    await harness.slack.wait_for("chat.postMessage", where=is_card)
+    await harness.slack.wait_for("chat.update", where=is_card)
     await harness.stop(grace=0.05)
     [(job, _)] = await harness.jobs()
     assert (job.state, job.card_ts) == (JobState.UPLOADED, None)
 
     await harness.start()
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
-    await harness.slack.wait_for("chat.update", where=lambda call: "Done" in call.params["text"])
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
+    await harness.wait_finished(job.id)
     assert len(harness.slack.calls_to("files.completeUploadExternal")) == 1
     assert len([f for f in harness.slack.uploaded_files.values() if f.completed]) == 1
     [(job, _)] = await harness.jobs()

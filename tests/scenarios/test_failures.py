@@ -12,7 +12,7 @@ async def test_rate_limit_then_success_honours_retry_after(harness: Harness) -> 
     await harness.start()
     harness.oxen.fault("POST /ai/queue", status=429, retry_after=1)
     await harness.command("a fox")
-    await harness.slack.wait_for("chat.postMessage", where=is_card, timeout=10)
+    await harness.slack.wait_for("chat.update", where=is_card, timeout=10)
     assert len(harness.oxen.recorder.calls_to("POST /ai/queue")) == 2
     [(job, _)] = await harness.jobs()
     assert job.state is JobState.UPLOADED
@@ -80,9 +80,7 @@ async def test_one_failed_image_of_two_still_delivers_the_other(harness: Harness
     await harness.command("a fox --n 2")
     [complete] = await harness.slack.wait_for("files.completeUploadExternal")
     assert len(json.loads(complete.params["files"])) == 1
-    [card] = await harness.slack.wait_for(
-        "chat.postMessage", where=lambda call: "Result of job" in call.params["text"]
-    )
+    [card] = await harness.slack.wait_for("chat.update", where=is_card)
     assert "1 of 2 images failed" in json.dumps(card.params["blocks"])
 
 
@@ -117,6 +115,7 @@ async def test_slack_rate_limits_are_retried_after_retry_after(harness: Harness)
     harness.slack.fault("chat.postMessage", status=429, retry_after=1)
     await harness.command("a fox")
     await harness.slack.wait_for("files.completeUploadExternal", timeout=10)
+    await harness.slack.wait_shared()
     assert len(harness.slack.messages("C1")) >= 2
     [(job, _)] = await harness.jobs()
     assert job.status_ts == harness.slack.messages("C1")[0]["ts"]

@@ -86,7 +86,7 @@ async def test_replay_uses_the_stored_seed_and_settings_in_the_original_thread(h
         payload = harness.slack.button_payload(button, user_id="U1", channel_id="C9", message=message)
         await harness.slack.send_action(harness.events_url, payload)
         await harness.oxen.recorder.wait_for("POST /ai/queue", count=count)
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=3)
+    await harness.slack.wait_for("chat.update", where=is_card, count=3)
     original, replayed, reseeded = harness.oxen.submissions
     assert replayed == original
     assert {k: v for k, v in reseeded.items() if k != "seed"} == {
@@ -107,7 +107,7 @@ async def test_seed_command_shows_a_recipe_or_starts_with_that_seed(harness: Har
     assert "/imagine a red fox --size 2K --seed 5" in texts(recipe.params)
 
     await harness.command("seed 1234 a blue owl --ar 3:2")
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     assert {k: harness.oxen.submissions[-1][k] for k in ("prompt", "seed", "aspect_ratio")} == {
         "prompt": "a blue owl",
         "seed": 1234,

@@ -7,7 +7,7 @@ import json
 import pytest
 
 from bot.store.model import ImageState, JobState
-from tests.scenarios.harness import Harness
+from tests.scenarios.harness import Harness, is_card
 
 PNG_MAGIC = b"\x89PNG\r\n\x1a\n"
 
@@ -27,7 +27,7 @@ async def test_two_images_land_in_the_thread_of_the_status_message(harness: Harn
     [status] = harness.slack.calls_to("chat.postMessage")[:1]
     assert status.params["channel"] == "C1"
     assert "thread_ts" not in status.params or not status.params["thread_ts"]
-    assert "Queued" in status.params["text"]
+    assert "Generating" in status.params["text"]  # a free slot: posted as generating, never edited so
     root_ts = harness.slack.messages("C1")[0]["ts"]
     assert complete.params["channel_id"] == "C1"
     assert complete.params["thread_ts"] == root_ts
@@ -51,17 +51,15 @@ async def test_two_images_land_in_the_thread_of_the_status_message(harness: Harn
         assert {body["prompt"] for body in submissions} == {"a red fox in snow. Aspect ratio 16:9."}
         assert {body["watermark"] for body in submissions} == {False}
 
-    [card] = await harness.slack.wait_for(
-        "chat.postMessage", where=lambda call: "Result of job" in call.params["text"]
-    )
-    assert card.params["thread_ts"] == root_ts
+    [card] = await harness.slack.wait_for("chat.update", where=is_card)
+    assert card.params["ts"] == root_ts  # the status message became the result card
+    assert [call.params["ts"] for call in harness.slack.calls_to("chat.update")] == [root_ts]
     card_text = json.dumps(card.params["blocks"], ensure_ascii=False)
     assert "`7, 8`" in card_text
     assert "a red fox in snow" in card_text
     assert ("does not take a seed" in card_text) is (schema == "current")
     assert ("was added to the prompt" in card_text) is (schema == "current")
 
-    await harness.slack.wait_for("chat.update", where=lambda call: "Done" in call.params["text"])
     [(job, images)] = await harness.jobs()
     assert job.state is JobState.UPLOADED
     assert (job.seed, job.n, job.size, job.aspect_ratio, job.user_id, job.status_ts) == (

@@ -1,6 +1,7 @@
 """The kill -9 matrix (issue 10, item 7): the real `python -m bot` is killed with SIGKILL at each step of
 a job, a new process starts on the same SQLite file, and every job still ends with exactly one paid
-generation per image, one upload message and one result card in its thread.
+generation per image, one upload message in its thread and one result card (its status message, rewritten
+in place).
 
 The fakes run in this process; the bot runs in HTTP mode in a subprocess. Each stage is reached by a
 fault or a hold, and proven by the call the fake recorded (never by sleeping). Faults whose delay no
@@ -90,6 +91,7 @@ class BotProcess:
         self._process = process
         self._drain = asyncio.create_task(self._read(process.stdout, ready))
         self.port = await asyncio.wait_for(ready, 30)
+        self.slack.events_url = f"http://127.0.0.1:{self.port}/slack/events"
 
     async def _read(self, stream: asyncio.StreamReader, ready: asyncio.Future[int]) -> None:
         while line := await stream.readline():
@@ -98,6 +100,7 @@ class BotProcess:
             found = READY.search(text)
             if found and not ready.done():
                 ready.set_result(int(found.group(1)))
+            await self.slack.recorder.notify()  # a waiter re-checks the store at each line
         if not ready.done():
             ready.set_exception(AssertionError("the bot exited before it was ready:\n" + self.log()))
 
@@ -145,14 +148,19 @@ class BotProcess:
         return await stored_jobs(self.database)
 
     async def settled(self, *, timeout: float = WAIT) -> list[StoredJob]:
-        """Wait until every stored job has ended, an uploaded one only once its card_ts is stored. Checked
-        at every Slack call: the status update "Done" follows storing the card's ts."""
+        """Wait until every stored job has ended, an uploaded one only once its card_ts is stored, and
+        every share Slack owes has landed. Checked at every Slack call, share and line the bot logs (the
+        card's ts is stored after Slack answered, and logged; no Slack call follows it)."""
 
         def ended() -> bool:
             states = self.states()
-            return bool(states) and all(
-                state in (JobState.FAILED, JobState.CANCELLED) or (state == JobState.UPLOADED and card)
-                for state, _, card in states
+            return (
+                bool(states)
+                and not self.slack.shares_pending()
+                and all(
+                    state in (JobState.FAILED, JobState.CANCELLED) or (state == JobState.UPLOADED and card)
+                    for state, _, card in states
+                )
             )
 
         try:
@@ -173,12 +181,12 @@ async def bot(fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path) -> Asy
 
 
 def assert_each_delivered_once(bot: BotProcess, jobs: list[StoredJob]) -> None:
-    """Exactly one paid generation per image, one upload message and one result card per job, and the
-    step log at its end: uploaded, with the card's ts."""
+    """Exactly one paid generation per image, one upload message and one result card per job (the status
+    message, rewritten), and the step log at its end: uploaded, with the card's ts."""
     slack, oxen = bot.slack, bot.oxen
     messages = slack.messages(CHANNEL)
     uploads = [message for message in messages if message.get("files")]
-    cards = [message for message in messages if "Result of job" in str(message.get("text"))]
+    cards = [message for message in messages if str(message.get("text")).startswith("Result of job")]
     completed = [file for file in slack.uploaded_files.values() if file.completed]
     for job, images in jobs:
         assert (job.state, len(images)) == (JobState.UPLOADED, job.n), f"{job}\n{bot.log()}"
@@ -197,13 +205,15 @@ def assert_each_delivered_once(bot: BotProcess, jobs: list[StoredJob]) -> None:
         assert len(shared) == 1, f"job {job.id}: {len(shared)} upload messages: {shared}"
         assert sorted(shared[0]["files"]) == file_ids
         assert sorted(file.id for file in completed if file.thread_ts == job.root_ts) == file_ids
-        # One result card, the one whose ts is stored.
+        # One result card: the job's status message, whose ts is stored as the card's.
         mine = [message for message in cards if f"Result of job {job.id}:" in message["text"]]
         assert len(mine) == 1, f"job {job.id}: {len(mine)} result cards"
-        assert (mine[0]["ts"], mine[0].get("thread_ts")) == (job.card_ts, job.root_ts)
+        assert (mine[0]["ts"], job.card_ts) == (job.status_ts, job.status_ts)
+        assert mine[0]["metadata"] == {"event_type": "dreamboard_result", "event_payload": {"job_id": job.id}}
     images_made = sum(job.n for job, _ in jobs)
     assert (len(oxen.generations), len(oxen.billed)) == (images_made, images_made)
     assert (len(uploads), len(cards), len(completed)) == (len(jobs), len(jobs), images_made)
+    assert len(messages) == 2 * len(jobs), "a status message (now the card) and an upload message per job"
 
 
 # -- the stages ----------------------------------------------------------------------------------------
@@ -345,37 +355,35 @@ def left_complete_unprocessed(jobs: list[StoredJob], bot: BotProcess) -> None:
 
 async def card_unprocessed(bot: BotProcess) -> None:
     await bot.command("a fox whose card never arrives")
-    # Installed once the upload is completing: the status message was posted long before, and the next
-    # chat.postMessage is the card (at_kill checks that the card is the call that was held).
+    # Installed once the upload is completing: the status was posted as "Generating…" (the job started at
+    # once), so the next chat.update is the card (at_kill checks that the card is the call that was held).
     await bot.slack.wait_for("files.completeUploadExternal", timeout=WAIT)
-    bot.slack.fault("chat.postMessage", delay=LONG)
-    await bot.slack.wait_for("chat.postMessage", where=is_card, timeout=WAIT)
+    bot.slack.fault("chat.update", delay=LONG)
+    await bot.slack.wait_for("chat.update", where=is_card, timeout=WAIT)
 
 
 def left_card_unprocessed(jobs: list[StoredJob], bot: BotProcess) -> None:
     [(job, _)] = jobs
     assert (job.state, job.card_ts) == (JobState.UPLOADED, None)
-    assert job.card_claimed_at is not None
     assert not any("Result of job" in str(message.get("text")) for message in bot.slack.messages(CHANNEL))
 
 
 async def card_answer_lost(bot: BotProcess) -> None:
-    await bot.command("a fox whose card is posted but not confirmed")
+    await bot.command("a fox whose card is shown but not confirmed")
     await bot.slack.wait_for("files.completeUploadExternal", timeout=WAIT)
-    bot.slack.fault("chat.postMessage", after=True, delay=LONG)
-    await bot.slack.wait_for("chat.postMessage", where=is_card, timeout=WAIT)
+    bot.slack.fault("chat.update", after=True, delay=LONG)
+    await bot.slack.wait_for("chat.update", where=is_card, timeout=WAIT)
 
 
 def left_card_answer_lost(jobs: list[StoredJob], bot: BotProcess) -> None:
     [(job, _)] = jobs
     assert (job.state, job.card_ts) == (JobState.UPLOADED, None)
-    assert job.card_claimed_at is not None
-    assert [m for m in bot.slack.messages(CHANNEL) if f"Result of job {job.id}:" in str(m.get("text"))]
+    assert bot.slack.message(CHANNEL, str(job.status_ts))["text"].startswith(f"Result of job {job.id}:")
 
 
 async def several_users(bot: BotProcess) -> None:
     # Three users' jobs generate at once; then the first upload POST hangs, the first share is made but
-    # its answer lost, and the third job posts its card: the kill finds one job at each of those steps.
+    # its answer lost, and the third job shows its card: the kill finds one job at each of those steps.
     bot.oxen.hold()
     await bot.command("alice's two foxes --n 2", user="UA")
     await bot.command("bob's owl", user="UB")
@@ -384,7 +392,7 @@ async def several_users(bot: BotProcess) -> None:
     bot.slack.fault("upload", delay=LONG)
     bot.slack.fault("files.completeUploadExternal", after=True, delay=LONG)
     bot.oxen.release()
-    await bot.slack.wait_for("chat.postMessage", where=is_card, timeout=WAIT)
+    await bot.slack.wait_for("chat.update", where=is_card, timeout=WAIT)
 
 
 def left_several_users(jobs: list[StoredJob], bot: BotProcess) -> None:
@@ -393,7 +401,6 @@ def left_several_users(jobs: list[StoredJob], bot: BotProcess) -> None:
         for job, images in jobs
     )
     assert steps == ["card", "share", "upload"]
-    assert all(job.state is not JobState.UPLOADED or job.card_claimed_at for job, _ in jobs)
 
 
 @dataclass(frozen=True)
@@ -418,8 +425,8 @@ STAGES = [
     pytest.param(Stage(upload_in_flight, left_upload_in_flight), id="07-upload-in-flight"),
     pytest.param(Stage(complete_answer_lost, left_complete_answer_lost), id="08-complete-answer-lost"),
     pytest.param(Stage(complete_unprocessed, left_complete_unprocessed), id="09-complete-unprocessed"),
-    pytest.param(Stage(card_unprocessed, left_card_unprocessed), id="10-card-unprocessed"),
-    pytest.param(Stage(card_answer_lost, left_card_answer_lost), id="11-card-answer-lost"),
+    pytest.param(Stage(card_unprocessed, left_card_unprocessed), id="10-card-update-unprocessed"),
+    pytest.param(Stage(card_answer_lost, left_card_answer_lost), id="11-card-update-answer-lost"),
     pytest.param(Stage(several_users, left_several_users), id="12-several-users"),
 ]
 

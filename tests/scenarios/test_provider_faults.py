@@ -42,9 +42,11 @@ def assert_nothing_generic(harness: Harness) -> None:
 
 
 async def assert_delivered_once(harness: Harness, *, images: int = 1) -> None:
-    """One upload message with `images` files, one result card, status Done, job uploaded."""
-    await harness.slack.wait_for("chat.postMessage", where=is_card, timeout=10)
-    await harness.slack.wait_for("chat.update", where=lambda call: "Done" in call.params["text"])
+    """One upload message with `images` files, one result card (the status message), job uploaded."""
+    await harness.slack.wait_for("chat.update", where=is_card, timeout=10)
+    [(job, _)] = await harness.jobs()
+    await harness.wait_finished(job.id)
+    await harness.slack.wait_shared()
     [complete] = harness.slack.calls_to("files.completeUploadExternal")
     assert len(json.loads(complete.params["files"])) == images
     assert len([f for f in harness.slack.uploaded_files.values() if f.completed]) == images

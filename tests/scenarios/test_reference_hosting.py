@@ -29,7 +29,7 @@ async def test_oxen_repo_hosting_uploads_each_reference_once(harness: Harness) -
     await harness.start(oxen_reference_repo="team/dreamboard-refs")
     image = png("purple")
     await iterate_with_attachment(harness, image)
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     [upload] = harness.oxen.recorder.calls_to("PUT repo file")
     assert upload.params["key"].startswith("team/dreamboard-refs/main/dreamboard-references/")
     attachment_url, result_url = harness.oxen.submissions[-1]["input_image"]
@@ -42,7 +42,7 @@ async def test_data_uri_hosting_is_an_explicit_opt_in(harness: Harness) -> None:
     await harness.start(reference_hosting="data_uri")
     image = png("orange")
     await iterate_with_attachment(harness, image)
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     attachment_url = harness.oxen.submissions[-1]["input_image"][0]
     assert attachment_url.startswith("data:image/png;base64,")
     assert harness.oxen.fetched_references[-1][0] == image
@@ -56,7 +56,7 @@ async def test_without_hosting_attachments_are_refused_but_results_still_iterate
     assert "PUBLIC_BASE_URL" in refusal.params["text"]
 
     await harness.send(harness.slack.human_message("C1", "now at dusk", thread_ts=root))
-    [card] = (await harness.slack.wait_for("chat.postMessage", where=is_card, count=2))[1:]
+    [card] = (await harness.slack.wait_for("chat.update", where=is_card, count=2))[1:]
     [result_url] = harness.oxen.submissions[-1]["input_image"]
     assert "/results/" in result_url
     assert "Not used: “ref.png” can" in str(card.params["blocks"])
@@ -65,7 +65,7 @@ async def test_without_hosting_attachments_are_refused_but_results_still_iterate
 async def test_signed_reference_urls_expire_and_cannot_be_forged(harness: Harness) -> None:
     await harness.start_at_own_url()
     await iterate_with_attachment(harness, png("teal"))
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     signed = harness.oxen.submissions[-1]["input_image"][0]
     forged = signed[: signed.rindex("sig=") + 4] + "0" * 64
     outside = signed.replace("/refs/", "/refs/..%2F")

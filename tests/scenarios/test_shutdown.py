@@ -113,8 +113,8 @@ async def test_sigterm_just_after_a_command_is_acked_still_stores_it_and_it_runs
 
     await restarted.start()
     try:
-        await fake_slack.wait_for("chat.postMessage", where=is_card)
-        await fake_slack.wait_for("chat.update", where=lambda call: "Done" in call.params["text"])
+        await fake_slack.wait_for("chat.update", where=is_card)
+        await fake_slack.wait_shared()
     finally:
         await restarted.stop()
     [(job, _)] = await restarted.jobs()
@@ -140,7 +140,7 @@ async def test_a_thread_reply_acked_before_shutdown_becomes_a_job_that_runs_afte
     assert (reply.prompt, reply.state, reply.thread_ts) == ("now at night", JobState.QUEUED, root)
 
     await harness.start()
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     assert [body["prompt"] for body in harness.oxen.submissions] == ["a red fox", "now at night"]
     assert problems(caplog) == []
 
@@ -180,9 +180,14 @@ async def test_an_app_home_publish_that_outlasts_the_grace_is_cancelled_cleanly(
 
 
 async def test_a_job_finishing_during_shutdown_publishes_app_home_before_the_store_closes(
-    harness: Harness, caplog: pytest.LogCaptureFixture
+    harness: Harness, caplog: pytest.LogCaptureFixture, monkeypatch: pytest.MonkeyPatch
 ) -> None:
     await harness.start()
+    assert harness.running is not None
+    # App Home is refreshed after a job of someone who opened it; no throttle, so that refresh is due at once.
+    monkeypatch.setattr(harness.running.services.history, "_min_interval", 0.0)
+    await open_home(harness, "U1")
+    await harness.slack.wait_for("views.publish")
     harness.slack.fault("files.completeUploadExternal", delay=0.3)
     await harness.command("a fox")
     await harness.slack.wait_for("files.completeUploadExternal")
@@ -190,7 +195,7 @@ async def test_a_job_finishing_during_shutdown_publishes_app_home_before_the_sto
     history = harness.running.services.history
     await harness.stop()  # the upload finishes inside the grace; the job's App Home refresh follows
 
-    [publish] = harness.slack.calls_to("views.publish")
+    [_, publish] = harness.slack.calls_to("views.publish")
     assert publish.params["user_id"] == "U1"
     assert alive("app-home-") == []
     history.refresh_home(harness.slack.team_id, "U1")  # after close: nothing starts

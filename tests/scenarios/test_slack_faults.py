@@ -12,7 +12,7 @@ from typing import Any
 import pytest
 
 from bot.store.model import JobState
-from tests.scenarios.harness import Harness, is_card, is_done
+from tests.scenarios.harness import Harness, is_card
 
 
 def slack_saw(harness: Harness) -> str:
@@ -29,8 +29,12 @@ def uploads_in_channel(harness: Harness, channel: str = "C1") -> list[str]:
 
 
 async def assert_delivered_once(harness: Harness) -> None:
-    """One upload message, one card, status Done, job uploaded with its card recorded, billed once."""
-    await harness.slack.wait_for("chat.update", where=is_done, timeout=10)
+    """One upload message, one card (the status message rewritten), job uploaded with its card recorded,
+    billed once."""
+    await harness.slack.wait_for("chat.update", where=is_card, timeout=10)
+    [(job, _)] = await harness.jobs()
+    await harness.wait_finished(job.id)
+    await harness.slack.wait_shared()
     assert len(uploads_in_channel(harness)) == 1
     assert len([f for f in harness.slack.uploaded_files.values() if f.completed]) == 1
     [card_ts] = cards_in_channel(harness)
@@ -80,7 +84,7 @@ async def test_complete_upload_processed_but_answer_lost_shares_once(harness: Ha
     await assert_delivered_once(harness)
     assert len(harness.slack.calls_to("files.completeUploadExternal")) == 1
     assert harness.slack.calls_to("files.info"), "the lost answer was checked with files.info"
-    assert len([call for call in harness.slack.calls_to("chat.postMessage") if is_card(call)]) == 1
+    assert len([call for call in harness.slack.calls_to("chat.update") if is_card(call)]) == 1
 
 
 # -- the result card ------------------------------------------------------------------------------------
@@ -93,39 +97,39 @@ async def hold_until_status_posted(harness: Harness) -> None:
     await harness.oxen.recorder.wait_for("POST /ai/queue")
 
 
-async def test_card_posted_but_answer_lost_is_found_not_posted_twice(harness: Harness) -> None:
+async def test_card_shown_but_answer_lost_is_shown_again_harmlessly(harness: Harness) -> None:
     await harness.start()
     await hold_until_status_posted(harness)
-    harness.slack.fault("chat.postMessage", status=500, after=True)
+    harness.slack.fault("chat.update", status=500, after=True)
     harness.oxen.release()
+    await harness.slack.wait_for("chat.update", where=is_card, count=2, timeout=10)
     await assert_delivered_once(harness)
-    assert len([call for call in harness.slack.calls_to("chat.postMessage") if is_card(call)]) == 1
-    [lookup, *_] = harness.slack.calls_to("conversations.replies")
-    assert lookup.params.get("include_all_metadata") in ("1", "true", True)
+    assert harness.slack.calls_to("conversations.replies") == [], "chat.update is idempotent: no search"
+    [(job, _)] = await harness.jobs()
+    assert job.card_ts == job.status_ts
 
 
-async def test_card_refused_every_time_leaves_the_job_uploaded_and_a_restart_posts_it(
+async def test_card_refused_every_time_leaves_the_job_uploaded_and_a_restart_shows_it(
     harness: Harness,
 ) -> None:
     await harness.start()
     await hold_until_status_posted(harness)
-    harness.slack.fault("chat.postMessage", error="internal_error", times=3)
+    harness.slack.fault("chat.update", error="internal_error", times=3)
     harness.oxen.release()
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=3, timeout=15)
-    [done] = await harness.slack.wait_for("chat.update", where=is_done, timeout=10)
+    await harness.slack.wait_for("chat.update", where=is_card, count=3, timeout=15)
+    await harness.slack.wait_shared()
     [(job, _)] = await harness.jobs()
     assert (job.state, job.card_ts) == (JobState.UPLOADED, None)
-    assert job.status_ts == done.params["ts"]
     assert cards_in_channel(harness) == []
     assert len(uploads_in_channel(harness)) == 1
     assert "failed" not in slack_saw(harness).lower()
 
     await harness.stop()
     await harness.start()
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=4)
-    await harness.slack.wait_for("chat.update", where=is_done, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=4)
     await assert_delivered_once(harness)
     assert len(harness.slack.calls_to("files.completeUploadExternal")) == 1
+    assert len(list(harness.slack.calls_to("chat.postMessage"))) == 1, "the status, only"
 
 
 # -- the status message: the job is not started, and nothing is left behind -----------------------------
@@ -175,8 +179,8 @@ async def test_a_refused_status_message_is_explained_and_leaves_no_job(
     harness.slack.clear_faults()
     await harness.command("a second fox")
     status = (await harness.slack.wait_for("chat.postMessage", count=attempts + 1))[-1]
-    assert "*Queued · position 1*" in status.params["text"], "no place in line was leaked"
-    await harness.slack.wait_for("chat.update", where=is_done, timeout=10)
+    assert "*Generating…*" in status.params["text"], "no place in line was leaked: it starts at once"
+    await harness.slack.wait_for("chat.update", where=is_card, timeout=10)
     [(job, _)] = await harness.jobs()
     assert (job.prompt, job.state) == ("a second fox", JobState.UPLOADED)
 
@@ -187,20 +191,20 @@ async def test_a_status_message_posted_but_answer_lost_leaves_nothing_misleading
     await harness.command("a fox")
 
     def settled() -> bool:
-        done = any(is_done(call) for call in harness.slack.calls_to("chat.update"))
+        done = any(is_card(call) for call in harness.slack.calls_to("chat.update"))
         return done or bool(harness.slack.calls_to("response_url"))
 
     await harness.slack.recorder.wait_until(settled, timeout=10)
     if harness.slack.calls_to("response_url"):
         # Told "not started": then Slack must not show the job as queued.
         assert await harness.jobs() == []
-        assert not any("Queued" in m["text"] for m in harness.slack.messages("C1"))
+        assert not any("Generating" in m["text"] for m in harness.slack.messages("C1"))
     else:
         # Or the posted message was found and the job went on with it, as its one status message.
         await assert_delivered_once(harness)
         [(job, _)] = await harness.jobs()
-        [status] = [m for m in harness.slack.messages("C1") if m["text"].startswith(":white_check_mark:")]
-        assert status["ts"] == job.status_ts
+        [status] = [m for m in harness.slack.messages("C1") if not m.get("files")]
+        assert (status["ts"], status["text"].startswith("Result of job")) == (job.status_ts, True)
 
 
 # -- a cancel that comes too late ---------------------------------------------------------------------
@@ -245,7 +249,7 @@ async def test_concurrent_commands_over_the_cap_admit_exactly_one_more(harness: 
     assert refused == set(prompts) - {admitted}
     harness.oxen.release()
     await harness.slack.wait_for("files.completeUploadExternal", count=2)
-    await harness.slack.wait_for("chat.update", where=is_done, count=2, timeout=10)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2, timeout=10)
     assert len(harness.slack.calls_to("response_url")) == 5
     assert len(harness.oxen.submissions) == 2
     assert sorted(harness.oxen.billed) == sorted(harness.oxen.generations)

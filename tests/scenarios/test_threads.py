@@ -40,7 +40,7 @@ async def test_a_reply_with_two_images_iterates_on_the_latest_result(harness: Ha
     files = [harness.slack.add_file(red, name="red.png"), harness.slack.add_file(blue, name="blue.png")]
     await harness.send(harness.slack.human_message("C1", "make it night time", thread_ts=root, files=files))
 
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     body = harness.oxen.submissions[-1]
     assert body["prompt"] == "make it night time"
     assert body["aspect_ratio"] == "match_input_image"
@@ -52,12 +52,10 @@ async def test_a_reply_with_two_images_iterates_on_the_latest_result(harness: Ha
 
     job, _ = (await harness.jobs())[-1]
     assert (job.parent_id, job.thread_ts, job.state) == (first.id, root, JobState.UPLOADED)
-    [card] = [call for call in harness.slack.calls_to("chat.postMessage") if is_card(call)][1:]
-    assert card.params["thread_ts"] == root
+    [card] = [call for call in harness.slack.calls_to("chat.update") if is_card(call)][1:]
     assert f"↳ from job `{first.id}` by <@U1>" in json.dumps(card.params["blocks"], ensure_ascii=False)
-    await harness.slack.wait_for("chat.update", where=lambda call: "Done" in call.params["text"], count=2)
-    status = [m for m in harness.slack.messages("C1") if m.get("thread_ts") == root and "Done" in m["text"]]
-    assert status, "the iteration's status message is a reply in the thread"
+    assert card.params["ts"] == job.status_ts, "the iteration's status message became its card"
+    assert harness.slack.message("C1", str(job.status_ts))["thread_ts"] == root, "a reply in the thread"
 
 
 async def test_more_than_ten_candidates_keep_the_newest_ten_and_say_which_were_left_out(
@@ -72,7 +70,7 @@ async def test_more_than_ten_candidates_keep_the_newest_ten_and_say_which_were_l
     await harness.send(harness.slack.human_message("C1", "combine these", thread_ts=root, files=attached))
 
     [card] = await harness.slack.wait_for(
-        "chat.postMessage", where=lambda c: is_card(c) and "combine" in c.params["text"]
+        "chat.update", where=lambda c: is_card(c) and "combine" in c.params["text"]
     )
     assert len(harness.oxen.submissions[-1]["input_image"]) == 10
     text = json.dumps(card.params["blocks"])
@@ -87,7 +85,7 @@ async def test_earlier_images_are_found_in_long_threads(harness: Harness) -> Non
     for index in range(250):
         harness.slack.human_message("C1", f"chat {index}", thread_ts=root)
     await harness.send(harness.slack.human_message("C1", "use everything", thread_ts=root))
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     assert len(harness.slack.calls_to("conversations.replies")) == 2
     assert len(harness.oxen.submissions[-1]["input_image"]) == 2
 
@@ -97,7 +95,7 @@ async def test_fresh_ignores_the_base_and_earlier_images(harness: Harness) -> No
     root = await harness.generate("a lighthouse")
     harness.slack.human_message("C1", "", thread_ts=root, files=[harness.slack.add_file(png("green"))])
     await harness.send(harness.slack.human_message("C1", "a castle instead --fresh", thread_ts=root))
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     body = harness.oxen.submissions[-1]
     assert body["prompt"] == "a castle instead"
     assert "input_image" not in body
@@ -152,7 +150,7 @@ async def test_a_mention_with_an_image_in_any_thread_starts_a_job_there(harness:
         files=[file],
     )
     await harness.send({**mention, "type": "app_mention"})
-    await harness.slack.wait_for("chat.postMessage", where=is_card)
+    await harness.slack.wait_for("chat.update", where=is_card)
     body = harness.oxen.submissions[-1]
     assert body["prompt"] == "turn this into a poster"
     assert harness.oxen.fetched_references[-1] == [sketch]
@@ -236,7 +234,7 @@ async def test_replies_in_a_row_queue_with_their_positions(harness: Harness) -> 
     positions = [re.findall(r"position (\d+)", status.params["text"]) for status in statuses]
     assert positions == [["1"], ["2"], ["3"]]
     harness.oxen.release()
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=5)
+    await harness.slack.wait_for("chat.update", where=is_card, count=5)
     assert [body["prompt"] for body in harness.oxen.submissions][2:] == ["bluer", "greener", "redder"]
 
 
@@ -256,6 +254,6 @@ async def test_a_pasted_link_to_a_file_elsewhere_is_never_fetched(harness: Harne
     elsewhere = harness.slack.add_file(png("red"), name="secret.png", channel="CPRIVATE")
     text = f"like <{elsewhere['url_private']}|this one>"
     await harness.send(harness.slack.human_message("C1", text, thread_ts=root))
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     assert harness.slack.calls_to("file_download") == []
     assert len(harness.oxen.submissions[-1]["input_image"]) == 1

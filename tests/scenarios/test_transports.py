@@ -32,7 +32,7 @@ async def test_socket_mode_receives_commands_and_reports_health(harness: Harness
         accepts_response_payload=True,
     )
     assert "envelope_id" in ack
-    await harness.slack.wait_for("chat.postMessage", where=is_card)
+    await harness.slack.wait_for("chat.update", where=is_card)
     [(job, _)] = await harness.jobs()
     assert (job.prompt, job.state) == ("a fox over socket mode", JobState.UPLOADED)
     async with aiohttp.ClientSession() as session, session.post(harness.events_url, data="x") as response:

@@ -11,6 +11,7 @@ from urllib.parse import urlencode
 import aiohttp
 import httpx
 import pytest
+from aiohttp import web
 from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
@@ -41,9 +42,74 @@ async def test_slack_sdk_upload_v2_works_against_the_fake(fake_slack: FakeSlack)
         initial_comment="two files",
     )
     file_ids = [entry["id"] for entry in response["files"]]
-    info = await client.files_info(file=file_ids[0])
-    assert info["file"]["shares"]["public"]["C1"][0]["thread_ts"] == posted["ts"]
     assert [fake_slack.uploaded_files[i].content for i in file_ids] == [b"\x89PNG one", b"\x89PNG two"]
+
+
+async def test_a_share_happens_after_complete_upload_answers(fake_slack: FakeSlack) -> None:
+    fake_slack.share_delay = 0.2
+    client = AsyncWebClient(token=fake_slack.bot_token, base_url=fake_slack.api_url)
+    posted = await client.chat_postMessage(channel="C1", text="root")
+    response = await client.files_upload_v2(
+        file=b"\x89PNG one", filename="a.png", channel="C1", thread_ts=posted["ts"], initial_comment="hi"
+    )
+    [answered] = response["files"]
+    assert (answered["shares"], answered["mimetype"], "ts" in response) == ({}, "", False)
+    before = (await client.files_info(file=answered["id"]))["file"]
+    assert (before["shares"], before["mimetype"]) == ({}, "")
+    assert [m["text"] for m in fake_slack.messages("C1")] == ["root"]
+
+    await fake_slack.wait_shared()
+    after = (await client.files_info(file=answered["id"]))["file"]
+    [upload] = [m for m in fake_slack.messages("C1") if m.get("files")]
+    assert after["shares"]["public"]["C1"] == [{"ts": upload["ts"], "thread_ts": posted["ts"]}]
+    assert (after["mimetype"], upload["text"], upload["thread_ts"]) == ("image/png", "hi", posted["ts"])
+    # Nobody to deliver to (no events URL, no socket): the event is dropped, and says so.
+    [delivery] = fake_slack.delivered_events
+    assert (delivery["via"], delivery["event"]["files"][0]["id"]) == (None, answered["id"])
+
+
+@pytest.mark.parametrize("files", ["full", "stub"])
+async def test_the_bots_own_file_share_event_is_delivered_signed(fake_slack: FakeSlack, files: str) -> None:
+    received: list[tuple[dict[str, str], str]] = []
+
+    async def events(request: web.Request) -> web.Response:
+        received.append((dict(request.headers), await request.text()))
+        return web.Response()
+
+    app = web.Application()
+    app.router.add_post("/slack/events", events)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    try:
+        fake_slack.events_url = f"http://127.0.0.1:{runner.addresses[0][1]}/slack/events"
+        fake_slack.share_delay, fake_slack.event_files = 0.05, files  # type: ignore[assignment]
+        client = AsyncWebClient(token=fake_slack.bot_token, base_url=fake_slack.api_url)
+        response = await client.files_upload_v2(file=b"\x89PNG", filename="a.png", channel="C1")
+        await fake_slack.wait_shared()
+    finally:
+        await runner.cleanup()
+    [(headers, raw)] = received
+    assert SignatureVerifier(fake_slack.signing_secret).is_valid(
+        raw, headers["X-Slack-Request-Timestamp"], headers["X-Slack-Signature"]
+    )
+    event = json.loads(raw)["event"]
+    [upload] = [m for m in fake_slack.messages("C1") if m.get("files")]
+    assert (event["type"], event["subtype"], event["user"], event["ts"]) == (
+        "message",
+        "file_share",
+        fake_slack.bot_user_id,
+        upload["ts"],
+    )
+    [file] = event["files"]
+    assert file["id"] == response["files"][0]["id"]
+    if files == "stub":
+        assert (file["file_access"], "url_private" in file) == ("check_file_info", False)
+    else:
+        assert file["mimetype"] == "image/png"
+        assert file["url_private"]
+    assert fake_slack.delivered_events[0]["status"] == 200
 
 
 async def test_web_api_requires_the_bot_token(fake_slack: FakeSlack) -> None:
@@ -378,6 +444,7 @@ async def test_slack_dropped_connection_after_sharing_files(fake_slack: FakeSlac
             await http.post("files.completeUploadExternal", data={"files": files, "channel_id": "C1"})
     file = fake_slack.uploaded_files[reserved["file_id"]]
     assert file.completed
+    await fake_slack.wait_shared()
     assert "C1" in file.shares["public"]
     assert [m["files"] for m in fake_slack.messages("C1")] == [[reserved["file_id"]]]
 

@@ -182,3 +182,18 @@ async def test_shutdown_cancels_a_critical_step_after_the_grace_period(jobs: Job
     await jobs.settle()
     await line.stop(grace=0.01)
     assert line.running_count() == 0
+
+
+async def test_a_ticket_says_whether_its_job_starts_at_once(jobs: Jobs) -> None:
+    line = scheduler(jobs, slots=2, running=1)
+    early = line.admit(ALICE)
+    assert early.starts_now is False, "not started yet: nothing runs"
+    early.withdraw()
+    line.start()
+    first = line.admit(ALICE)
+    assert first.starts_now is True
+    first.submit("a1")
+    await jobs.settle()
+    assert line.admit(ALICE).starts_now is False, "alice is at her running cap"
+    bob = line.admit(BOB)
+    assert bob.starts_now is False, "alice's reserved place is ahead of bob"

@@ -174,13 +174,28 @@ async def test_a_terminal_state_is_never_overwritten(store: Store) -> None:
     await store.mark_running("j1", [])
     uploaded = await store.mark_uploaded("j1", upload_ts=None)
     assert uploaded is not None
-    assert uploaded.card_claimed_at is not None
     assert await store.finish("j1", JobState.FAILED, error="late failure") is None
     assert await store.finish("j1", JobState.CANCELLED) is None
     assert await store.mark_running("j1", []) is None
     job = await store.get_job("j1")
     assert job is not None
     assert (job.state, job.error) == (JobState.UPLOADED, None)
+
+
+async def test_the_upload_message_is_recorded_by_file_id_and_the_first_ts_wins(store: Store) -> None:
+    await store.insert_job(new_job())
+    await store.mark_running("j1", [])
+    await store.set_file_ids("j1", {0: "F1"})
+    assert await store.set_upload_ts_for_files("C2", ["F1"], "1.5") == []  # another channel
+    assert await store.set_upload_ts_for_files("C1", ["F9", "F1"], "1.5") == ["j1"]
+    assert await store.set_upload_ts_for_files("C1", ["F1"], "2.5") == []
+    await store.set_upload_ts("j1", "3.5")
+    uploaded = await store.mark_uploaded("j1", upload_ts="4.5")
+    assert uploaded is not None
+    assert uploaded.upload_ts == "1.5"
+    found = await store.job_for_message("C1", "1.5")
+    assert found is not None
+    assert found[0].id == "j1"
 
 
 async def test_a_failed_job_cannot_become_uploaded(store: Store) -> None:
