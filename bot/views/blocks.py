@@ -252,7 +252,7 @@ def result_card(
         ]
     blocks.append(result_actions(job, images))
     if headline:
-        blocks.append(_context(f"<@{job.user_id}> · reply in this thread to iterate"))
+        blocks.append(_context(f"<@{job.user_id}> · {_how_to_iterate(job)}"))
     return {"text": f"Result of job {job.id}: {escape(_clip(job.prompt, 200))}", "blocks": blocks}
 
 

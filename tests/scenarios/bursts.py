@@ -70,13 +70,15 @@ def told(slack: FakeSlack) -> list[Call]:
 
 
 async def settle(slack: FakeSlack, expected: int, *, timeout: float) -> None:
-    """Wait until `expected` requests have ended: a terminal status edit each, or a message to its user."""
+    """Wait until `expected` requests have ended (a terminal status edit each, or a message to its user)
+    and Slack has shared every upload (shares land after the job's end, as in Slack)."""
 
     def settled() -> bool:
         ended = {str(call.params.get("ts")) for call in slack.calls if _ended(call)}
         return len(ended) + len(told(slack)) >= expected
 
     await slack.recorder.wait_until(settled, timeout=timeout)
+    await slack.wait_shared(timeout=timeout)
 
 
 def _tagged(message: dict[str, Any], event_type: str) -> str | None:

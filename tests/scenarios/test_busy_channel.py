@@ -99,7 +99,7 @@ async def test_a_waiting_jobs_status_shows_its_place_in_line_as_the_line_moves(h
     first, second, third, fourth = [job for job, _ in await harness.jobs()]
     shown = [str(call.params["text"]).split(":")[2] for call in harness.slack.calls_to("chat.postMessage")]
     assert shown == [
-        " *Queued · position 1*",
+        " *Generating…* · 1 image",  # it got the slot at once, so it is posted as generating
         " *Queued · position 1*",
         " *Queued · position 2*",
         " *Queued · position 3*",

@@ -73,7 +73,7 @@ async def test_a_grid_redirect_to_an_allowed_file_host_is_followed_with_the_toke
     file = harness.slack.add_file(sketch, name="sketch.png")
     harness.slack.redirect_files()
     await harness.send(harness.slack.human_message("C1", "make it dusk", thread_ts=root, files=[file]))
-    await harness.slack.wait_for("chat.postMessage", where=is_card, count=2)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
     assert sketch in harness.oxen.fetched_references[-1]
     downloads = harness.slack.calls_to("file_download")
     assert [call.params["host"] for call in downloads] == [harness.slack.file_host, harness.slack.origin_host]
