@@ -202,10 +202,11 @@ class FakeSlack:
         keep_uploads: bool = True,
         file_processing_delay: float = 1.0,
         rate_limits: RateLimits | None = None,
-        share_delay: float = SHARE_DELAY,
+        share_delay: float | None = None,
         event_files: Literal["full", "stub"] = "full",
     ) -> None:
-        """`share_delay`: see SHARE_DELAY. `event_files`: whether the bot's own file_share events carry
+        """`share_delay`: see SHARE_DELAY; by default Slack's second runs at the rate limits' speed, like every
+        other Slack clock of the fake (20× in scenarios), and a test about lateness sets it. `event_files`: whether the bot's own file_share events carry
         full file objects or `file_access: "check_file_info"` stubs (as Slack sends in Slack Connect
         channels, and as the bot must expect anywhere: the stub keeps only the id)."""
         self.bot_token = bot_token
@@ -225,7 +226,7 @@ class FakeSlack:
         """users.info `tz` per user id (IANA name); DEFAULT_ZONE for the others."""
         self.rate_limits = rate_limits or RateLimits(speed=SCENARIO_SPEED)
         """Slack's rate limits, on by default at the scenario speed (tests/fakes/ratelimits.py)."""
-        self.share_delay = share_delay
+        self.share_delay = SHARE_DELAY / self.rate_limits.speed if share_delay is None else share_delay
         self.event_files = event_files
         self.events_url: str | None = None
         """Where the bot's events go in HTTP mode (the harness sets it when the bot starts)."""
