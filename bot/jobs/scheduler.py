@@ -45,14 +45,14 @@ class Ticket:
         """Put the stored job in line (it runs when a slot is free)."""
         if self._open:
             self._open = False
-            self._scheduler._release(self.user)
+            self._scheduler._release(self.user, starting=self.starts_now)
             self._scheduler.enqueue(self.user, job_id)
 
     def withdraw(self) -> None:
         """Give the place back: the job will not run."""
         if self._open:
             self._open = False
-            self._scheduler._release(self.user)
+            self._scheduler._release(self.user, starting=self.starts_now)
 
 
 class FairScheduler:
@@ -65,6 +65,8 @@ class FairScheduler:
         self._waiting_per_user = waiting_per_user
         self._waiting: dict[UserKey, deque[str]] = {}
         self._reserved: Counter[UserKey] = Counter()
+        self._reserved_starting = 0
+        """Reserved places that were told a slot is theirs (starts_now): they hold a slot, not a place."""
         self._last_served: dict[UserKey, int] = {}
         self._served = 0
         self._tasks: dict[str, asyncio.Task[None]] = {}
@@ -91,13 +93,15 @@ class FairScheduler:
         waiting = len(self._waiting.get(user, ())) + self._reserved[user]
         if waiting >= self._waiting_per_user:
             raise CapReachedError(waiting)
-        ahead = self.waiting_count() + sum(self._reserved.values())
+        starting = self._reserved_starting
+        ahead = self.waiting_count() + sum(self._reserved.values()) - starting
         starts_now = (
             self._accepting
-            and len(self._tasks) + ahead < self._slots
+            and len(self._tasks) + starting + ahead < self._slots
             and self._running_by_user[user] + waiting < self._running_per_user
         )
         self._reserved[user] += 1
+        self._reserved_starting += starts_now
         return Ticket(self, user, ahead + 1, starts_now=starts_now)
 
     def enqueue(self, user: UserKey, job_id: str) -> None:
@@ -130,7 +134,8 @@ class FairScheduler:
         for hook in self.on_change:
             hook()
 
-    def _release(self, user: UserKey) -> None:
+    def _release(self, user: UserKey, *, starting: bool) -> None:
+        self._reserved_starting -= starting
         self._reserved[user] -= 1
         if self._reserved[user] <= 0:
             del self._reserved[user]

@@ -205,10 +205,11 @@ class FakeSlack:
         share_delay: float | None = None,
         event_files: Literal["full", "stub"] = "full",
     ) -> None:
-        """`share_delay`: see SHARE_DELAY; by default Slack's second runs at the rate limits' speed, like every
-        other Slack clock of the fake (20× in scenarios), and a test about lateness sets it. `event_files`: whether the bot's own file_share events carry
-        full file objects or `file_access: "check_file_info"` stubs (as Slack sends in Slack Connect
-        channels, and as the bot must expect anywhere: the stub keeps only the id)."""
+        """`share_delay`: see SHARE_DELAY; by default Slack's second runs at the rate limits' speed, like
+        every other Slack clock of the fake (20× in scenarios), and a test about lateness sets its own.
+        `event_files`: whether the bot's own file_share events carry full file objects or
+        `file_access: "check_file_info"` stubs (as Slack sends in Slack Connect channels, and as the bot
+        must expect anywhere: the stub keeps only the id)."""
         self.bot_token = bot_token
         self.app_token = app_token
         self.signing_secret = signing_secret

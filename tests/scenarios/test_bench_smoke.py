@@ -7,6 +7,8 @@ import json
 import sys
 from pathlib import Path
 
+import pytest
+
 REQUIRED = (
     "ack_p50_ms",
     "ack_p99_ms",
@@ -29,6 +31,7 @@ REQUIRED = (
 )
 
 
+@pytest.mark.timeout(240)  # several real bot processes one after another; minutes on a loaded 2-core CI
 async def test_quick_benchmark_smoke_run(tmp_path: Path) -> None:
     out = tmp_path / "results.json"
     process = await asyncio.create_subprocess_exec(

@@ -89,7 +89,8 @@ async def test_without_the_event_a_bounded_files_info_poll_finds_the_upload_mess
     harness.slack.events_url = None  # the event is lost (not subscribed, or a delivery that failed)
     harness.slack.share_delay = 0.5  # a poll finds the share (the first one may come too early)
     await harness.command("a red fox")
-    [(job, _)] = [(j, i) for j, i in await harness.jobs()]
+    await harness.slack.wait_for("chat.postMessage")  # the job is stored after the ack, before its status
+    [(job, _)] = await harness.jobs()
     upload_ts = await harness.wait_upload_ts(job.id)
     [upload] = [m for m in harness.slack.messages("C1") if m.get("files")]
     assert upload_ts == upload["ts"]

@@ -197,3 +197,15 @@ async def test_a_ticket_says_whether_its_job_starts_at_once(jobs: Jobs) -> None:
     assert line.admit(ALICE).starts_now is False, "alice is at her running cap"
     bob = line.admit(BOB)
     assert bob.starts_now is False, "alice's reserved place is ahead of bob"
+
+
+async def test_a_place_told_it_starts_now_holds_a_slot_not_a_place_in_line(jobs: Jobs) -> None:
+    line = scheduler(jobs, slots=1)
+    line.start()
+    first = line.admit(ALICE)
+    assert (first.starts_now, first.position) == (True, 1)
+    second = line.admit(BOB)
+    assert (second.starts_now, second.position) == (False, 1), "alice's job is about to run, not waiting"
+    first.withdraw()
+    second.withdraw()
+    assert line.admit(BOB).starts_now is True, "the withdrawn jobs gave their slot and place back"
