@@ -10,7 +10,10 @@ from slack_bolt.async_app import AsyncAck, AsyncRespond
 from bot.app.bolt import Listeners
 from bot.app.services import Services
 from bot.domain.controls import Action, HistoryQuery, Target
+from bot.features.actions import NotAllowedError, refusal
 from bot.jobs.recipes import EditError
+from bot.slack.errors import SlackError
+from bot.views import blocks as views
 from bot.views.blocks import ACTION_PREFIX, EDIT_CALLBACK
 from handlers.replies import answer as reply
 
@@ -39,8 +42,14 @@ def register(app: Listeners, services: Services) -> None:
         thread_ts = message.get("thread_ts") or message.get("ts")
         branching = services.branching
         if kind is Action.EDIT and channel and thread_ts:
-            view = await branching.edit_modal(target, channel_id=channel, thread_ts=thread_ts)
-            await services.gateway.open_view(str(body["trigger_id"]), view)
+            try:
+                view = await branching.edit_modal(target, channel_id=channel, thread_ts=thread_ts)
+                await services.gateway.open_view(str(body["trigger_id"]), view)
+            except NotAllowedError as exc:
+                await reply(services, respond, refusal(exc, ""), user_id=user_id, channel_id=channel)
+            except SlackError as exc:
+                notice = views.edit_not_opened(exc.code)
+                await reply(services, respond, notice, user_id=user_id, channel_id=channel)
             return
         answer = await branching.press(
             kind, target, user_id=user_id, team_id=team_id, channel_id=channel, thread_ts=thread_ts

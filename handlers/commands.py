@@ -68,25 +68,28 @@ async def handle_imagine(
         await ack(response_type="ephemeral", **views.error_message(str(exc)))
         return
     await ack()
+    user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
     try:
         await intake.start_job(
             request,
             team_id=str(command["team_id"]),
-            channel_id=str(command["channel_id"]),
-            user_id=str(command["user_id"]),
+            channel_id=channel_id,
+            user_id=user_id,
             request_key=f"command:{command.get('trigger_id') or command.get('response_url')}",
-            notify=lambda message: respond(response_type="ephemeral", **message),
+            notify=lambda message: answer(services, respond, message, user_id=user_id, channel_id=channel_id),
         )
     except DuplicateRequestError:
         log.info("duplicate /imagine delivery ignored")
     except CapReachedError as exc:
-        await respond(response_type="ephemeral", **views.cap_reached(exc.queued, request.prompt))
+        refused = views.cap_reached(exc.queued, request.prompt)
+        await answer(services, respond, refused, user_id=user_id, channel_id=channel_id)
     except NotInChannelError as exc:
-        await respond(
-            response_type="ephemeral", **views.not_in_channel(context.bot_user_id, archived=exc.archived)
-        )
+        # An ephemeral cannot reach a conversation the bot is not in: only the response_url can.
+        refused = views.not_in_channel(context.bot_user_id, archived=exc.archived)
+        await answer(services, respond, refused, user_id=user_id, channel_id=None)
     except StatusPostError as exc:
-        await respond(response_type="ephemeral", **views.notice(exc.user_message))
+        refused = views.notice(exc.user_message)
+        await answer(services, respond, refused, user_id=user_id, channel_id=channel_id)
 
 
 async def _show(

@@ -101,6 +101,14 @@ def not_in_channel(bot_user_id: str | None, *, archived: bool = False) -> Messag
     return notice(f":wave: I'm not in this conversation yet. Invite me with `/invite {who}` and try again.")
 
 
+def edit_not_opened(code: str) -> Message:
+    """Slack refused to open the ✏️ Edit form (its trigger expired, or Slack was unavailable)."""
+    return notice(
+        f":warning: Slack did not open the edit form (`{escape(code)}`). Press ✏️ Edit again; if it keeps "
+        "failing, 🌱 Recipe shows the settings to use with `/imagine`."
+    )
+
+
 def cap_reached(queued: int, prompt: str) -> Message:
     """The user has too many jobs waiting; echo the prompt so nothing is lost."""
     return notice(

@@ -271,3 +271,36 @@ async def test_an_answer_slack_refuses_as_an_ephemeral_arrives_by_dm(harness: Ha
     await harness.send(harness.slack.human_message("C1", "again --n 9", user="U5", thread_ts=root))
     [dm] = await harness.slack.wait_for("chat.postMessage", where=lambda call: call.params["channel"] == "U5")
     assert "--n 9" in ephemeral_text(dm)
+
+
+async def press_edit(harness: Harness, job_id: str) -> None:
+    """Press ✏️ Edit on the job's card (without waiting for a modal)."""
+    card = next(m for m in harness.slack.messages("C1") if m["text"].startswith(f"Result of job {job_id}"))
+    actions = next(block for block in card["blocks"] if block["type"] == "actions")
+    edit = next(e for e in actions["elements"] if e["action_id"].startswith("dreamboard:edit:"))
+    payload = harness.slack.button_payload(edit, user_id="U2", channel_id="C1", message=card)
+    await harness.slack.send_action(harness.events_url, payload)
+
+
+async def test_an_edit_form_slack_will_not_open_is_explained(harness: Harness) -> None:
+    await harness.start()
+    await harness.generate("a red fox")
+    [(job, _)] = await harness.jobs()
+    # views.open's answer for a trigger used after its 3 s (slack.md §4, Modals).
+    harness.slack.fault("views.open", error="expired_trigger_id")
+    await press_edit(harness, job.id)
+    [answer] = await harness.slack.wait_for("response_url")
+    assert "did not open the edit form (`expired_trigger_id`)" in ephemeral_text(answer)
+    assert answer.params["response_type"] == "ephemeral"
+
+
+async def test_edit_on_a_deleted_result_says_so(harness: Harness) -> None:
+    await harness.start()
+    await harness.generate("a red fox")
+    [(job, _)] = await harness.jobs()
+    assert harness.running is not None
+    await harness.running.services.store.mark_deleted(job.id, "U1")  # e.g. deleted from another client
+    await press_edit(harness, job.id)
+    [answer] = await harness.slack.wait_for("response_url")
+    assert f"Job `{job.id}` does not exist or was deleted." in ephemeral_text(answer)
+    assert harness.slack.calls_to("views.open") == []

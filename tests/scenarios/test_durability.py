@@ -103,3 +103,21 @@ async def test_slots_are_shared_fairly_between_users(harness: Harness) -> None:
         "alice two",
         "alice three",
     ]
+
+
+async def test_over_the_cap_with_a_refused_response_url_the_user_is_told_in_an_ephemeral(
+    harness: Harness,
+) -> None:
+    await harness.start(max_concurrent_jobs=1, max_queued_per_user=1)
+    harness.oxen.hold()
+    await harness.command("first")
+    await harness.oxen.recorder.wait_for("POST /ai/queue")
+    await harness.command("second")
+    await harness.slack.wait_for("chat.postMessage", count=2)
+    harness.slack.fault("response_url", status=500)  # expired or used up: the answer must still arrive
+    await harness.command("third and over the cap")
+    [reply] = await harness.slack.wait_for("chat.postEphemeral")
+    assert (reply.params["channel"], reply.params["user"]) == ("C1", "U1")
+    assert "third and over the cap" in str(reply.params["text"])
+    harness.oxen.release()
+    await harness.slack.wait_for("files.completeUploadExternal", count=2)
