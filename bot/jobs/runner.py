@@ -54,7 +54,7 @@ class JobRunner:
             if job is None:
                 return
             fresh = (job, await self._store.images(job_id))
-        with pacing.patience(DELIVERY_PATIENCE):
+        with pacing.patience(DELIVERY_PATIENCE), pacing.paid_work():
             await self._pipeline.run(*fresh)
 
     async def start(self) -> None:

@@ -8,8 +8,12 @@ https://docs.slack.dev/apis/web-api/rate-limits). So:
   take turns per channel, one every `interval`, in the order they asked;
 - a 429 on any method holds that method (and, for a post, that channel) for Retry-After, and the call is
   sent again afterwards: a 429 means Slack did not carry the call out, so resending never posts twice;
+- calls made for work already paid for (`paid_work()`: a started job's upload and card) take the
+  channel's next turn ahead of calls that start new work (status posts of new jobs), so a job holding a
+  generation slot is never stuck behind the status posts of everyone who asked after it;
 - a call never waits longer than `patience` in all: when its turn would come later, it fails at once with
-  Slack's own `ratelimited` error, so the caller can tell its user instead of hanging.
+  Slack's own `ratelimited` error, so the caller can tell its user instead of hanging (the estimate is
+  made when it asks: paid work that asks later can still push a new job's post back).
 
 `unit` is how long one of Slack's seconds lasts here. It is 1 in production; tests that run Slack's clock
 faster shrink it, and Retry-After and `patience` are read in Slack's seconds.
@@ -20,6 +24,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import functools
+import heapq
+import itertools
 import logging
 import math
 import time
@@ -50,6 +56,7 @@ CHANNEL_POSTING = frozenset({"chat.postMessage", "files.completeUploadExternal"}
 """Methods that put a message into a channel."""
 
 _patience: ContextVar[float | None] = ContextVar("slack_patience", default=None)
+_paid: ContextVar[bool] = ContextVar("slack_paid_work", default=False)
 
 
 @contextlib.contextmanager
@@ -61,6 +68,52 @@ def patience(seconds: float) -> Iterator[None]:
         yield
     finally:
         _patience.reset(token)
+
+
+@contextlib.contextmanager
+def paid_work() -> Iterator[None]:
+    """Calls made inside are for work already paid for: they take a lane's next turn first."""
+    token = _paid.set(True)
+    try:
+        yield
+    finally:
+        _paid.reset(token)
+
+
+class _Turns:
+    """One lane's turns: first come, first served, except that paid work goes before new work."""
+
+    def __init__(self) -> None:
+        self._taken = False
+        self._waiting: list[tuple[int, int, asyncio.Future[None]]] = []
+        self._order = itertools.count()
+
+    async def take(self, *, paid: bool) -> None:
+        """Wait until the turn is this caller's; `give_back` must follow."""
+        if not self._taken and not self._waiting:
+            self._taken = True
+            return
+        handed: asyncio.Future[None] = asyncio.get_running_loop().create_future()
+        entry = (0 if paid else 1, next(self._order), handed)
+        heapq.heappush(self._waiting, entry)
+        try:
+            await handed
+        except BaseException:
+            if handed.done() and not handed.cancelled():
+                self.give_back()  # handed the turn, then cancelled before using it
+            elif entry in self._waiting:
+                self._waiting.remove(entry)
+                heapq.heapify(self._waiting)
+            raise
+
+    def give_back(self) -> None:
+        """Hand the turn to the best waiter, or free it."""
+        while self._waiting:
+            _, _, handed = heapq.heappop(self._waiting)
+            if not handed.done():
+                handed.set_result(None)
+                return
+        self._taken = False
 
 
 class Pacer:
@@ -79,7 +132,7 @@ class Pacer:
         self.patience = patience
         self._clock = clock
         self._sleep = sleep
-        self._gates: dict[str, asyncio.Lock] = {}
+        self._turns: dict[str, _Turns] = {}
         self._queued: Counter[str] = Counter()
         self._last_sent: dict[str, float] = {}
         self._limited_at: dict[str, float] = {}
@@ -130,23 +183,30 @@ class Pacer:
     async def _take_turn(
         self, lane: str, interval: float, holds: list[str], method: str, channel: str | None, deadline: float
     ) -> None:
-        """Wait for this lane's next turn (FIFO): `interval` after its last call was sent, and after any
-        hold. Turns are measured from when calls were really sent, so a stalled loop never bunches
-        them up."""
+        """Wait for this lane's next turn (first come, first served; paid work first): `interval` after
+        its last call was sent, and after any hold. Turns are measured from when calls were really sent,
+        so a stalled loop never bunches them up."""
         if self._clock() + self._backlog(lane, interval, holds) > deadline:
             raise _ratelimited(method, channel)
-        gate = self._gates.setdefault(lane, asyncio.Lock())
+        turns = self._turns.setdefault(lane, _Turns())
         self._queued[lane] += 1
+        queued = True
         try:
-            async with gate:
-                self._queued[lane] -= 1
+            await turns.take(paid=_paid.get())
+            self._queued[lane] -= 1
+            queued = False
+            try:
                 turn = max(
                     self._last_sent.get(lane, -math.inf) + interval,
                     *(self._held.get(key, 0.0) for key in holds),
                 )
                 await self._wait_until(turn, method, deadline, channel)
                 self._last_sent[lane] = self._clock()
+            finally:
+                turns.give_back()
         finally:
+            if queued:
+                self._queued[lane] -= 1
             if self._queued[lane] <= 0:
                 del self._queued[lane]
 

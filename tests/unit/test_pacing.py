@@ -13,7 +13,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
 from bot.slack.errors import SlackErrorKind, classify
-from bot.slack.pacing import PacedWebClient, Pacer, channel_of, patience
+from bot.slack.pacing import PacedWebClient, Pacer, channel_of, paid_work, patience
 from tests.fakes.ratelimits import RateLimits
 from tests.fakes.slack import FakeSlack
 
@@ -44,7 +44,8 @@ class VirtualTime:
                 await asyncio.sleep(0)
             if self._sleepers and not gathered.done():
                 self.now, _, woken = heapq.heappop(self._sleepers)
-                woken.set_result(None)
+                if not woken.done():  # a sleeper cancelled meanwhile
+                    woken.set_result(None)
         return list(await gathered)
 
 
@@ -80,6 +81,50 @@ async def test_posts_into_one_channel_take_turns_one_interval_apart() -> None:
     await time.run(*(post("C1") for _ in range(4)), post("C2"))
     assert [at for channel, at in sent if channel == "C1"] == [0.0, 1.0, 2.0, 3.0]
     assert [at for channel, at in sent if channel == "C2"] == [0.0], "another channel does not wait"
+
+
+async def test_paid_work_takes_the_channels_next_turn_ahead_of_new_work() -> None:
+    time = VirtualTime()
+    pace = pacer(time, interval=1.0)
+    sent: list[str] = []
+
+    async def post(name: str, *, paid: bool = False, after: float = 0.0) -> None:
+        if after:
+            await time.sleep(after)
+
+        async def send() -> None:
+            sent.append(name)
+
+        if paid:
+            with paid_work():
+                await pace.run("files.completeUploadExternal", "C1", send)
+        else:
+            await pace.run("chat.postMessage", "C1", send)
+
+    statuses = [post(f"status {i}") for i in range(4)]
+    await time.run(*statuses, post("upload", paid=True, after=0.5), post("status 4", after=0.6))
+    # status 1 already holds the turn after status 0 (it waits out the interval); the upload, asked at
+    # 0.5 s, goes next, ahead of the statuses asked before it.
+    assert sent == ["status 0", "status 1", "upload", "status 2", "status 3", "status 4"]
+
+
+async def test_a_call_cancelled_while_waiting_for_its_turn_gives_the_turn_on() -> None:
+    time = VirtualTime()
+    pace = pacer(time, interval=1.0)
+    sent: list[str] = []
+
+    def post(name: str) -> asyncio.Task[None]:
+        async def send() -> None:
+            sent.append(name)
+
+        return asyncio.create_task(pace.run("chat.postMessage", "C1", send))
+
+    first, doomed, last = post("first"), post("doomed"), post("last")
+    await asyncio.sleep(0)
+    doomed.cancel()
+    await time.run(first, doomed, last)
+    assert sent == ["first", "last"]
+    assert pace.backlog("C1") == pytest.approx(0.0, abs=1.0), "nothing is left counted as waiting"
 
 
 async def test_a_429_is_sent_again_after_retry_after_and_holds_the_method() -> None:
