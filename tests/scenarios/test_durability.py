@@ -69,13 +69,18 @@ async def test_restart_before_the_result_card_shows_it_without_uploading_again(h
     assert job.card_ts is not None
 
 
-async def test_over_the_queue_cap_the_user_is_told_and_nothing_is_lost(harness: Harness) -> None:
+async def fill_the_queue(harness: Harness) -> None:
+    """Start a bot with one slot and a queue cap of 1, and fill both for U1 (Oxen holds the first)."""
     await harness.start(max_concurrent_jobs=1, max_queued_per_user=1)
     harness.oxen.hold()
     await harness.command("first")
     await harness.oxen.recorder.wait_for("POST /ai/queue")
     await harness.command("second")
     await harness.slack.wait_for("chat.postMessage", count=2)
+
+
+async def test_over_the_queue_cap_the_user_is_told_and_nothing_is_lost(harness: Harness) -> None:
+    await fill_the_queue(harness)
     await harness.command("third and over the cap")
     [reply] = await harness.slack.wait_for("response_url")
     assert reply.params["response_type"] == "ephemeral"
@@ -108,12 +113,7 @@ async def test_slots_are_shared_fairly_between_users(harness: Harness) -> None:
 async def test_over_the_cap_with_a_refused_response_url_the_user_is_told_in_an_ephemeral(
     harness: Harness,
 ) -> None:
-    await harness.start(max_concurrent_jobs=1, max_queued_per_user=1)
-    harness.oxen.hold()
-    await harness.command("first")
-    await harness.oxen.recorder.wait_for("POST /ai/queue")
-    await harness.command("second")
-    await harness.slack.wait_for("chat.postMessage", count=2)
+    await fill_the_queue(harness)
     harness.slack.fault("response_url", status=500)  # expired or used up: the answer must still arrive
     await harness.command("third and over the cap")
     [reply] = await harness.slack.wait_for("chat.postEphemeral")
