@@ -1,10 +1,11 @@
 """OxenClient: Seedream 4.5 (and other image models) through Oxen.ai's inference API.
 
-One `httpx.AsyncClient` for every call. The async queue is the main path (enqueue, store the
-generation id, poll), the sync route a fallback for when the queue is unavailable.
+One `httpx.AsyncClient` for every call. Generations go through the async queue only (enqueue, store
+the generation id, poll, cancel): the sync routes hold one request open for the whole generation, which
+cannot be cancelled at Oxen or resumed after a restart, so Dreamboard does not use them.
 
 Retries follow what a request does. GETs, DELETEs and the content-addressed repository PUT are
-retried on transport errors, 429 and 5xx. A submission (`POST /ai/queue`, `/ai/images/*`) costs
+retried on transport errors, 429 and 5xx. A submission (`POST /ai/queue`) costs
 money, so it is retried only where it provably did not run (the connection was never made, or a 429);
 any other lost answer raises SubmissionUnknownError, and the caller asks `GET /ai/queue` first.
 Every message a BackendError from here carries has the API key and token shapes removed.
@@ -39,16 +40,13 @@ _CONTENT_POLICY = re.compile(r"sensitive|moderat|safety|policy|nsfw", re.IGNOREC
 _PROVIDER_FAULT = re.compile(r"internal server error|server error|timed? ?out|unavailable|overloaded", re.I)
 _VALIDATION = re.compile(r"\b422\b|\b400\b|invalid|must be|not permitted|cannot be empty", re.IGNORECASE)
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
-SUBMISSION_ROUTES = frozenset({"queue", "sync"})
+SUBMISSION_ROUTES = frozenset({"queue"})
 
 
-class QueueUnavailableError(BackendError):
-    """The async queue route is missing; callers fall back to the sync route."""
-
-
-def classify_failure(status: int | None, detail: str, *, model_id: str = "") -> BackendError:
+def classify_failure(status: int | None, detail: str, *, model_id: str = "", route: str = "") -> BackendError:
     """Turn an HTTP status (None: a generation that ended `failed`) and Oxen's message into a
-    BackendError whose message says what happened, in one sentence that wraps nothing else."""
+    BackendError whose message says what happened, in one sentence that wraps nothing else.
+    `route` is the `_call` route name; a 404/405 on "queue" means the queue itself is missing."""
     detail = detail.strip()[:300] or "no details given"
     if _CREDITS.search(detail) or status == 402:
         return BackendError(
@@ -66,6 +64,12 @@ def classify_failure(status: int | None, detail: str, *, model_id: str = "") -> 
     if status == 404 and detail.startswith("Model not found"):
         return BackendError(
             FailureKind.NOT_FOUND, f"Oxen.ai has no model called `{model_id or detail[17:]}`."
+        )
+    if route == "queue" and status in (404, 405):
+        return BackendError(
+            FailureKind.NOT_FOUND,
+            f"Oxen.ai's generation queue is missing at the configured API address (HTTP {status} from "
+            "`POST /ai/queue`), so no image was started; an admin needs to check OXEN_API_URL.",
         )
     if status is not None and status >= 500:
         return BackendError(
@@ -144,16 +148,6 @@ class _EnqueueResponse(BaseModel):
 
 class _QueueList(BaseModel):
     generations: list[QueueRow] = []
-
-
-class _SyncImage(BaseModel):
-    url: str | None = None
-    b64_json: str | None = None
-
-
-class _SyncResponse(BaseModel):
-    images: list[_SyncImage] = []
-    image_url: str | None = None
 
 
 class OxenClient:
@@ -237,20 +231,6 @@ class OxenClient:
     async def cancel(self, generation_id: str) -> None:
         """`DELETE /ai/queue/{id}`: cancel a generation that is still active (no effect otherwise)."""
         await self._call("DELETE", f"/ai/queue/{quote(generation_id, safe='')}", route="cancel")
-
-    async def generate_sync(self, body: Mapping[str, Any], *, has_references: bool) -> str:
-        """Sync fallback: `/ai/images/edit` with references, `/ai/images/generate` without; returns a URL."""
-        path = "/ai/images/edit" if has_references else "/ai/images/generate"
-        response = await self._call("POST", path, route="sync", json=dict(body), model=str(body["model"]))
-        parsed = _parse(_SyncResponse, response)
-        for image in parsed.images:
-            if image.url:
-                return image.url
-            if image.b64_json:
-                return "data:image/png;base64," + image.b64_json
-        if parsed.image_url:
-            return parsed.image_url
-        raise BackendError(FailureKind.NO_RESULT, "Oxen.ai answered without an image.")
 
     @asynccontextmanager
     async def download(self, url: str) -> AsyncIterator[httpx.Response]:
@@ -363,14 +343,8 @@ class OxenClient:
                 self._record(route, outcome, started)
                 if response.status_code < 400:
                     return response
-                if (
-                    route == "queue"
-                    and response.status_code in (404, 405)
-                    and "Model not found" not in response.text
-                ):
-                    raise QueueUnavailableError(FailureKind.UNAVAILABLE, "The Oxen.ai queue is unavailable.")
                 detail = self._redactor.redact(error_detail(response))
-                failure = classify_failure(response.status_code, detail, model_id=model)
+                failure = classify_failure(response.status_code, detail, model_id=model, route=route)
                 retry_after = response.headers.get("Retry-After")
                 if submission and response.status_code >= 500:
                     raise SubmissionUnknownError(failure.kind, failure.user_message)

@@ -14,15 +14,14 @@ from typing import Any
 
 from PIL import Image, UnidentifiedImageError
 
-from bot.backends.base import BackendError, FailureKind, Outcome, ResultImage, SubmissionUnknownError
+from bot.backends.base import BackendError, FailureKind, Outcome, ResultImage
 from bot.backends.model_schema import PayloadPlan, plan_payload
-from bot.backends.oxen import OxenClient, QueueRow, QueueUnavailableError, classify_failure
+from bot.backends.oxen import OxenClient, QueueRow, classify_failure
 from bot.backends.oxen_events import CompletionWatcher
 from bot.domain.requests import Limits
 from bot.domain.secrets import Redactor
 
 MAX_RESULT_BYTES = 64 * 1024 * 1024
-SYNC_HANDLE = "sync:"
 CLOCK_SKEW = 120.0
 """How far Oxen's `enqueued_at` may lag our own marker and still count as the same submission."""
 _SEARCHED_STATUSES = (None, "succeeded", "failed")
@@ -70,17 +69,8 @@ class OxenBackend:
         return plan
 
     async def submit(self, body: Mapping[str, Any]) -> str:
-        """`POST /ai/queue` for one generation; where the queue route is missing, the sync route,
-        whose result URL becomes the handle (it has nothing to poll, cancel or reconcile)."""
-        try:
-            [generation_id] = await self._client.enqueue(body)
-        except QueueUnavailableError:
-            has_references = any(name in body for name in ("input_image", "input_images"))
-            try:
-                url = await self._client.generate_sync(body, has_references=has_references)
-            except SubmissionUnknownError as exc:
-                raise BackendError(exc.kind, exc.user_message) from None
-            return SYNC_HANDLE + url
+        """`POST /ai/queue` for one generation; its generation id is the handle."""
+        [generation_id] = await self._client.enqueue(body)
         return generation_id
 
     async def find_submitted(self, body: Mapping[str, Any], *, since: float) -> list[str]:
@@ -97,8 +87,6 @@ class OxenBackend:
     async def wait(self, handle: str, *, within: float, look_first: bool = False) -> Outcome | None:
         """Wait for the generation's completion event (at most `within` s), then poll it once: the poll
         is the truth, the event only saves the wait. `look_first` polls before waiting as well."""
-        if handle.startswith(SYNC_HANDLE):
-            return Outcome(result_url=handle.removeprefix(SYNC_HANDLE))
         if look_first:
             row = await self._client.poll(handle)
             if row.finished:
@@ -124,9 +112,8 @@ class OxenBackend:
         return Outcome(failure=classify_failure(None, reason))
 
     async def cancel(self, handle: str) -> None:
-        """`DELETE /ai/queue/{id}` (a sync result has nothing to cancel)."""
-        if not handle.startswith(SYNC_HANDLE):
-            await self._client.cancel(handle)
+        """`DELETE /ai/queue/{id}`."""
+        await self._client.cancel(handle)
 
     async def fetch_result(self, url: str, folder: Path, stem: str) -> ResultImage:
         """Stream the result to disk (size-capped), then check with Pillow that it is an image."""

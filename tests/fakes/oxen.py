@@ -530,6 +530,8 @@ class FakeOxen:
 
         async def work() -> web.StreamResponse:
             if not self.queue_enabled:
+                # A deployment without the queue route: oxen-api.md documents no body for an unknown
+                # route, so the stricter answer is a bare 404 with nothing to parse.
                 return web.Response(status=404)
             if self._schema_for(str(params.get("model"))) is None:
                 return web.json_response(
@@ -609,6 +611,8 @@ class FakeOxen:
         return await self._serve(request, "DELETE /ai/queue", "DELETE /ai/queue/{id}", params, work)
 
     async def _sync(self, request: web.Request) -> web.StreamResponse:
+        """`POST /ai/images/generate|edit` (oxen-api.md §2). Dreamboard never calls it (tests assert
+        `sync_calls == []`); bench/baseline.py's peer bot does."""
         params = await request.json()
         route = f"POST {request.path.removeprefix('/api')}"
 

@@ -184,15 +184,6 @@ async def test_health_and_metrics(harness: Harness) -> None:
     assert float(statements.split()[1]) > 0
 
 
-async def test_sync_route_is_the_fallback_when_the_queue_is_missing(harness: Harness) -> None:
-    harness.oxen.queue_enabled = False
-    await harness.start()
-    await harness.generate("a fox")
-    assert len(harness.oxen.sync_calls) == 1
-    [(job, _)] = await harness.jobs()
-    assert job.state is JobState.UPLOADED
-
-
 async def test_completion_events_wake_the_poller_long_before_the_next_poll(harness: Harness) -> None:
     await harness.start(oxen_poll_interval=30)
     await harness.oxen.recorder.wait_until(lambda: harness.oxen.subscriber_count() == 1)

@@ -10,6 +10,7 @@ import json
 from typing import Any
 
 import httpx
+import pytest
 
 from bot.store.model import ImageState, JobState
 from tests.fakes.recorder import Call
@@ -151,6 +152,30 @@ async def test_an_empty_generations_answer_fails_the_job_with_a_specific_message
     assert job.state is JobState.FAILED
     assert job.error is not None
     assert "started 0 generations" in job.error
+    assert image.generation_id is None
+
+
+@pytest.mark.parametrize("status", [404, 405])
+async def test_a_missing_queue_fails_the_job_once_by_name_and_never_uses_the_sync_route(
+    harness: Harness, status: int
+) -> None:
+    await harness.start()
+    if status == 404:
+        harness.oxen.queue_enabled = False
+    else:
+        harness.oxen.fault("POST /ai/queue", status=405)
+    await harness.command("a fox")
+    text = await failure_reply(harness)
+    assert f"generation queue is missing at the configured API address (HTTP {status}" in text
+    assert "OXEN_API_URL" in text
+    assert_nothing_generic(harness)
+    assert len(harness.oxen.recorder.calls_to("POST /ai/queue")) == 1, "a 404/405 is final, not retried"
+    assert harness.oxen.sync_calls == []
+    assert harness.oxen.billed == []
+    assert len([c for c in harness.slack.calls_to("chat.postMessage") if is_failure_reply(c)]) == 1
+    assert harness.slack.calls_to("files.getUploadURLExternal") == []
+    [(job, [image])] = await harness.jobs()
+    assert job.state is JobState.FAILED
     assert image.generation_id is None
 
 

@@ -45,6 +45,18 @@ def test_messages_are_readable() -> None:
     assert "Prompt cannot be empty" in classify_failure(400, "Prompt cannot be empty").user_message
 
 
+@pytest.mark.parametrize("status", [404, 405])
+def test_a_missing_queue_route_is_named_and_other_routes_404_are_not(status: int) -> None:
+    missing = classify_failure(status, "Not Found", route="queue")
+    assert missing.kind is FailureKind.NOT_FOUND
+    assert f"HTTP {status} from `POST /ai/queue`" in missing.user_message
+    assert "OXEN_API_URL" in missing.user_message
+    assert classify_failure(404, "Model not found: nope", route="queue").user_message == (
+        "Oxen.ai has no model called `nope`."
+    )
+    assert "queue" not in classify_failure(status, "Not Found", route="poll").user_message
+
+
 @pytest.mark.parametrize(
     ("body", "detail"),
     [
