@@ -220,5 +220,5 @@ def build_host(settings: Settings, oxen: OxenClient) -> ReferenceHost | None:
         ).digest()
         return SignedUrlHost(settings.public_base_url, secret, settings.data_dir / "refs")
     if settings.oxen_reference_repo and choice in (ReferenceHosting.AUTO, ReferenceHosting.OXEN_REPO):
-        return OxenRepoHost(oxen, settings.oxen_reference_repo)
+        return OxenRepoHost(oxen, settings.oxen_reference_repo, settings.data_dir / "oxen-repo-commits")
     return None

@@ -299,21 +299,28 @@ class OxenClient:
                     FailureKind.UNAVAILABLE, f"The completion event stream broke: {exc}"
                 ) from None
 
-    async def upload_repo_file(self, repo: str, path: str, data: bytes, mimetype: str) -> str:
-        """Commit `data` to `path` on the main branch of Oxen repository `repo`; returns its download URL."""
-        url_path = f"/repos/{repo}/file/main/{quote(path)}"
+    def repo_file_url(self, repo: str, path: str) -> str:
+        """The download URL of `path` on the main branch of Oxen repository `repo` (oxen-api.md §4.4)."""
+        return f"{self._base}/repos/{repo}/file/main/{quote(path)}"
+
+    async def upload_repo_file(self, repo: str, folder: str, name: str, data: bytes, mimetype: str) -> str:
+        """Commit `data` as `folder/name` on the main branch of Oxen repository `repo`; returns its
+        download URL. The file goes in the multipart field `files[]`, whose target is the folder (the
+        server names the file after the part's filename); the single-path field `file` is deprecated
+        server-side (oxen-api.md §4.4)."""
+        folder_path = f"/repos/{repo}/file/main/{quote(folder)}"
         await self._call(
             "PUT",
-            url_path,
+            folder_path,
             route="repo_upload",
-            files={"file": (path.rsplit("/", 1)[-1], data, mimetype)},
+            files={"files[]": (name, data, mimetype)},
             data={
                 "message": "Dreamboard reference image",
                 "name": "Dreamboard",
                 "email": "dreamboard@localhost",
             },
         )
-        return self._base + url_path
+        return self.repo_file_url(repo, f"{folder}/{name}")
 
     async def _call(
         self, method: str, path: str, *, route: str, model: str = "", **request: Any

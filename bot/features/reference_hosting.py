@@ -4,7 +4,7 @@ Slack files are private, so each reference is re-hosted by one strategy (oxen-ap
 - `public_url`: this bot serves the bytes under PUBLIC_BASE_URL at an HMAC-signed URL that expires
   (references stay private; the bot must be reachable from the internet);
 - `oxen_repo`: the bytes are committed to OXEN_REFERENCE_REPO (works anywhere; a public repo makes
-  every reference world-readable, and every upload is a commit);
+  every reference world-readable; each distinct content is committed once);
 - `data_uri`: the bytes travel inline as `data:` URIs (explicit opt-in: documented by Oxen, but
   reported failing by a client).
 Fresh Oxen result URLs are reused for previous results whatever the strategy (see references.py).
@@ -12,6 +12,7 @@ Fresh Oxen result URLs are reused for previous results whatever the strategy (se
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import hashlib
 import hmac
@@ -71,18 +72,35 @@ class SignedUrlHost:
 
 
 class OxenRepoHost:
-    """Commits the bytes to an Oxen repository and hands out its download URL."""
+    """Commits the bytes to an Oxen repository once per content and hands out its download URL.
 
-    def __init__(self, oxen: OxenClient, repo: str) -> None:
+    Paths are content-addressed (`dreamboard-references/<key><ext>`), so a path committed once holds
+    those bytes for good. Each commit is remembered by an empty marker file in `ledger` (under the data
+    directory, so it survives restarts) written after Oxen confirmed the commit; a marked path is
+    never uploaded again. Remembering, rather than asking Oxen first: a HEAD on repository files is not
+    documented, and the documented GET (oxen-api.md §4.4) would download the whole file every time.
+    """
+
+    FOLDER = "dreamboard-references"
+
+    def __init__(self, oxen: OxenClient, repo: str, ledger: Path) -> None:
         self._oxen = oxen
         self._repo = repo
+        self._ledger = ledger / hashlib.sha256(repo.encode()).hexdigest()[:16]
+        self._locks: dict[str, asyncio.Lock] = {}
         self.description = f"oxen_repo ({repo})"
 
     async def publish(self, image: PreparedImage, key: str) -> str:
-        """Upload to `dreamboard-references/<key><ext>` in the repository."""
-        return await self._oxen.upload_repo_file(
-            self._repo, f"dreamboard-references/{key}{image.extension}", image.data, image.mimetype
-        )
+        """The download URL of `dreamboard-references/<key><ext>`, committing it first if it never was."""
+        name = key + image.extension
+        marker = self._ledger / name
+        async with self._locks.setdefault(name, asyncio.Lock()):
+            if marker.exists():
+                return self._oxen.repo_file_url(self._repo, f"{self.FOLDER}/{name}")
+            url = await self._oxen.upload_repo_file(self._repo, self.FOLDER, name, image.data, image.mimetype)
+            marker.parent.mkdir(parents=True, exist_ok=True)
+            marker.touch()
+            return url
 
 
 class DataUriHost:

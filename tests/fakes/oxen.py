@@ -181,6 +181,8 @@ class FakeOxen:
         self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.repo_files: dict[str, bytes] = {}
+        self.repo_commits: list[str] = []
+        """The repository file each committed `files[]` part became, in commit order."""
         self.fetched_references: list[list[bytes]] = []
         self._runner: web.AppRunner | None = None
 
@@ -669,22 +671,41 @@ class FakeOxen:
         return len(self._subscribers)
 
     async def _repo_put(self, request: web.Request) -> web.StreamResponse:
-        """`PUT /api/repos/{ns}/{repo}/file/{branch}/{path}` with a multipart `file` (a commit)."""
-        key = _repo_key(request)
+        """`PUT /api/repos/{ns}/{repo}/file/{branch}/{dir}`: one commit of the multipart `files[]` parts,
+        each stored as `{dir}/{its filename}` (oxen-api.md §4.4; Oxen-AI/Oxen server
+        `controllers/file.rs`: a filename is sanitised, a missing one becomes a random name; both
+        `file` and `files[]`, or neither, is a 400; the target must not be a file). The server still
+        accepts the single-path field `file`, marked deprecated in favour of `files[]`; the fake
+        refuses it with a 400 (stricter, so a client relying on the deprecated field fails here)."""
+        folder = _repo_key(request)
         fields: dict[str, str] = {}
-        content = b""
+        parts: list[tuple[str, bytes]] = []
+        deprecated = False
         reader = await request.multipart()
         async for part in reader:
             if isinstance(part, aiohttp.BodyPartReader):
-                if part.name == "file":
-                    content = bytes(await part.read())
+                if part.name == "files[]":
+                    name = (part.filename or uuid.uuid4().hex).replace("/", "").replace("\\", "")
+                    parts.append((name, bytes(await part.read())))
+                elif part.name == "file":
+                    deprecated = True
+                    await part.read()
                 else:
                     fields[str(part.name)] = await part.text()
 
         async def work() -> web.StreamResponse:
-            if not content:
-                return web.json_response(_envelope(400, "invalid_params", "no file"), status=400)
-            self.repo_files[key] = content
+            if deprecated:
+                detail = "the multipart field `file` is deprecated: use `files[]`"
+                return web.json_response(_envelope(400, "invalid_params", detail), status=400)
+            if not parts:
+                detail = "Missing file data: expected `files[]` multipart parts"
+                return web.json_response(_envelope(400, "invalid_params", detail), status=400)
+            if folder in self.repo_files:
+                detail = "Target path must be a directory"
+                return web.json_response(_envelope(400, "invalid_params", detail), status=400)
+            for name, content in parts:
+                self.repo_files[f"{folder}/{name}"] = content
+                self.repo_commits.append(f"{folder}/{name}")
             commit = {
                 "id": uuid.uuid4().hex,
                 "message": fields.get("message", ""),
@@ -692,7 +713,9 @@ class FakeOxen:
             }
             return web.json_response({"status": "success", "commit": commit})
 
-        return await self._serve(request, "PUT repo file", "PUT repo file", {"key": key, **fields}, work)
+        params: dict[str, Any] = {"key": folder, "field": "file" if deprecated else "files[]", **fields}
+        params["files"] = [f"{folder}/{name}" for name, _ in parts]
+        return await self._serve(request, "PUT repo file", "PUT repo file", params, work)
 
     async def _repo_get(self, request: web.Request) -> web.Response:
         """Files of a public repository download without a key."""

@@ -10,6 +10,7 @@ from PIL import Image
 
 from bot.features.reference_hosting import SignedUrlHost
 from tests.scenarios.harness import Harness, is_card
+from tests.scenarios.test_actions import card, press
 
 
 def png(colour: str) -> bytes:
@@ -31,11 +32,49 @@ async def test_oxen_repo_hosting_uploads_each_reference_once(harness: Harness) -
     await iterate_with_attachment(harness, image)
     await harness.slack.wait_for("chat.update", where=is_card, count=2)
     [upload] = harness.oxen.recorder.calls_to("PUT repo file")
-    assert upload.params["key"].startswith("team/dreamboard-refs/main/dreamboard-references/")
+    assert upload.params["field"] == "files[]"
+    assert upload.params["key"] == "team/dreamboard-refs/main/dreamboard-references"
+    [committed] = harness.oxen.repo_commits
     attachment_url, result_url = harness.oxen.submissions[-1]["input_image"]
-    assert attachment_url.startswith(harness.oxen.url + "/repos/team/dreamboard-refs/file/main/")
+    assert attachment_url == harness.oxen.url + "/repos/" + committed.replace("/main/", "/file/main/", 1)
     assert "/results/" in result_url, "the previous result is passed as Oxen's own fresh URL"
     assert harness.oxen.fetched_references[-1][0] == image
+
+
+async def test_oxen_repo_commits_a_reference_once_across_rerolls_and_a_restart(harness: Harness) -> None:
+    await harness.start(oxen_reference_repo="team/dreamboard-refs")
+    image = png("navy")
+    await iterate_with_attachment(harness, image)
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
+    iteration, _ = (await harness.jobs())[-1]
+    await press(harness, card(harness, iteration.id), "reroll", user="U2")
+    await harness.slack.wait_for("chat.update", where=is_card, count=3)
+    await harness.stop()
+    await harness.start()
+    await press(harness, card(harness, iteration.id), "reroll", user="U3")
+    await harness.slack.wait_for("chat.update", where=is_card, count=4)
+
+    [committed] = harness.oxen.repo_commits
+    assert harness.oxen.repo_files[committed] == image
+    assert len(harness.oxen.recorder.calls_to("PUT repo file")) == 1
+    url = harness.oxen.url + "/repos/" + committed.replace("/main/", "/file/main/", 1)
+    submitted = [body["input_image"][0] for body in harness.oxen.submissions[-3:]]
+    assert submitted == [url, url, url], "the job and both rerolls send the one committed file"
+    assert [refs[0] for refs in harness.oxen.fetched_references[-3:]] == [image, image, image]
+
+
+async def test_the_fake_refuses_the_deprecated_file_field(harness: Harness) -> None:
+    form = aiohttp.FormData()
+    form.add_field("file", png("grey"), filename="ref.png", content_type="image/png")
+    headers = {"Authorization": f"Bearer {harness.oxen.api_key}"}
+    target = harness.oxen.url + "/repos/team/refs/file/main/dreamboard-references/ref.png"
+    async with (
+        aiohttp.ClientSession() as session,
+        session.put(target, data=form, headers=headers) as response,
+    ):
+        assert response.status == 400
+        assert "files[]" in (await response.json())["error"]["detail"]
+    assert harness.oxen.repo_commits == []
 
 
 async def test_data_uri_hosting_is_an_explicit_opt_in(harness: Harness) -> None:
