@@ -12,12 +12,11 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from PIL import Image, UnidentifiedImageError
-
 from bot.backends.base import BackendError, FailureKind, Outcome, ResultImage
 from bot.backends.model_schema import PayloadPlan, plan_payload
 from bot.backends.oxen import OxenClient, QueueRow, classify_failure
 from bot.backends.oxen_events import CompletionWatcher
+from bot.domain.images import ImageRejectedError, identify_image
 from bot.domain.requests import Limits
 from bot.domain.secrets import Redactor
 
@@ -25,7 +24,6 @@ MAX_RESULT_BYTES = 64 * 1024 * 1024
 CLOCK_SKEW = 120.0
 """How far Oxen's `enqueued_at` may lag our own marker and still count as the same submission."""
 _SEARCHED_STATUSES = (None, "succeeded", "failed")
-_IMAGE_TYPES = {"JPEG": "image/jpeg", "PNG": "image/png", "WEBP": "image/webp", "GIF": "image/gif"}
 _MATCHED_FIELDS = ("prompt", "seed", "size", "aspect_ratio")
 _REFERENCE_FIELDS = ("input_image", "input_images")
 
@@ -116,7 +114,8 @@ class OxenBackend:
         await self._client.cancel(handle)
 
     async def fetch_result(self, url: str, folder: Path, stem: str) -> ResultImage:
-        """Stream the result to disk (size-capped), then check with Pillow that it is an image."""
+        """Stream the result to disk (size-capped), then name and type it from its bytes (Pillow);
+        the Content-Type is only quoted in the message when the bytes are not an image."""
         partial = folder / f"{stem}.part"
         async with self._client.download(url) as response:
             content_type = response.headers.get("content-type", "unknown").split(";")[0].strip()
@@ -126,18 +125,18 @@ class OxenBackend:
                     written += len(chunk)
                     if written > MAX_RESULT_BYTES:
                         raise BackendError(
-                            FailureKind.NOT_AN_IMAGE, "Oxen.ai sent an implausibly large image."
+                            FailureKind.NOT_AN_IMAGE,
+                            f"Oxen.ai's result `{stem}` is implausibly large; nothing was uploaded.",
                         )
                     sink.write(chunk)
-        image_format = await asyncio.to_thread(_image_format, partial)
-        if image_format not in _IMAGE_TYPES:
+        try:
+            kind = await asyncio.to_thread(identify_image, partial)
+        except ImageRejectedError as exc:
             raise BackendError(
                 FailureKind.NOT_AN_IMAGE,
-                f"Oxen.ai sent a result that is not an image ({content_type}); nothing was uploaded.",
-            )
-        mimetype = _IMAGE_TYPES[image_format]
-        path = partial.rename(folder / f"{stem}.{image_format.lower().replace('jpeg', 'jpg')}")
-        return ResultImage(path, mimetype)
+                f"Oxen.ai's result `{stem}` {exc} (it was served as {content_type}); nothing was uploaded.",
+            ) from None
+        return ResultImage(partial.rename(folder / f"{stem}{kind.extension}"), kind.mimetype)
 
 
 def _same_submission(row: QueueRow, body: Mapping[str, Any], since: float) -> bool:
@@ -157,12 +156,3 @@ def _unsigned(value: Any) -> list[str]:
     new expiry and signature, but names the same bytes."""
     urls = value if isinstance(value, list) else [value] if isinstance(value, str) else []
     return [str(url).split("?", 1)[0] for url in urls]
-
-
-def _image_format(path: Path) -> str | None:
-    try:
-        with Image.open(path) as image:
-            image.verify()
-            return str(image.format)
-    except (UnidentifiedImageError, OSError, Image.DecompressionBombError):
-        return None

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import io
 from dataclasses import dataclass
+from pathlib import Path
 
 from PIL import Image, ImageOps, UnidentifiedImageError
 
@@ -16,6 +17,13 @@ MAX_HOSTED_BYTES = 10 * 1024 * 1024
 MAX_LONG_SIDE = 4096
 MIN_SIDE = 15
 MAX_PIXELS = 64_000_000
+UPLOADED_FORMATS = {
+    "JPEG": ("image/jpeg", ".jpg"),
+    "PNG": ("image/png", ".png"),
+    "WEBP": ("image/webp", ".webp"),
+    "GIF": ("image/gif", ".gif"),
+}
+"""Pillow format → (mimetype, extension) for the result files Dreamboard uploads to Slack."""
 _HEIF_BRANDS = (b"ftypheic", b"ftypheix", b"ftyphevc", b"ftypmif1", b"ftypmsf1", b"ftypavif")
 
 
@@ -34,6 +42,38 @@ class PreparedImage:
     def extension(self) -> str:
         """File extension matching the mimetype."""
         return ".png" if self.mimetype == "image/png" else ".jpg"
+
+
+@dataclass(frozen=True)
+class ImageKind:
+    """What a file's bytes are, as Pillow reads them."""
+
+    format: str
+    mimetype: str
+    extension: str
+
+
+def identify_image(path: Path) -> ImageKind:
+    """The file's type from its bytes alone (never a name or a Content-Type); only the header is
+    parsed and the structure verified, nothing is decoded. Raises ImageRejectedError with a reason
+    ("is not an image", …) meant to follow the file's description."""
+    try:
+        with Image.open(path) as image:
+            width, height = image.size
+            if width * height > MAX_PIXELS:
+                raise ImageRejectedError(f"is {width}×{height}, too large to be an image Dreamboard uploads")
+            image_format = str(image.format)
+            image.verify()
+    except ImageRejectedError:
+        raise
+    except Image.DecompressionBombError:
+        raise ImageRejectedError("is too large to be an image Dreamboard uploads") from None
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        raise ImageRejectedError("is not an image") from None
+    if image_format not in UPLOADED_FORMATS:
+        raise ImageRejectedError(f"is a {image_format} image; Dreamboard uploads JPEG, PNG, WebP or GIF only")
+    mimetype, extension = UPLOADED_FORMATS[image_format]
+    return ImageKind(image_format, mimetype, extension)
 
 
 def prepare_image(data: bytes, name: str) -> PreparedImage:

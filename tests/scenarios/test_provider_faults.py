@@ -6,11 +6,13 @@ Every case drives the real app over loopback against FakeOxen's fault injection 
 
 from __future__ import annotations
 
+import io
 import json
 from typing import Any
 
 import httpx
 import pytest
+from PIL import Image
 
 from bot.store.model import ImageState, JobState
 from tests.fakes.recorder import Call
@@ -218,7 +220,8 @@ async def test_a_result_served_as_html_is_not_uploaded_and_not_billed_again(harn
     harness.oxen.serve_result_as("text/html")
     await harness.command("a fox")
     text = await failure_reply(harness)
-    assert "not an image (text/html); nothing was uploaded" in text
+    [(job, _)] = await harness.jobs()
+    assert f"result `{job.id}-1` is not an image (it was served as text/html); nothing was uploaded" in text
     assert_nothing_generic(harness)
     assert harness.slack.calls_to("files.getUploadURLExternal") == []
     assert harness.slack.calls_to("files.completeUploadExternal") == []
@@ -239,6 +242,44 @@ async def test_png_bytes_served_as_octet_stream_are_uploaded_as_png(harness: Har
     [file] = [f for f in harness.slack.uploaded_files.values() if f.completed]
     assert file.content.startswith(b"\x89PNG\r\n\x1a\n")
     assert file.filename.endswith(".png")
+
+
+async def test_jpeg_bytes_served_as_png_are_uploaded_as_jpeg(harness: Harness) -> None:
+    await harness.start()
+    jpeg = io.BytesIO()
+    Image.new("RGB", (64, 48), "teal").save(jpeg, format="JPEG")
+    harness.oxen.serve_result_as("image/png", jpeg.getvalue())
+    await harness.command("a fox")
+    await assert_delivered_once(harness)
+    [reserved] = harness.slack.calls_to("files.getUploadURLExternal")
+    assert str(reserved.params["filename"]).endswith(".jpg")
+    [file] = [f for f in harness.slack.uploaded_files.values() if f.completed]
+    assert (file.content, file.filename) == (jpeg.getvalue(), reserved.params["filename"])
+
+
+@pytest.mark.parametrize(
+    ("content_type", "body"),
+    [
+        ("image/png", b"<!DOCTYPE html><html><body>Sign in to Oxen.ai</body></html>"),
+        ("image/jpeg", bytes(range(256)) * 64),
+    ],
+)
+async def test_a_non_image_served_with_an_image_type_fails_the_job_naming_the_image(
+    harness: Harness, content_type: str, body: bytes
+) -> None:
+    await harness.start()
+    harness.oxen.serve_result_as(content_type, body)
+    await harness.command("a fox")
+    text = await failure_reply(harness)
+    [(job, _)] = await harness.jobs()
+    assert job.state is JobState.FAILED
+    expected = f"result `{job.id}-1` is not an image (it was served as {content_type}); nothing was uploaded"
+    assert expected in text
+    assert job.error is not None
+    assert expected in job.error
+    assert_nothing_generic(harness)
+    assert harness.slack.calls_to("files.getUploadURLExternal") == []
+    assert harness.slack.calls_to("files.completeUploadExternal") == []
 
 
 # -- polling that breaks: the job fails and nothing keeps running at Oxen ---------------------------
