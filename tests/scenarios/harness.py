@@ -204,3 +204,14 @@ class Harness:
     async def jobs(self) -> list[StoredJob]:
         """Every stored job with its images (see `stored_jobs`)."""
         return await stored_jobs(self.database)
+
+    async def announced_jobs(self, count: int, timeout: float = 5.0) -> list[StoredJob]:
+        """The stored jobs, once `count` of them hold their status message's ts. The bot writes it after
+        Slack's answer, so the fake can have posted a status the store does not hold yet; that write has
+        no hook to await, so the store is read again every 10 ms until it does."""
+        async with asyncio.timeout(timeout):
+            while True:
+                jobs = await self.jobs()
+                if sum(job.status_ts is not None for job, _ in jobs) >= count:
+                    return jobs
+                await asyncio.sleep(0.01)

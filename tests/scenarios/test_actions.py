@@ -293,8 +293,7 @@ async def test_x_on_the_status_message_cancels_a_queued_job(april: Harness) -> N
     await april.command("keeps the only slot busy", user_id="U9")
     await april.oxen.recorder.wait_for("POST /ai/queue")
     await april.command("a fox")
-    await april.slack.wait_for("chat.postMessage", count=2)
-    queued, _ = (await april.jobs())[-1]
+    queued, _ = (await april.announced_jobs(2))[-1]
     await react(april, "x", str(queued.status_ts), user="U1")
     await april.slack.wait_for("chat.update", where=lambda c: "Cancelled" in c.params["text"])
     april.oxen.release()
