@@ -12,6 +12,7 @@ from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
 from slack_bolt.middleware.ignoring_self_events.async_ignoring_self_events import AsyncIgnoringSelfEvents
 from slack_bolt.response import BoltResponse
+from slack_sdk.web.async_client import AsyncWebClient
 
 from bot.app.listener_errors import listener_error_handler
 from bot.app.services import Services
@@ -121,6 +122,28 @@ Register = Callable[[Listeners, Services], None]
 """Wires listeners onto the app (handlers.register)."""
 
 
+def one_workspace(client: AsyncWebClient) -> Callable[[], Awaitable[AuthorizeResult]]:
+    """Bolt's `authorize` for this single-workspace app: one `auth.test`, through the paced client, shared
+    by every request. Bolt's own single-team authorization asks `auth.test` on a fresh, unpaced client per
+    request until one answer is cached, so a burst of first requests can be rate-limited into Bolt's
+    "please try again" answer and lost."""
+    lock = asyncio.Lock()
+    cached: list[AuthorizeResult] = []
+
+    async def authorize() -> AuthorizeResult:
+        async with lock:
+            if not cached:
+                response = await client.auth_test()
+                cached.append(
+                    AuthorizeResult.from_auth_test_response(
+                        auth_test_response=response, bot_token=client.token
+                    )
+                )
+        return cached[0]
+
+    return authorize
+
+
 def build_app(services: Services, *, register: Register) -> AsyncApp:
     """An AsyncApp on the services' Web API client; `register` wires the listeners (handlers/), each
     tracked in `services.listeners`; a listener failing after its ack is answered to the user."""
@@ -128,6 +151,7 @@ def build_app(services: Services, *, register: Register) -> AsyncApp:
     secret = settings.slack_signing_secret
     app = AsyncApp(
         client=services.slack,
+        authorize=one_workspace(services.slack),
         signing_secret=secret.get_secret_value() if secret else "",
         request_verification_enabled=not settings.socket_mode,
         raise_error_for_unhandled_request=False,

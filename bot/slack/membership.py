@@ -9,6 +9,7 @@ a token the bot first asks whether it is a member, with a read its history scope
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import time
 from collections.abc import Callable
@@ -39,6 +40,8 @@ class ChannelAccess:
         self._clock = clock
         self._scopes: frozenset[str] | None = None
         self._scopes_at = 0.0
+        self._asking = asyncio.Lock()
+        """One auth.test at a time: a burst of first requests shares its answer."""
         self._members: dict[str, float] = {}
 
     async def check(self, channel_id: str) -> None:
@@ -66,6 +69,10 @@ class ChannelAccess:
         """Whether the token has chat:write.public: every Web API answer lists the token's scopes in
         X-OAuth-Scopes (https://api.slack.com/legacy/oauth-scopes, "Working with scopes"). When Slack
         cannot say, assume it has (and check membership)."""
+        async with self._asking:
+            return await self._scopes_allow_public_write()
+
+    async def _scopes_allow_public_write(self) -> bool:
         now = self._clock()
         if self._scopes is None or now - self._scopes_at >= self._ttl:
             try:

@@ -96,7 +96,7 @@ async def test_a_waiting_jobs_status_shows_its_place_in_line_as_the_line_moves(h
             "chat.postMessage", where=lambda call, u=user: f"<@{u}>" in str(call.params)
         )
     await harness.oxen.recorder.wait_for("POST /ai/queue")
-    first, second, third, fourth = [job for job, _ in await harness.jobs()]
+    first, second, third, fourth = [job for job, _ in await harness.announced_jobs(4)]
     shown = [str(call.params["text"]).split(":")[2] for call in harness.slack.calls_to("chat.postMessage")]
     assert shown == [
         " *Generating…* · 1 image",  # it got the slot at once, so it is posted as generating
@@ -181,3 +181,13 @@ async def test_the_rate_limits_at_work_are_metrics(harness: Harness) -> None:
     assert "dreamboard_queue_position_edits_total 0.0" in text.splitlines()
     [paced] = [line for line in text.splitlines() if line.startswith("dreamboard_slack_paced_seconds_total ")]
     assert float(paced.split()[1]) > 0
+
+
+async def test_a_burst_of_first_requests_shares_one_authorization(harness: Harness) -> None:
+    # Bolt's own single-team authorization would call auth.test per request (on an unpaced client) until
+    # one answer is cached; in a burst that gets rate-limited and Bolt answers "please try again".
+    await harness.start()
+    asked, response_users = await commands(harness, 12, 6, "an early fox", within=0.2)
+    tally = await account(harness.slack, harness.database, asked, 1, response_users)
+    assert (tally.silent_losses, tally.images_delivered) == (0, 12), describe(tally)
+    assert len(harness.slack.calls_to("auth.test")) <= 3, "authorization, scopes, workspace URL: once each"
