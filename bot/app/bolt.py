@@ -4,12 +4,14 @@ from __future__ import annotations
 
 import asyncio
 import functools
+import logging
 import re
 from collections.abc import Awaitable, Callable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from slack_bolt.async_app import AsyncAck, AsyncApp, AsyncBoltContext
 from slack_bolt.authorization import AuthorizeResult
+from slack_bolt.logger.messages import warning_token_skipped
 from slack_bolt.middleware.ignoring_self_events.async_ignoring_self_events import AsyncIgnoringSelfEvents
 from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
@@ -122,6 +124,17 @@ Register = Callable[[Listeners, Services], None]
 """Wires listeners onto the app (handlers.register)."""
 
 
+class _TokenKeptByAuthorize(logging.Filter):
+    """Drops Bolt's start-up warning that the token "will be ignored" once `authorize` is given: the
+    token is not ignored, `one_workspace` hands it to every request."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return record.getMessage() != warning_token_skipped()
+
+
+_TOKEN_KEPT = _TokenKeptByAuthorize()
+
+
 def one_workspace(client: AsyncWebClient) -> Callable[[], Awaitable[AuthorizeResult]]:
     """Bolt's `authorize` for this single-workspace app: one `auth.test`, through the paced client, shared
     by every request. Bolt's own single-team authorization asks `auth.test` on a fresh, unpaced client per
@@ -149,6 +162,7 @@ def build_app(services: Services, *, register: Register) -> AsyncApp:
     tracked in `services.listeners`; a listener failing after its ack is answered to the user."""
     settings = services.settings
     secret = settings.slack_signing_secret
+    logging.getLogger("slack_bolt.AsyncApp").addFilter(_TOKEN_KEPT)
     app = AsyncApp(
         client=services.slack,
         authorize=one_workspace(services.slack),
