@@ -128,9 +128,6 @@ SHARE_DELAY = 1.0
 completes the share asynchronously, after security scans, so its answer and the first files.info usually
 lack `shares` (seratch in slackapi/bolt-js#2115; python-slack-sdk#1277, #1363), and a block naming the file
 fails until about a second later (python-slack-sdk#1521, slack.md §2.2). The default is that second."""
-FILE_SHARE_PAYLOAD = json.loads(
-    (Path(__file__).parent / "payloads" / "bot_upload_file_share.json").read_text(encoding="utf-8")
-)
 MIMETYPES = {"png": "image/png", "jpg": "image/jpeg", "jpeg": "image/jpeg", "gif": "image/gif"}
 
 
@@ -1193,7 +1190,7 @@ class FakeSlack:
         self, files: list[FakeFile], *, channel: str, stored: dict[str, Any]
     ) -> dict[str, Any]:
         """The bot's own file_share message event, from the documented fixture (payloads/)."""
-        event: dict[str, Any] = json.loads(json.dumps(FILE_SHARE_PAYLOAD["event"]))
+        event: dict[str, Any] = example("bot_upload_file_share")["event"]
         event.update(text=stored["text"], user=self.bot_user_id, ts=stored["ts"], event_ts=stored["ts"])
         event["channel"] = channel
         event["channel_type"] = "im" if channel.startswith("D") else "channel"
@@ -1204,9 +1201,9 @@ class FakeSlack:
 
     def _event_file(self, file: FakeFile) -> dict[str, Any]:
         if self.event_files == "stub":
-            stub: dict[str, Any] = json.loads(json.dumps(FILE_SHARE_PAYLOAD["file_stub"]))
+            stub: dict[str, Any] = example("bot_upload_file_share")["file_stub"]
             return {**stub, "id": file.id}
-        template: dict[str, Any] = json.loads(json.dumps(FILE_SHARE_PAYLOAD["file"]))
+        template: dict[str, Any] = example("bot_upload_file_share")["file"]
         full = self._file_object(file)
         return {**template, **{key: full[key] for key in template if key in full}, "size": full["size"]}
 
