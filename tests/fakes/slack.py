@@ -596,10 +596,6 @@ class FakeSlack:
         )
         return payload
 
-    def new_trigger_id(self) -> str:
-        """A fresh `trigger_id`, shaped like Slack's (`<digits>.<digits>.<hex>`), issued now."""
-        return self._issue_trigger()
-
     async def send_command(self, events_url: str, text: str, **fields: Any) -> SignedResponse:
         """Invoke `/imagine <text>` (form-encoded, signed)."""
         return await self.send_command_payload(events_url, self.command_payload(text, **fields))
@@ -643,7 +639,7 @@ class FakeSlack:
         (payloads/block_actions.json); `block_id` is that of the block holding the button."""
         payload = example("block_actions")
         user = {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": self.team_id}
-        payload.update(user=user, trigger_id=self.new_trigger_id(), message=message)
+        payload.update(user=user, trigger_id=self._issue_trigger(), message=message)
         payload["team"]["id"] = self.team_id
         payload["container"].update(message_ts=message["ts"], channel_id=channel_id)
         payload["channel"]["id"] = channel_id
@@ -670,7 +666,7 @@ class FakeSlack:
         (payloads/view_submission.json)."""
         payload = example("view_submission")
         user = {"id": user_id, "username": user_id.lower(), "name": user_id.lower(), "team_id": self.team_id}
-        payload.update(user=user, trigger_id=self.new_trigger_id())
+        payload.update(user=user, trigger_id=self._issue_trigger())
         payload["team"]["id"] = self.team_id
         submitted = payload["view"]
         submitted.update(view)
