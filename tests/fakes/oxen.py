@@ -8,15 +8,20 @@ from __future__ import annotations
 
 import asyncio
 import base64
+import hashlib
+import hmac
+import io
 import json
+import secrets
 import time
 import uuid
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from typing import Any, Literal
 
 import aiohttp
 from aiohttp import web
+from PIL import Image, UnidentifiedImageError
 
 from tests.fakes.images import dimensions, render_png, textured_png
 from tests.fakes.recorder import Call, Recorder, drop_connection, take_fault
@@ -104,6 +109,16 @@ GATEWAY_PAGE = (
 RESULT_HTML_PAGE = (
     "<!DOCTYPE html><html><head><title>Oxen.ai</title></head><body>This link has expired.</body></html>"
 )
+RESULT_URL_LIFETIME = 3600.0
+"""Seconds a result URL stays valid. oxen-api.md §2.3 ("a temporary link that expires after a period of
+time") and §3.5 ("Presigned … Expires after a limited time") state no lifetime (§9 q5); one hour is the
+fake's choice, and tests shorten it."""
+# A presigned URL past its expiry, or with a signature that does not match, is refused by the object store
+# behind it with 403 and an XML error document (the shape of S3-style presigned URLs; oxen-api.md §3.5 calls
+# the URL presigned but documents no answer). Stricter than a JSON envelope: a client must not parse it.
+PRESIGNED_REFUSAL = (
+    '<?xml version="1.0" encoding="UTF-8"?><Error><Code>{code}</Code><Message>{message}</Message></Error>'
+)
 
 
 @dataclass
@@ -120,6 +135,8 @@ class Generation:
     forced_error: str | None = None
     finishing: bool = False
     no_result: bool = False
+    result_url: str | None = None
+    """The URL signed when the generation finished (what its row and its event carry)."""
 
 
 @dataclass
@@ -152,9 +169,16 @@ class FakeOxen:
         latency: float = 0.0,
         image_scale: float = 1 / 64,
         queue_enabled: bool = True,
-        result_auth_required: bool = False,
+        result_auth_required: bool = True,
+        result_url_lifetime: float = RESULT_URL_LIFETIME,
+        resign_result_urls: bool = False,
         textured: bool = False,
     ) -> None:
+        """`result_auth_required`: result URLs answer 401 without the Bearer key (oxen-api.md §2.3, a
+        second-hand live report; on by default, the stricter reading). `result_url_lifetime`: seconds a
+        signed result URL is valid (§2.3, §3.5; see RESULT_URL_LIFETIME). `resign_result_urls`: whether
+        `GET /ai/queue/{id}` signs a fresh URL each time; §3.3 says a later GET "probably" does, unverified
+        (§9 q5), so by default the row keeps the URL signed at completion, which expires (stricter)."""
         self.api_key = api_key
         self.schema = schema
         self.schema_key = schema_key
@@ -162,6 +186,10 @@ class FakeOxen:
         self.image_scale = image_scale
         self.queue_enabled = queue_enabled
         self.result_auth_required = result_auth_required
+        self.result_url_lifetime = result_url_lifetime
+        self.resign_result_urls = resign_result_urls
+        self._clock_offset = 0.0
+        self._signing_key = secrets.token_bytes(16)
         self.textured = textured
         self.recorder = Recorder()
         self.namespace = "test-user"
@@ -234,6 +262,14 @@ class FakeOxen:
         ]
 
     # -- test controls ---------------------------------------------------------------------------
+
+    def now(self) -> float:
+        """The fake's clock for result URL expiry (wall time moved on by `advance`)."""
+        return time.time() + self._clock_offset
+
+    def advance(self, seconds: float) -> None:
+        """Move the fake's clock on by `seconds`: result URLs signed before then may have expired."""
+        self._clock_offset += seconds
 
     def hold(self) -> None:
         """Keep every generation `processing` until `release()`."""
@@ -393,10 +429,40 @@ class FakeOxen:
                 str(params.get("prompt")), seed if isinstance(seed, int) else None, width, height
             )
         self._results[generation_id] = png
-        return f"{self.root}/results/{generation_id}.png"
+        return self._sign_result(generation_id)
 
-    async def _fetch_references(self, params: dict[str, Any]) -> str | None:
-        """Download every reference as Oxen's servers do; a failure message, or None when all worked."""
+    def _sign_result(self, generation_id: str) -> str:
+        """A presigned result URL valid for `result_url_lifetime` from now (oxen-api.md §3.5)."""
+        expires = int(self.now() + self.result_url_lifetime)
+        signature = self._signature(generation_id, expires)
+        return f"{self.root}/results/{generation_id}.png?exp={expires}&sig={signature}"
+
+    def _signature(self, generation_id: str, expires: int) -> str:
+        return hmac.new(self._signing_key, f"{generation_id}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+    def _presigned_refusal(self, generation_id: str, query: Mapping[str, str]) -> web.Response | None:
+        """403 for a result URL whose signature is wrong or whose expiry has passed, else None."""
+        try:
+            expires = int(query.get("exp", ""))
+        except ValueError:
+            expires = -1
+        if not hmac.compare_digest(self._signature(generation_id, expires), query.get("sig", "")):
+            code, message = "SignatureDoesNotMatch", "The request signature does not match"
+        elif expires < self.now():
+            code, message = "AccessDenied", "Request has expired"
+        else:
+            return None
+        body = PRESIGNED_REFUSAL.format(code=code, message=message)
+        return web.Response(text=body, status=403, content_type="application/xml")
+
+    async def _fetch_references(self, params: dict[str, Any]) -> InputProblem | None:
+        """Download every reference as Oxen's servers do when the generation runs: anonymously, without
+        any key ("The `input_image` URL must be publicly downloadable. URLs that require authentication …
+        will fail", oxen-api.md §4.3). None when all worked (their bytes are recorded), else the first
+        failure: a non-200 answer in the words of §2.4 ("… 403 Client Error: Forbidden for url: …"; the
+        leading words are elided there, so the fake's are its choice), a URL that cannot be reached as
+        §1.3 reports it (a 500 "Internal Server Error"), bytes that are not an image as an upstream
+        decoder would say it (the docs are silent; the fake refuses, the stricter choice)."""
         urls: list[str] = []
         for name in ("input_image", "input_images"):
             value = params.get(name)
@@ -404,16 +470,33 @@ class FakeOxen:
         fetched: list[bytes] = []
         for url in urls:
             if url.startswith("data:"):
-                fetched.append(base64.b64decode(url.split(",", 1)[1]))
-                continue
-            if not url.startswith("http://127.0.0.1:"):
-                return f"Getting model response error: 500 - could not fetch {url}"
-            async with self._http.get(url) as response:
-                if response.status != 200:
-                    return f"{response.status} Client Error: Forbidden for url: {url}"
-                fetched.append(await response.read())
+                data = base64.b64decode(url.split(",", 1)[1])
+            else:
+                answer = await self._download_input(url)
+                if isinstance(answer, InputProblem):
+                    return answer
+                data = answer
+            if not _is_image(data):
+                detail = f"Invalid input image: cannot identify image file for url: {url[:80]}"
+                return InputProblem(400, f"Getting model response error: 400 - {detail}")
+            fetched.append(data)
         self.fetched_references.append(fetched)
         return None
+
+    async def _download_input(self, url: str) -> bytes | InputProblem:
+        unreachable = InputProblem(500, "Internal Server Error")
+        if not url.startswith("http://127.0.0.1:"):
+            return unreachable  # the fake's servers reach only loopback (tests never use the network)
+        try:
+            async with self._http.get(url, timeout=aiohttp.ClientTimeout(total=10)) as response:
+                if response.status != 200:
+                    kind = "Client" if response.status < 500 else "Server"
+                    reason = response.reason or ""
+                    failure = f"{response.status} {kind} Error: {reason} for url: {url}"
+                    return InputProblem(400, f"Failed to download input image: {failure}")
+                return await response.read()
+        except (aiohttp.ClientError, TimeoutError):
+            return unreachable
 
     async def _advance(self, generation: Generation) -> None:
         """Bring a generation up to date: processing once polled, finished once its time has come."""
@@ -433,11 +516,10 @@ class FakeOxen:
         if generation.finishing:
             return
         generation.finishing = True
-        problem = (
-            generation.forced_error
-            or self._validate(generation.params)
-            or await self._fetch_references(generation.params)
-        )
+        problem = generation.forced_error or self._validate(generation.params)
+        if problem is None:
+            fetch = await self._fetch_references(generation.params)
+            problem = fetch.message if fetch is not None else None
         if generation.status == "cancelled":
             return
         generation.completed_at = time.time()
@@ -451,6 +533,7 @@ class FakeOxen:
             # open question (§9 q9), so the fake bills exactly the generations that succeeded.
             self.billed.append(generation.id)
             url = None if generation.no_result else self._make_result(generation.id, generation.params)
+            generation.result_url = url
             event.update(status="succeeded", model=generation.params.get("model"), url=url)
         for subscriber in self._subscribers:
             subscriber.put_nowait(event)
@@ -458,7 +541,9 @@ class FakeOxen:
     def _row(self, generation: Generation) -> dict[str, Any]:
         """The row of oxen-api.md §3.2/§3.3: `model_name`, not `model`, plus the original enqueue params."""
         extra = {k: v for k, v in generation.params.items() if k not in QUEUE_FIELDS}
-        has_result = generation.status == "succeeded" and generation.id in self._results
+        result_url = generation.result_url if generation.status == "succeeded" else None
+        if result_url is not None and self.resign_result_urls:
+            result_url = self._sign_result(generation.id)
         return {
             **extra,
             "generation_id": generation.id,
@@ -466,7 +551,7 @@ class FakeOxen:
             "prompt": generation.params.get("prompt"),
             "media_type": "image",
             "status": generation.status,
-            "result_url": f"{self.root}/results/{generation.id}.png" if has_result else None,
+            "result_url": result_url,
             "error_message": generation.error_message,
             "enqueued_at": int(generation.enqueued_at),
             "started_at": int(generation.started_at) if generation.started_at else None,
@@ -620,10 +705,14 @@ class FakeOxen:
 
         async def work() -> web.StreamResponse:
             problem = self._fail_next.pop(0) if self._fail_next else self._validate(params)
-            problem = problem or await self._fetch_references(params)
             if problem is not None:
                 status = 404 if problem.startswith("Model not found") else 400
                 return web.json_response(_envelope(status, "invalid_params", problem), status=status)
+            fetch = await self._fetch_references(params)
+            if fetch is not None and fetch.status == 500:
+                return _error_response(500, {})
+            if fetch is not None:
+                return web.json_response(_envelope(400, "invalid_params", fetch.message), status=400)
             if self.latency:
                 await asyncio.sleep(self.latency)
             await self._released.wait()
@@ -728,11 +817,17 @@ class FakeOxen:
         name = request.match_info["name"]
 
         async def work() -> web.StreamResponse:
+            # oxen-api.md §2.3 (second-hand): hub.oxen.ai result URLs need the Bearer key; unless a test
+            # turns it off, a request without it gets §1.3's 401 `unauthenticated`.
             if self.result_auth_required and request.headers.get("Authorization") != f"Bearer {self.api_key}":
                 return web.json_response(_envelope(401, "unauthenticated"), status=401)
-            result = self._results.get(name.removesuffix(".png"))
+            generation_id = name.removesuffix(".png")
+            result = self._results.get(generation_id)
             if result is None:
                 return web.json_response(_envelope(404, "resource_not_found"), status=404)
+            refused = self._presigned_refusal(generation_id, request.query)
+            if refused is not None:
+                return refused
             override = take_fault(self._result_overrides, "GET result")
             if override is None:
                 return web.Response(body=result, content_type="image/png")
@@ -742,6 +837,24 @@ class FakeOxen:
             return web.Response(body=body, headers={"Content-Type": override.content_type})
 
         return await self._serve(request, "GET result", "GET result", {"name": name}, work)
+
+
+@dataclass(frozen=True)
+class InputProblem:
+    """Why a reference could not be fetched: the sync route's HTTP status and the message (a queued
+    generation fails with the message as its error_message)."""
+
+    status: int
+    message: str
+
+
+def _is_image(data: bytes) -> bool:
+    try:
+        with Image.open(io.BytesIO(data)) as image:
+            image.verify()
+    except (UnidentifiedImageError, OSError, SyntaxError, ValueError):
+        return False
+    return True
 
 
 def _repo_key(request: web.Request) -> str:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import base64
 import json
 import socket
 from typing import Any
@@ -16,6 +17,7 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.signature import SignatureVerifier
 from slack_sdk.web.async_client import AsyncWebClient
 
+from tests.fakes.images import render_png
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.signing import slack_signature
 from tests.fakes.slack import FakeSlack
@@ -231,7 +233,8 @@ async def test_oxen_queue_list_shows_active_rows_by_default_and_filters(fake_oxe
     fake_oxen.add_model("other-model", {"type": "object", "properties": {"prompt": {"type": "string"}}})
     fake_oxen.hold()
     async with _oxen_client(fake_oxen) as http:
-        [first] = await _enqueue(http, prompt="one", size="4K", input_image=["data:image/png;base64,AA=="])
+        reference = "data:image/png;base64," + base64.b64encode(render_png("ref", 1, 16, 16)).decode()
+        [first] = await _enqueue(http, prompt="one", size="4K", input_image=[reference])
         [cancelled] = await _enqueue(http, prompt="two")
         other = (await http.post("/ai/queue", json={"model": "other-model", "prompt": "three"})).json()
         [third] = [g["generation_id"] for g in other["generations"]]
@@ -247,7 +250,7 @@ async def test_oxen_queue_list_shows_active_rows_by_default_and_filters(fake_oxe
             "4K",
             "queued",
         )
-        assert row["input_image"] == ["data:image/png;base64,AA=="]
+        assert row["input_image"] == [reference]
         assert fake_oxen.generations[first].status == "queued", "listing must not advance a generation"
 
         listed = (await http.get("/ai/queue", params={"status": "cancelled"})).json()
@@ -272,7 +275,7 @@ async def test_oxen_queue_list_shows_active_rows_by_default_and_filters(fake_oxe
             assert (await http.get(f"/ai/queue/{generation_id}")).json()["status"] == "succeeded"
         done = (await http.get("/ai/queue", params={"status": "succeeded"})).json()
         assert [row["generation_id"] for row in done["generations"]] == [third, first]
-        assert done["generations"][1]["result_url"].endswith(f"/results/{first}.png")
+        assert done["generations"][1]["result_url"].split("?")[0].endswith(f"/results/{first}.png")
         assert (await http.get("/ai/queue")).json() == {"count": 0, "generations": []}
     async with httpx.AsyncClient(base_url=fake_oxen.url) as anonymous:
         assert (await anonymous.get("/ai/queue")).status_code == 401
@@ -540,3 +543,84 @@ def test_slack_refuses_faults_the_service_cannot_produce(fake_slack: FakeSlack) 
         fake_slack.fault("chat.postMessage", status=404)
     with pytest.raises(ValueError, match="ok:false"):
         fake_slack.fault("upload", error="fatal_error")
+
+
+# -- FakeOxen: result URLs need the key and expire; input images are fetched anonymously ---------------
+
+
+async def test_oxen_result_urls_need_the_key_are_signed_and_expire(fake_oxen: FakeOxen) -> None:
+    async with _oxen_client(fake_oxen) as http, httpx.AsyncClient() as anonymous:
+        [generation_id] = await _enqueue(http, prompt="fox")
+        row = (await http.get(f"/ai/queue/{generation_id}")).json()
+        url = row["result_url"]
+        assert (await anonymous.get(url)).status_code == 401
+        image = await http.get(url)
+        assert (image.status_code, image.content[:4]) == (200, b"\x89PNG")
+        forged = await http.get(url[: url.rindex("sig=") + 4] + "0" * 64)
+        assert (forged.status_code, forged.headers["content-type"].split(";")[0]) == (403, "application/xml")
+
+        fake_oxen.advance(fake_oxen.result_url_lifetime + 1)
+        expired = await http.get(url)
+        assert expired.status_code == 403
+        assert "Request has expired" in expired.text
+        again = (await http.get(f"/ai/queue/{generation_id}")).json()
+        assert again["result_url"] == url, "by default a later GET does not re-sign the URL"
+
+        fake_oxen.resign_result_urls = True
+        fresh = (await http.get(f"/ai/queue/{generation_id}")).json()["result_url"]
+        assert fresh != url
+        assert (await http.get(fresh)).status_code == 200
+
+
+async def test_oxen_can_serve_result_urls_without_the_key() -> None:
+    async with FakeOxen(result_auth_required=False) as oxen, _oxen_client(oxen) as http:
+        [generation_id] = await _enqueue(http, prompt="fox")
+        url = (await http.get(f"/ai/queue/{generation_id}")).json()["result_url"]
+        async with httpx.AsyncClient() as anonymous:
+            assert (await anonymous.get(url)).status_code == 200
+
+
+async def test_oxen_fetches_input_images_anonymously_and_fails_as_reported(fake_oxen: FakeOxen) -> None:
+    seen: list[str | None] = []
+    picture = render_png("reference", 3, 20, 20)
+
+    async def serve(request: web.Request) -> web.Response:
+        seen.append(request.headers.get("Authorization"))
+        name = request.match_info["name"]
+        if name == "forbidden":
+            return web.Response(status=403)
+        if name == "page":
+            return web.Response(text="<html>sign in</html>", content_type="text/html")
+        return web.Response(body=picture, content_type="image/png")
+
+    app = web.Application()
+    app.router.add_get("/{name}", serve)
+    runner = web.AppRunner(app)
+    await runner.setup()
+    site = web.TCPSite(runner, "127.0.0.1", 0)
+    await site.start()
+    host = f"http://127.0.0.1:{runner.addresses[0][1]}"
+    closed = socket.socket()
+    closed.bind(("127.0.0.1", 0))
+    nobody = f"http://127.0.0.1:{closed.getsockname()[1]}/ref.png"
+    try:
+        async with _oxen_client(fake_oxen) as http:
+            [done] = await _enqueue(http, prompt="fox")
+            own_result = (await http.get(f"/ai/queue/{done}")).json()["result_url"]
+            cases = [f"{host}/ok.png", own_result, f"{host}/forbidden", f"{host}/page", nobody]
+            ids = [(await _enqueue(http, prompt="fox", input_image=[url]))[0] for url in cases]
+            rows = [(await http.get(f"/ai/queue/{gid}")).json() for gid in ids]
+            sync = await http.post(
+                "/ai/images/edit", json={"model": SEEDREAM, "prompt": "fox", "input_image": [nobody]}
+            )
+    finally:
+        closed.close()
+        await runner.cleanup()
+    assert [row["status"] for row in rows] == ["succeeded", "failed", "failed", "failed", "failed"]
+    assert fake_oxen.fetched_references[:2] == [[], [picture]]
+    assert f"401 Client Error: Unauthorized for url: {own_result}" in rows[1]["error_message"]
+    assert f"403 Client Error: Forbidden for url: {host}/forbidden" in rows[2]["error_message"]
+    assert "cannot identify image file" in rows[3]["error_message"]
+    assert rows[4]["error_message"] == "Internal Server Error"
+    assert sync.status_code == 500
+    assert seen == [None, None, None], "Oxen fetches references without any key"
