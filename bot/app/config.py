@@ -50,6 +50,10 @@ class Settings(BaseSettings):
     public_base_url: str | None = None
     oxen_reference_repo: str | None = None
     reference_hosting: ReferenceHosting = ReferenceHosting.AUTO
+    # Send Oxen's own result URL back as a reference for a previous result, instead of hosting the bytes.
+    # Undocumented (oxen-api.md §2.3, §3.3, §9 q5: result URLs may need the key and expire, and Oxen
+    # fetches references anonymously); only for a deployment where `python -m bot doctor` verified it.
+    oxen_reuse_result_urls: bool = False
     max_reference_mb: float = Field(default=20.0, gt=0, le=1024)
     database_path: Path = Path("data/dreamboard.sqlite3")
     host: str = "0.0.0.0"  # noqa: S104 - the container's HTTP server must listen on all interfaces

@@ -117,6 +117,7 @@ class Services:
             host=host,
             cache=settings.data_dir / "refs",
             max_bytes=settings.max_reference_bytes,
+            reuse_result_urls=settings.oxen_reuse_result_urls,
         )
         scheduler = FairScheduler(
             lambda job_id: runner.run(job_id),
@@ -164,7 +165,9 @@ class Services:
         )
         iterations = Iterations(store=store, intake=intake, references=references, slack=gateway)
         grace = settings.slack_file_grace
-        branching = Branching(store=store, intake=intake, runner=runner, slack=gateway, file_grace=grace)
+        branching = Branching(
+            store=store, intake=intake, runner=runner, slack=gateway, references=references, file_grace=grace
+        )
         history = History(store=store, slack=gateway, spawn=tasks.spawn, file_grace=grace)
         pipeline.on_finished.append(lambda job: history.refresh_after_job(job.team_id, job.user_id))
         return cls(

@@ -17,7 +17,7 @@ from typing import Any
 from bot.domain.controls import REACTIONS, Action, Target
 from bot.domain.requests import prompt_box_size, split_prompt
 from bot.features.intake import CapReachedError, Intake, NotInChannelError, StatusPostError
-from bot.features.references import Collected, ReferenceSource
+from bot.features.references import Collected, References, ReferenceSource
 from bot.jobs import recipes
 from bot.jobs.recipes import Recipe
 from bot.jobs.runner import JobRunner
@@ -56,8 +56,12 @@ class Branching:
         intake: Intake,
         runner: JobRunner,
         slack: SlackGateway,
+        references: References | None = None,
         file_grace: float = views.FILE_PROCESSING_GRACE,
     ) -> None:
+        """`references` refuses, before anything is stored or paid, a branch whose references could not
+        be sent to Oxen."""
+        self._references = references
         self._store = store
         self._intake = intake
         self._runner = runner
@@ -88,6 +92,21 @@ class Branching:
             sources = self.references_of(parent)
         else:
             sources = [self._result_source(parent, recipe.reference.idx)]
+        problem = (
+            self._references.hosting_problem(
+                sources,
+                what=(
+                    f"use {sources[0].name} as a reference"
+                    if recipe.reference is not None
+                    else f"run job `{parent.id}` again with its reference images"
+                ),
+                instead="start fresh with `/imagine` and your prompt.",
+            )
+            if self._references is not None and sources
+            else None
+        )
+        if problem is not None:
+            raise NotAllowedError(problem)
         return await self._intake.start_job(
             recipe.request,
             team_id=team_id,
@@ -293,7 +312,7 @@ class Branching:
             return await self.start(
                 recipe, job, user_id=user_id, team_id=team_id, channel_id=channel, thread_ts=str(thread)
             )
-        except (CapReachedError, NotInChannelError, StatusPostError) as exc:
+        except (NotAllowedError, CapReachedError, NotInChannelError, StatusPostError) as exc:
             await self._tell(channel, user_id, thread, refusal(exc, recipe.request.prompt))
             return None
 

@@ -4,15 +4,22 @@ Order (at most 10): images attached to the message; the thread's current base (t
 other images people attached earlier in the thread, newest first. Candidates are fetched and
 checked when the message arrives (so a bad file is refused before any job exists) and cached by
 content; URLs are made when the job runs, because hosted and Oxen result URLs expire.
+
+A previous result is a reference like any other: the pipeline keeps the bytes it downloaded for the
+upload in the same cache (`keep`), and the job that iterates on it publishes them through the
+configured host; when the cache lost them (pruned, another machine) they are fetched back from Slack
+by file id. Oxen's own result URL is sent only with OXEN_REUSE_RESULT_URLS: Oxen fetches references
+anonymously (oxen-api.md §4.3) and its result URLs may need the key and expire (§2.3, §3.3).
 """
 
 from __future__ import annotations
 
 import asyncio
 import hashlib
+import logging
 import time
 from collections.abc import Mapping, Sequence
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, replace
 from pathlib import Path
 from typing import Any, Literal
 
@@ -28,11 +35,25 @@ from bot.slack.gateway import SlackGateway
 from bot.store.model import ImageState, Job
 from bot.store.sqlite import Store
 
+log = logging.getLogger(__name__)
+
 FRESH_RESULT_URL = 20 * 60
+HOSTING_HELP = (
+    "An admin can fix this by setting PUBLIC_BASE_URL or OXEN_REFERENCE_REPO (README, “Reference hosting”)."
+)
 
 
 class ReferenceError(UserFacingError):
     """A reference cannot be used; the message is for the user and names the file."""
+
+
+def no_hosting_problem(what: str, *, instead: str) -> str:
+    """What to tell someone whose request needs a hosted reference when none can be hosted: what could
+    not be done (`what`), why, who can fix it, and what they can do now (`instead`)."""
+    return (
+        f"Dreamboard can't {what}: it has no place to host images that Oxen.ai can fetch, so nothing "
+        f"was started and nothing was paid. {HOSTING_HELP} Meanwhile, {instead}"
+    )
 
 
 def needs_file_info(file: Mapping[str, Any]) -> bool:
@@ -127,7 +148,11 @@ class References:
         host: ReferenceHost | None,
         cache: Path,
         max_bytes: int,
+        reuse_result_urls: bool = False,
     ) -> None:
+        """`reuse_result_urls` (OXEN_REUSE_RESULT_URLS): send Oxen's own fresh result URL for a previous
+        result instead of hosting its bytes."""
+        self._reuse_result_urls = reuse_result_urls
         self._store = store
         self._oxen = oxen
         self._slack = slack
@@ -148,7 +173,33 @@ class References:
     @property
     def host_description(self) -> str:
         """The hosting strategy in use, for the start-up log."""
-        return self._host.description if self._host else "none (attachments cannot be used as references)"
+        if self._host is not None:
+            return self._host.description
+        if self._reuse_result_urls:
+            return "none (attachments cannot be used as references; results reuse Oxen's result URLs)"
+        return "none (neither attachments nor results can be used as references)"
+
+    def hosting_problem(self, sources: Sequence[ReferenceSource], *, what: str, instead: str) -> str | None:
+        """Why these references could not be sent to Oxen (checked before anything is stored or paid),
+        or None when they can: every one needs the host, except results when Oxen's URLs are reused."""
+        if self._host is not None:
+            return None
+        if any(source.kind != "result" or not self._reuse_result_urls for source in sources):
+            return no_hosting_problem(what, instead=instead)
+        return None
+
+    async def keep(self, path: Path) -> tuple[str, str] | None:
+        """Keep a downloaded result's bytes in the cache as a reference for later iterations; its content
+        key and mimetype, or None when they cannot serve as one (logged: the result is then fetched back
+        from Slack when it is needed)."""
+        try:
+            image = await asyncio.to_thread(_prepare_file, path)
+        except (ImageRejectedError, OSError) as exc:
+            log.warning("result %s is not kept as a reference: %s", path.name, exc)
+            return None
+        key = hashlib.sha256(image.data).hexdigest()[:32]
+        await asyncio.to_thread(self._cache_write, key, image)
+        return key, image.mimetype
 
     async def collect(
         self,
@@ -164,6 +215,13 @@ class References:
         ordered: list[Mapping[str, Any] | ReferenceSource] = list(attached)
         base, parent_id = (None, None) if fresh else await self._base(thread_jobs)
         if base is not None:
+            problem = self.hosting_problem(
+                [base],
+                what=f"iterate on {base.name}",
+                instead="start over without it: reply with `--fresh` and your prompt, or use `/imagine`.",
+            )
+            if problem is not None:
+                raise ReferenceError(problem)
             ordered.append(base)
         if thread_ts and not fresh:
             ordered += await self._earlier_files(channel_id, thread_ts, message_ts)
@@ -270,33 +328,58 @@ class References:
             path.write_bytes(image.data)
 
     async def _url(self, source: ReferenceSource) -> str:
-        if source.kind == "result":
+        if source.kind == "result" and self._reuse_result_urls:
             fresh = await self._fresh_result_url(source)
             if fresh is not None:
                 return fresh
         if self._host is None:
             raise ReferenceError(
-                f"{source.name} has expired at Oxen.ai and this Dreamboard has nowhere to host it again. "
-                "An admin can set PUBLIC_BASE_URL or OXEN_REFERENCE_REPO (see the README)."
+                no_hosting_problem(
+                    f"use {source.name} as a reference",
+                    instead="start fresh with `/imagine` and your prompt.",
+                )
             )
-        image = self._cached(source)
+        if source.kind == "result":
+            source = await self._result_source(source)
+        image = self._cached(source.key, source.mimetype)
         if image is None:
             if source.file_id is None:
                 raise ReferenceError(f"{source.name} is no longer available.")
             image = await self._download(
                 {"id": source.file_id, "name": source.name}, outcome=f"{source.name} could not be used"
             )
-        key = source.key or hashlib.sha256(image.data).hexdigest()[:32]
+            key = hashlib.sha256(image.data).hexdigest()[:32]
+            self._cache_write(key, image)
+            if source.kind == "result" and source.job_id is not None and source.idx is not None:
+                await self._store.set_reference(source.job_id, source.idx, key, image.mimetype)
+        else:
+            key = str(source.key)
         return await self._host.publish(image, key)
 
-    def _cached(self, source: ReferenceSource) -> PreparedImage | None:
-        if source.key is None or source.mimetype is None:
+    async def _result_source(self, source: ReferenceSource) -> ReferenceSource:
+        """A previous result's source completed from its stored image: the cache key its bytes were kept
+        under, and its Slack file (to fetch them back when the cache lost them)."""
+        if source.job_id is None or source.idx is None:
+            return source
+        images = await self._store.images(source.job_id)
+        image = next((i for i in images if i.idx == source.idx), None)
+        if image is None:
+            return source
+        return replace(
+            source,
+            key=image.reference_key or source.key,
+            mimetype=image.reference_mimetype or source.mimetype,
+            file_id=image.file_id or source.file_id,
+        )
+
+    def _cached(self, key: str | None, mimetype: str | None) -> PreparedImage | None:
+        if key is None or mimetype is None:
             return None
-        path = self._cache_path(source.key, source.mimetype)
+        path = self._cache_path(key, mimetype)
         if not path.is_file():
             return None
         path.touch()
-        return PreparedImage(path.read_bytes(), source.mimetype)
+        return PreparedImage(path.read_bytes(), mimetype)
 
     async def _fresh_result_url(self, source: ReferenceSource) -> str | None:
         """Reuse Oxen's own URL for a previous result while it is fresh (asking Oxen again when it is not)."""
@@ -315,3 +398,7 @@ class References:
             return None
         await self._store.set_image_outcome(source.job_id, source.idx, error=None, result_url=row.result_url)
         return row.result_url
+
+
+def _prepare_file(path: Path) -> PreparedImage:
+    return prepare_image(path.read_bytes(), path.name)

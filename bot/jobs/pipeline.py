@@ -62,10 +62,15 @@ _EXPECTED = (BackendError, SlackError, UserFacingError, JobTimeoutError)
 
 
 class ReferenceResolver(Protocol):
-    """Turns a job's stored reference descriptions into URLs the backend can fetch."""
+    """Turns a job's stored reference descriptions into URLs the backend can fetch, and keeps results'
+    bytes so later jobs can use them as references."""
 
     async def resolve(self, sources: Sequence[Mapping[str, Any]]) -> list[str]:
         """URLs in order; raises a UserFacingError when one cannot be made."""
+        ...
+
+    async def keep(self, path: Path) -> tuple[str, str] | None:
+        """Keep a downloaded result as a reference: its (content key, mimetype), or None."""
         ...
 
 
@@ -330,7 +335,12 @@ class JobPipeline:
         return file_ids
 
     async def _download(self, job: Job, image: JobImage, folder: Path) -> ResultFile:
+        """Download one result, and keep its bytes as a reference for iterations on it (the key is
+        recorded before the upload; the cache write is idempotent, by content)."""
         result = await self._backend.fetch_result(str(image.result_url), folder, f"{job.id}-{image.idx + 1}")
+        kept = await self._references.keep(result.path)
+        if kept is not None:
+            await self._store.set_reference(job.id, image.idx, *kept)
         return ResultFile(
             idx=image.idx,
             path=result.path,

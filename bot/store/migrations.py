@@ -7,6 +7,10 @@ messages are found through `generations` itself; `job_messages` keeps the other 
 
 Migration 6 indexes images by Slack file id: the bot's own file_share event names only files, and the
 upload message's ts is recorded on the job that holds them.
+
+Migration 7 records where each result's bytes are kept as a reference: the content key (and mimetype)
+of the file in the reference cache, so a later iteration hosts those bytes instead of sending Oxen's
+result URL back. Images made before it have none and are fetched back from Slack by file id.
 """
 
 from __future__ import annotations
@@ -98,5 +102,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     CREATE INDEX generation_images_by_file ON generation_images (file_id) WHERE file_id IS NOT NULL;
+    """,
+    """
+    ALTER TABLE generation_images ADD COLUMN reference_key TEXT;
+    ALTER TABLE generation_images ADD COLUMN reference_mimetype TEXT;
     """,
 )

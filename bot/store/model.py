@@ -73,6 +73,9 @@ class JobImage:
     result_url: str | None = None
     result_url_at: float | None = None
     submit_started_at: float | None = None
+    reference_key: str | None = None
+    """The content key of the result's bytes in the reference cache (features/references.py)."""
+    reference_mimetype: str | None = None
 
     @property
     def submission_unknown(self) -> bool:

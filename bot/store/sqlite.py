@@ -368,6 +368,14 @@ class Store:
             (state, error, result_url, time.time() if result_url else None, job_id, idx),
         )
 
+    async def set_reference(self, job_id: str, idx: int, key: str, mimetype: str) -> None:
+        """Record where an image's bytes are kept as a reference (the cache's content key)."""
+        await self._write(
+            "UPDATE generation_images SET reference_key = ?, reference_mimetype = ?"
+            " WHERE job_id = ? AND idx = ?",
+            (key, mimetype, job_id, idx),
+        )
+
     async def set_file_ids(self, job_id: str, file_ids: dict[int, str | None]) -> None:
         """Record (None: forget) the Slack file ids of a job's images, before completing the upload."""
         cases = " ".join("WHEN ? THEN ?" for _ in file_ids)

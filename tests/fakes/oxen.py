@@ -271,6 +271,10 @@ class FakeOxen:
         """Move the fake's clock on by `seconds`: result URLs signed before then may have expired."""
         self._clock_offset += seconds
 
+    def result_bytes(self, generation_id: str) -> bytes:
+        """The image a generation made (what its result URL serves)."""
+        return self._results[generation_id]
+
     def hold(self) -> None:
         """Keep every generation `processing` until `release()`."""
         self._released.clear()

@@ -64,6 +64,9 @@ def answers(calls: list[Call]) -> list[Call]:
     return [call for call in calls if call.method not in ("views.publish", "auth.test", "users.info")]
 
 
+DEFAULT_REFERENCE_REPO = "team/dreamboard-refs"
+"""The Oxen repository a harness bot hosts references in, unless a test passes oxen_reference_repo=None."""
+
 OWN_PORTS = range(10_000, 32_000)
 """Where a bot that must know its own URL before it binds takes its port: below Linux's ephemeral range
 (32768-60999), so no outgoing connection of a parallel test run can be holding it."""
@@ -101,6 +104,10 @@ class Harness:
             "database_path": self.database,
             "host": "127.0.0.1",
             "port": 0,
+            # Results become references only through hosting (Oxen fetches references anonymously and its
+            # result URLs need the key), so every bot has one unless a test says otherwise: the fake's
+            # public repository, which needs no port of the bot's own (see `start_at_own_url` for that).
+            "oxen_reference_repo": DEFAULT_REFERENCE_REPO,
         }
         values.update(self.overrides)
         values.update(overrides)

@@ -26,19 +26,28 @@ async def iterate_with_attachment(harness: Harness, image: bytes) -> str:
     return root
 
 
+def repo_url(harness: Harness, committed: str) -> str:
+    """The download URL of a file committed to the fake's repository."""
+    return harness.oxen.url + "/repos/" + committed.replace("/main/", "/file/main/", 1)
+
+
 async def test_oxen_repo_hosting_uploads_each_reference_once(harness: Harness) -> None:
     await harness.start(oxen_reference_repo="team/dreamboard-refs")
     image = png("purple")
     await iterate_with_attachment(harness, image)
     await harness.slack.wait_for("chat.update", where=is_card, count=2)
-    [upload] = harness.oxen.recorder.calls_to("PUT repo file")
-    assert upload.params["field"] == "files[]"
-    assert upload.params["key"] == "team/dreamboard-refs/main/dreamboard-references"
-    [committed] = harness.oxen.repo_commits
+    uploads = harness.oxen.recorder.calls_to("PUT repo file")
+    assert [upload.params["field"] for upload in uploads] == ["files[]", "files[]"]
+    assert {upload.params["key"] for upload in uploads} == {"team/dreamboard-refs/main/dreamboard-references"}
+    attachment, result = harness.oxen.repo_commits
+    [(_, base_images), _] = await harness.jobs()
     attachment_url, result_url = harness.oxen.submissions[-1]["input_image"]
-    assert attachment_url == harness.oxen.url + "/repos/" + committed.replace("/main/", "/file/main/", 1)
-    assert "/results/" in result_url, "the previous result is passed as Oxen's own fresh URL"
-    assert harness.oxen.fetched_references[-1][0] == image
+    assert (attachment_url, result_url) == (repo_url(harness, attachment), repo_url(harness, result))
+    assert "/results/" not in result_url, "the previous result is hosted, not passed as Oxen's own URL"
+    assert harness.oxen.fetched_references[-1] == [
+        image,
+        harness.oxen.result_bytes(str(base_images[0].generation_id)),
+    ]
 
 
 async def test_oxen_repo_commits_a_reference_once_across_rerolls_and_a_restart(harness: Harness) -> None:
@@ -54,12 +63,12 @@ async def test_oxen_repo_commits_a_reference_once_across_rerolls_and_a_restart(h
     await press(harness, card(harness, iteration.id), "reroll", user="U3")
     await harness.slack.wait_for("chat.update", where=is_card, count=4)
 
-    [committed] = harness.oxen.repo_commits
-    assert harness.oxen.repo_files[committed] == image
-    assert len(harness.oxen.recorder.calls_to("PUT repo file")) == 1
-    url = harness.oxen.url + "/repos/" + committed.replace("/main/", "/file/main/", 1)
-    submitted = [body["input_image"][0] for body in harness.oxen.submissions[-3:]]
-    assert submitted == [url, url, url], "the job and both rerolls send the one committed file"
+    attachment, result = harness.oxen.repo_commits
+    assert harness.oxen.repo_files[attachment] == image
+    assert len(harness.oxen.recorder.calls_to("PUT repo file")) == 2, "one commit per distinct content"
+    urls = [repo_url(harness, attachment), repo_url(harness, result)]
+    submitted = [body["input_image"] for body in harness.oxen.submissions[-3:]]
+    assert submitted == [urls, urls, urls], "the job and both rerolls send the two committed files"
     assert [refs[0] for refs in harness.oxen.fetched_references[-3:]] == [image, image, image]
 
 
@@ -87,18 +96,21 @@ async def test_data_uri_hosting_is_an_explicit_opt_in(harness: Harness) -> None:
     assert harness.oxen.fetched_references[-1][0] == image
 
 
-async def test_without_hosting_attachments_are_refused_but_results_still_iterate(harness: Harness) -> None:
-    await harness.start()
+async def test_without_hosting_attachments_and_results_are_refused_but_fresh_starts_work(
+    harness: Harness,
+) -> None:
+    await harness.start(oxen_reference_repo=None)
     root = await iterate_with_attachment(harness, png("red"))
     [refusal] = await harness.slack.wait_for("chat.postEphemeral")
-    assert "nowhere to host reference images" in refusal.params["text"]
+    assert "no place to host images that Oxen.ai can fetch" in refusal.params["text"]
     assert "PUBLIC_BASE_URL" in refusal.params["text"]
 
-    await harness.send(harness.slack.human_message("C1", "now at dusk", thread_ts=root))
-    [card] = (await harness.slack.wait_for("chat.update", where=is_card, count=2))[1:]
-    [result_url] = harness.oxen.submissions[-1]["input_image"]
-    assert "/results/" in result_url
-    assert "Not used: “ref.png” can" in str(card.params["blocks"])
+    await harness.send(harness.slack.human_message("C1", "now at dusk --fresh", thread_ts=root))
+    await harness.slack.wait_for("chat.update", where=is_card, count=2)
+    assert "input_image" not in harness.oxen.submissions[-1]
+    assert len(harness.oxen.submissions) == 2, "the refused reply sent nothing to Oxen"
+    fresh, _ = (await harness.jobs())[-1]
+    assert (fresh.thread_ts, fresh.parent_id) == (root, None)
 
 
 async def test_signed_reference_urls_expire_and_cannot_be_forged(harness: Harness) -> None:
