@@ -289,8 +289,8 @@ class References:
     async def _fetch_attachment(self, file: Mapping[str, Any], *, outcome: str) -> ReferenceSource:
         if self._host is None:
             raise ReferenceError(
-                f"“{file_name(file)}” can't be used: this Dreamboard has nowhere to host reference images. "
-                "An admin can set PUBLIC_BASE_URL or OXEN_REFERENCE_REPO (see the README)."
+                f"“{file_name(file)}” can't be used: this Dreamboard has nowhere to host reference images "
+                f"that Oxen.ai can fetch. {HOSTING_HELP}"
             )
         image = await self._download(file, outcome=outcome)
         key = hashlib.sha256(image.data).hexdigest()[:32]
