@@ -7,7 +7,8 @@ Slack files are private, so each reference is re-hosted by one strategy (oxen-ap
   every reference world-readable; each distinct content is committed once);
 - `data_uri`: the bytes travel inline as `data:` URIs (explicit opt-in: documented by Oxen, but
   reported failing by a client).
-Fresh Oxen result URLs are reused for previous results whatever the strategy (see references.py).
+Previous results are hosted the same way, from the bytes kept when they were posted (references.py);
+Oxen's own result URLs are reused only with OXEN_REUSE_RESULT_URLS.
 """
 
 from __future__ import annotations

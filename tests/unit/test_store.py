@@ -105,6 +105,10 @@ async def test_job_lifecycle_is_recorded(store: Store) -> None:
     )
     assert images[0].result_url == "https://oxen/result.png"
     assert images[0].result_url_at is not None
+    assert (images[0].reference_key, images[0].reference_mimetype) == (None, None)
+    await store.set_reference("j1", 0, "abc123", "image/png")
+    kept = (await store.images("j1"))[0]
+    assert (kept.reference_key, kept.reference_mimetype) == ("abc123", "image/png")
     assert (images[1].state, images[1].error) == (ImageState.FAILED, "blocked")
     assert [job.id for job in await store.unfinished_jobs()] == ["j1"], "no result card yet"
     await store.set_card_ts("j1", "1.6")
