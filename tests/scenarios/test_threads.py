@@ -45,7 +45,7 @@ async def test_a_reply_with_two_images_iterates_on_the_latest_result(harness: Ha
     assert body["prompt"] == "make it night time"
     assert body["aspect_ratio"] == "match_input_image"
     assert len(body["input_image"]) == 3
-    assert all("/refs/" in url or "/results/" in url for url in body["input_image"])
+    assert all(url.startswith(f"{harness.url}/refs/") for url in body["input_image"]), "all hosted by the bot"
     fetched = harness.oxen.fetched_references[-1]
     first_result = harness.slack.uploaded_files[str(first_images[0].file_id)].content
     assert fetched == [red, blue, first_result]
