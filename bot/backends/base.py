@@ -34,6 +34,7 @@ class FailureKind(StrEnum):
     CREDITS = "credits"
     CONTENT_POLICY = "content_policy"
     INVALID = "invalid"
+    REFERENCE = "reference"
     NOT_FOUND = "not_found"
     UNAVAILABLE = "unavailable"
     PROVIDER = "provider"

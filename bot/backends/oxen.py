@@ -39,6 +39,11 @@ _CREDITS = re.compile(r"credit|balance|payment", re.IGNORECASE)
 _CONTENT_POLICY = re.compile(r"sensitive|moderat|safety|policy|nsfw", re.IGNORECASE)
 _PROVIDER_FAULT = re.compile(r"internal server error|server error|timed? ?out|unavailable|overloaded", re.I)
 _VALIDATION = re.compile(r"\b422\b|\b400\b|invalid|must be|not permitted|cannot be empty", re.IGNORECASE)
+_REFERENCE_FETCH = re.compile(
+    r"(?:failed to download|invalid|cannot identify) input image|input image.*for url|for url: \S+", re.I
+)
+_HTTP_REASON = re.compile(r"\b([45]\d\d) (?:Client|Server) Error: ([A-Za-z ]+?) for url", re.I)
+_URL = re.compile(r"https?://\S+")
 _NEVER_SENT = (httpx.ConnectError, httpx.ConnectTimeout, httpx.PoolTimeout)
 SUBMISSION_ROUTES = frozenset({"queue"})
 
@@ -47,7 +52,7 @@ def classify_failure(status: int | None, detail: str, *, model_id: str = "", rou
     """Turn an HTTP status (None: a generation that ended `failed`) and Oxen's message into a
     BackendError whose message says what happened, in one sentence that wraps nothing else.
     `route` is the `_call` route name; a 404/405 on "queue" means the queue itself is missing."""
-    detail = detail.strip()[:300] or "no details given"
+    detail = _URL.sub(_url_host, detail.strip())[:300] or "no details given"
     if _CREDITS.search(detail) or status == 402:
         return BackendError(
             FailureKind.CREDITS, "The Oxen.ai account is out of credits; an admin needs to top it up."
@@ -71,6 +76,8 @@ def classify_failure(status: int | None, detail: str, *, model_id: str = "", rou
             f"Oxen.ai's generation queue is missing at the configured API address (HTTP {status} from "
             "`POST /ai/queue`), so no image was started; an admin needs to check OXEN_API_URL.",
         )
+    if status is None and _REFERENCE_FETCH.search(detail):
+        return BackendError(FailureKind.REFERENCE, _reference_problem(detail))
     if status is not None and status >= 500:
         return BackendError(
             FailureKind.UNAVAILABLE, f"Oxen.ai is unavailable right now (HTTP {status}). Try again later."
@@ -84,6 +91,28 @@ def classify_failure(status: int | None, detail: str, *, model_id: str = "", rou
     if status is None and not _VALIDATION.search(detail):
         return BackendError(FailureKind.PROVIDER, f"The generation failed at Oxen.ai: {detail}")
     return BackendError(FailureKind.INVALID, f"Oxen.ai refused the request: {detail}")
+
+
+def _url_host(match: re.Match[str]) -> str:
+    """A URL in Oxen's text, cut to its scheme and host: a signed reference link is an access token."""
+    parts = urlsplit(match.group(0))
+    return f"{parts.scheme}://{parts.hostname}/…" if parts.hostname else "a URL"
+
+
+def _reference_problem(detail: str) -> str:
+    """Oxen could not fetch or read a reference image: say which answer it got and who can fix it."""
+    answer = _HTTP_REASON.search(detail)
+    if answer is not None:
+        got = f"its host answered HTTP {answer.group(1)} {answer.group(2).strip()}"
+    elif re.search(r"cannot identify|invalid input image", detail, re.I):
+        got = "what it downloaded was not an image"
+    else:
+        got = detail
+    return (
+        f"Oxen.ai could not download a reference image ({got}), so no image was made. Reference "
+        "images must be downloadable by Oxen without credentials; whoever runs Dreamboard can check "
+        "the reference hosting with `python -m bot doctor`."
+    )
 
 
 def error_detail(response: httpx.Response) -> str:

@@ -14,6 +14,7 @@ from bot.store.model import JobState
 from tests.scenarios.harness import Harness
 from tests.scenarios.test_actions import card, next_card, press
 from tests.scenarios.test_history import buttons
+from tests.scenarios.test_provider_faults import failure_reply, slack_saw
 
 SHORT_LIFETIME = 5.0
 """Seconds a result URL of the fake is valid in these tests; the fake's clock is moved past it."""
@@ -139,3 +140,20 @@ async def test_reusing_result_urls_sends_oxens_own_url_when_set(harness: Harness
     assert "/results/" in url
     assert harness.oxen.fetched_references[-1] == [harness.oxen.result_bytes(str(base.generation_id))]
     assert not harness.oxen.recorder.calls_to("PUT repo file")
+
+
+async def test_reused_result_urls_that_need_the_key_fail_naming_the_doctor_without_the_link(
+    harness: Harness,
+) -> None:
+    """OXEN_REUSE_RESULT_URLS set where Oxen's result URLs need the key (the fake's default): Oxen cannot
+    fetch the reference, and the user reads which answer it got and what checks it, never the link."""
+    await harness.start(oxen_reference_repo=None, oxen_reuse_result_urls=True)
+    root = await harness.generate("a lighthouse --seed 7")
+    await harness.send(harness.slack.human_message("C1", "at dusk", thread_ts=root))
+    text = await failure_reply(harness)
+    assert "could not download a reference image (its host answered HTTP 401 Unauthorized)" in text
+    assert "python -m bot doctor" in text
+    everything = slack_saw(harness)
+    assert "sig=" not in everything
+    assert "refused the request" not in everything
+    assert len(harness.oxen.billed) == 1, "only the first image was paid for"

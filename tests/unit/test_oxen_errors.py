@@ -30,6 +30,17 @@ from bot.domain.secrets import Redactor
         (None, "Internal server error", FailureKind.PROVIDER),
         (None, "Upstream model timed out", FailureKind.PROVIDER),
         (None, "something odd happened", FailureKind.PROVIDER),
+        (
+            None,
+            "Failed to download input image: 403 Client Error: Forbidden for url: https://x.test/a.png",
+            FailureKind.REFERENCE,
+        ),
+        (None, "... 403 Client Error: Forbidden for url: https://x.test/a.png", FailureKind.REFERENCE),
+        (
+            None,
+            "Getting model response error: 400 - Invalid input image: cannot identify image file",
+            FailureKind.REFERENCE,
+        ),
     ],
 )
 def test_failures_are_classified(status: int | None, detail: str, kind: FailureKind) -> None:
@@ -104,3 +115,22 @@ def test_secrets_and_token_shapes_are_redacted() -> None:
     redactor = Redactor(["oxen-secret-key", "short"])
     text = redactor.redact("key oxen-secret-key, Bearer abc.def, xoxb-1-2-3 and short stays")
     assert text == "key [redacted], [redacted], [redacted] and short stays"
+
+
+def test_a_reference_oxen_could_not_fetch_is_named_once_without_its_signed_link() -> None:
+    detail = (
+        "Failed to download input image: 401 Client Error: Unauthorized for url: "
+        "https://bot.example.com/refs/abc.png?exp=1700000000&sig=deadbeef"
+    )
+    message = classify_failure(None, detail).user_message
+    assert "HTTP 401 Unauthorized" in message
+    assert "python -m bot doctor" in message
+    assert "sig=" not in message
+    assert "deadbeef" not in message
+    assert message.count("Oxen.ai") == 1
+
+
+def test_urls_in_oxen_text_keep_only_their_host() -> None:
+    message = classify_failure(400, "bad thing at https://hub.test/results/x.png?sig=secret").user_message
+    assert "https://hub.test/…" in message
+    assert "secret" not in message
