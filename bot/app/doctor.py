@@ -340,7 +340,7 @@ async def check_hosting(settings: Settings, oxen: OxenClient, anonymous: httpx.A
             "is not running, or runs on another machine or volume."
         )
     elif isinstance(host, OxenRepoHost):
-        why = " (One tiny commit to the repository, made once: later runs reuse it.)"
+        why = " (One tiny commit to the repository.)"
     try:
         response = await anonymous.get(url)
     except httpx.HTTPError as exc:
@@ -352,13 +352,19 @@ async def check_hosting(settings: Settings, oxen: OxenClient, anonymous: httpx.A
         return failed(
             name, f"{host.description}: GET {shown} without credentials gave {what}.{why}", _reach(host)
         )
+    served = {
+        SignedUrlHost: " (served by the running bot's HTTP server)",
+        OxenRepoHost: " (one tiny commit to the repository, made once: later runs reuse it)",
+    }.get(type(host), "")
     where = urlsplit(url).hostname or ""
     caveat = (
         " Fetched from this machine: the host is loopback, so Oxen cannot reach it."
         if is_loopback(where)
-        else ""
+        else " Fetched from this machine; Oxen fetches from the internet (a host reachable only here fails)."
     )
-    return passed(name, f"{host.description}: GET {shown} without credentials returned the PNG.{caveat}")
+    return passed(
+        name, f"{host.description}: GET {shown} without credentials returned the PNG{served}.{caveat}"
+    )
 
 
 async def check_result_url(oxen: OxenClient, anonymous: httpx.AsyncClient, found: _Found) -> list[Check]:
@@ -411,7 +417,19 @@ async def check_test_generation(
     )
     try:
         row = await asyncio.wait_for(_finished(oxen, generation_id, poll), within)
-    except BaseException:
+    except TimeoutError:
+        await _cancel_quietly(oxen, generation_id)
+        return [
+            failed(
+                "Test generation",
+                f"{generation_id} did not finish within {within:g} s; cancelled at Oxen",
+                "Oxen.ai may be busy: try again later, or raise OXEN_JOB_TIMEOUT if this is usual",
+            ),
+            passed("Queue listing", f"GET /ai/queue lists test generation {generation_id}")
+            if listed
+            else skipped("Queue listing", "the test generation did not finish"),
+        ]
+    except BaseException:  # Ctrl-C or a failed poll: the generation is not left running
         await asyncio.shield(_cancel_quietly(oxen, generation_id))
         raise
     if not listed:
