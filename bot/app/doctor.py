@@ -14,7 +14,7 @@ import functools
 import hashlib
 import io
 from collections.abc import Awaitable, Callable, Sequence
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from enum import StrEnum
 from pathlib import Path
 from urllib.parse import urlsplit
@@ -81,7 +81,6 @@ class _Found:
     key_valid: bool = False
     result_url: str | None = None
     result_source: str = ""
-    notes: list[str] = field(default_factory=list)
 
 
 def passed(name: str, detail: str) -> Check:
@@ -167,7 +166,14 @@ async def check_slack_auth(slack: AsyncWebClient, manifest: Path) -> list[Check]
             ),
         ]
     if granted_header is None:
-        return [*checks, failed("Slack scopes", "Slack's answer named no scopes (no X-OAuth-Scopes)", "")]
+        return [
+            *checks,
+            failed(
+                "Slack scopes",
+                "Slack's answer named no scopes (no X-OAuth-Scopes header)",
+                "SLACK_API_URL must be Slack's Web API (https://slack.com/api/)",
+            ),
+        ]
     granted = {scope.strip() for scope in str(granted_header).split(",") if scope.strip()}
     missing = sorted(wanted - granted)
     extra = sorted(granted - wanted)
@@ -219,7 +225,13 @@ async def check_slack_transport(settings: Settings, *, within: float) -> list[Ch
         first = await ws.receive_json(timeout=within)
     if not isinstance(first, dict) or first.get("type") != "hello":
         kind = first.get("type") if isinstance(first, dict) else type(first).__name__
-        return [failed("Slack Socket Mode", f"the socket's first message was {kind!r}, not hello", "")]
+        return [
+            failed(
+                "Slack Socket Mode",
+                f"the socket's first message was {kind!r}, not hello",
+                "SLACK_API_URL must be Slack's Web API (https://slack.com/api/)",
+            )
+        ]
     return [passed("Slack Socket Mode", "connected and received hello (then closed)")]
 
 
@@ -495,7 +507,8 @@ async def diagnose(
     try:
         async with httpx.AsyncClient(timeout=limit, follow_redirects=True) as anonymous:
             await run("Slack auth.test", lambda: check_slack_auth(slack, options.manifest))
-            await run("Slack transport", lambda: check_slack_transport(settings, within=limit))
+            transport = "Slack Socket Mode" if settings.socket_mode else "Slack HTTP mode"
+            await run(transport, lambda: check_slack_transport(settings, within=limit))
             for channel in options.channels:
                 await run(f"Slack channel {channel}", functools.partial(check_channel, slack, channel))
             await run("Oxen API key", lambda: check_oxen_key(oxen, settings, found))
