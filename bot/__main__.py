@@ -33,8 +33,26 @@ async def serve(settings: Settings) -> None:
     log.info("stopped")
 
 
+async def doctor_until_stopped(
+    settings: Settings, options: doctor.DoctorOptions
+) -> list[doctor.Check] | None:
+    """The doctor's checks, or None when SIGINT/SIGTERM stopped them (a test generation under way is
+    cancelled at Oxen first). The handlers are installed here, so a SIGINT ignored by the parent (a
+    background job) still stops the doctor."""
+    task = asyncio.current_task()
+    assert task is not None
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, task.cancel)
+    try:
+        return await doctor.diagnose(settings, options)
+    except asyncio.CancelledError:
+        return None
+
+
 def run_doctor(settings: Settings, argv: Sequence[str]) -> int:
-    """`doctor [--paid] [--manifest PATH] [CHANNEL ...]`: print the report; 0 when no check failed."""
+    """`doctor [--paid] [--manifest PATH] [CHANNEL ...]`: print the report; 0 when no check failed,
+    1 when one did, 130 when interrupted."""
     parser = argparse.ArgumentParser(
         prog="python -m bot doctor", description="Check Slack and Oxen.ai settings before users do."
     )
@@ -43,7 +61,10 @@ def run_doctor(settings: Settings, argv: Sequence[str]) -> int:
     parser.add_argument("channels", nargs="*", metavar="CHANNEL", help="channel ids the bot must be in")
     args = parser.parse_args(argv)
     options = doctor.DoctorOptions(channels=tuple(args.channels), paid=args.paid, manifest=args.manifest)
-    checks = asyncio.run(doctor.diagnose(settings, options))
+    checks = asyncio.run(doctor_until_stopped(settings, options))
+    if checks is None:
+        print("doctor: interrupted (a test generation under way was cancelled at Oxen)", file=sys.stderr)
+        return 130
     print(doctor.render(checks, Redactor(settings.secret_values)))
     return doctor.exit_code(checks)
 
@@ -58,13 +79,7 @@ def main(argv: Sequence[str] | None = None) -> None:
         sys.exit(2)
     configure_logging(settings.log_level, settings.secret_values)
     if args[:1] == ["doctor"]:
-        try:
-            sys.exit(run_doctor(settings, args[1:]))
-        except KeyboardInterrupt:
-            print(
-                "doctor: interrupted (a test generation, if one was queued, was cancelled)", file=sys.stderr
-            )
-            sys.exit(130)
+        sys.exit(run_doctor(settings, args[1:]))
     if args:
         print(f"unknown command {args[0]!r}: run `python -m bot` or `python -m bot doctor`", file=sys.stderr)
         sys.exit(2)

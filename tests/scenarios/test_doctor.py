@@ -279,8 +279,9 @@ async def test_the_real_process_exits_0_when_healthy_1_naming_failures_2_without
     assert "SLACK_BOT_TOKEN: missing" in out
 
 
-async def test_ctrl_c_during_the_paid_generation_cancels_it_at_oxen(
-    fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path
+@pytest.mark.parametrize("stop", [signal.SIGINT, signal.SIGTERM], ids=["SIGINT", "SIGTERM"])
+async def test_ctrl_c_or_sigterm_during_the_paid_generation_cancels_it_at_oxen(
+    fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path, stop: signal.Signals
 ) -> None:
     fake_oxen.hold()
     process = await asyncio.create_subprocess_exec(
@@ -298,7 +299,7 @@ async def test_ctrl_c_during_the_paid_generation_cancels_it_at_oxen(
         await fake_oxen.recorder.wait_until(
             lambda: bool(fake_oxen.recorder.calls_to("GET /ai/queue/{id}")), timeout=30
         )
-        process.send_signal(signal.SIGINT)
+        process.send_signal(stop)
         out, _ = await asyncio.wait_for(process.communicate(), 30)
     finally:
         if process.returncode is None:
