@@ -5,7 +5,7 @@ ENV PYTHONDONTWRITEBYTECODE=1 \
     DATABASE_PATH=/data/dreamboard.sqlite3
 
 WORKDIR /app
-COPY pyproject.toml README.md ./
+COPY pyproject.toml README.md manifest.yaml ./
 COPY bot ./bot
 COPY handlers ./handlers
 RUN pip install --no-cache-dir . \

@@ -1,4 +1,4 @@
-.PHONY: install run test bench
+.PHONY: install run test bench doctor
 
 .venv/bin/python:
 	python3 -m venv .venv
@@ -18,3 +18,8 @@ test:
 # Benchmarks against the loopback fakes (a few minutes); writes bench/results.json.
 bench: install
 	.venv/bin/python -m bench
+
+# Check the Slack app and Oxen.ai settings before users do (README, "Checking a deployment");
+# e.g. make doctor ARGS="--paid C0123456789".
+doctor: install
+	.venv/bin/python -m bot doctor $(ARGS)
