@@ -379,9 +379,12 @@ async def check_hosting(settings: Settings, oxen: OxenClient, anonymous: httpx.A
     )
 
 
-async def check_result_url(oxen: OxenClient, anonymous: httpx.AsyncClient, found: _Found) -> list[Check]:
-    """Whether a result URL downloads without the key (only then could OXEN_REUSE_RESULT_URLS=true
-    work), and whether it downloads with it (the bot's own download)."""
+async def check_result_url(
+    oxen: OxenClient, anonymous: httpx.AsyncClient, found: _Found, *, reused: bool
+) -> list[Check]:
+    """Whether a result URL downloads without the key (only then can OXEN_REUSE_RESULT_URLS=true work:
+    a failure when it is set, information otherwise), and whether it downloads with it (the bot's own
+    download)."""
     url = found.result_url
     if url is None:
         return [skipped("Result URL", "no succeeded generation to look at; run with --paid")]
@@ -395,6 +398,14 @@ async def check_result_url(oxen: OxenClient, anonymous: httpx.AsyncClient, found
                 "Result URL without key",
                 f"{found.result_source}: downloads without the key, so OXEN_REUSE_RESULT_URLS=true "
                 "would work while the URL lasts (its lifetime is undocumented)",
+            )
+        elif reused:
+            anon = failed(
+                "Result URL without key",
+                f"{found.result_source}: HTTP {response.status_code} without the key, so Oxen cannot "
+                "fetch it as a reference, and OXEN_REUSE_RESULT_URLS is set: every iteration on a result "
+                "would fail",
+                "unset OXEN_REUSE_RESULT_URLS (results then go back through the reference hosting)",
             )
         else:
             anon = info(
@@ -532,7 +543,10 @@ async def diagnose(
                     ),
                     bound + limit,
                 )
-            await run("Result URL", lambda: check_result_url(oxen, anonymous, found))
+            await run(
+                "Result URL",
+                lambda: check_result_url(oxen, anonymous, found, reused=settings.oxen_reuse_result_urls),
+            )
     finally:
         await oxen.aclose()
     return checks

@@ -179,7 +179,7 @@ async def test_a_public_base_url_pointing_nowhere_fails_the_hosting_line(
 
 
 async def test_no_reference_hosting_is_a_failure_with_its_fix(harness: Harness) -> None:
-    checks, _ = await doctor(harness.settings())
+    checks, _ = await doctor(harness.settings(oxen_reference_repo=None))
     assert failures(checks) == ["Reference hosting"]
     assert "OXEN_REFERENCE_REPO" in line(checks, "Reference hosting").fix
 
@@ -207,6 +207,16 @@ async def test_paid_runs_exactly_one_tiny_generation_and_reports_its_result_url(
     assert len(fake_oxen.submissions) == 1, "without --paid nothing is queued"
     [generation_id] = fake_oxen.generations
     assert f"generation {generation_id}" in line(checks, "Result URL with key").detail
+
+
+async def test_reusing_result_urls_that_need_the_key_is_a_failure_with_its_fix(
+    harness: Harness, fake_oxen: FakeOxen
+) -> None:
+    checks, report = await doctor(
+        harness.settings(oxen_reference_repo=REPO, oxen_reuse_result_urls=True), paid=True
+    )
+    assert failures(checks) == ["Result URL without key"], report
+    assert "unset OXEN_REUSE_RESULT_URLS" in line(checks, "Result URL without key").fix
 
 
 async def test_a_test_generation_that_does_not_finish_is_cancelled(
