@@ -40,6 +40,11 @@ class Params:
     history_samples: int = 500
     baseline_burst: int = 1000
     one_at_a_time_jobs: int = 10
+    completion_poll_interval: float = 3.0
+    completion_latency: float = 2.5
+    completion_jobs: int = 14
+    completion_warmup: int = 6
+    completion_burst: int = 200
 
 
 QUICK = Params(
@@ -56,6 +61,11 @@ QUICK = Params(
     history_samples=50,
     baseline_burst=10,
     one_at_a_time_jobs=3,
+    completion_poll_interval=1.0,
+    completion_latency=0.3,
+    completion_jobs=4,
+    completion_warmup=2,
+    completion_burst=10,
 )
 
 SQL_JOB_LATENCY = 1.0

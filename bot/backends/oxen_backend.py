@@ -81,9 +81,10 @@ class OxenBackend:
 
     async def submit(self, body: Mapping[str, Any]) -> str:
         """`POST /ai/queue` for one generation; its generation id is the handle."""
-        sent_at = self._clock()
         [generation_id] = await self._client.enqueue(body)
-        self._schedule.submitted(generation_id, str(body["model"]), sent_at)
+        # Timed from the answer: a busy process that sends late errs towards polling a little late,
+        # never towards an early miss that costs a whole second.
+        self._schedule.submitted(generation_id, str(body["model"]), self._clock())
         return generation_id
 
     async def find_submitted(self, body: Mapping[str, Any], *, since: float) -> list[str]:

@@ -109,7 +109,6 @@ class CompletionWatcher:
                     return
                 log.warning("Oxen completion events interrupted: %s", exc)
             except Exception:
-                self._connection(False)
                 log.warning("Oxen completion events interrupted unexpectedly", exc_info=True)
             self._connection(False)
             await asyncio.sleep(backoff)
