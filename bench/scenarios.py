@@ -41,9 +41,9 @@ class Params:
     baseline_burst: int = 1000
     one_at_a_time_jobs: int = 10
     completion_poll_interval: float = 3.0
-    completion_latency: float = 2.5
-    completion_jobs: int = 14
-    completion_warmup: int = 6
+    completion_latency: float = 5.0
+    completion_jobs: int = 12
+    completion_warmup: int = 5
     completion_burst: int = 200
 
 
