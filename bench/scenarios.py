@@ -61,10 +61,10 @@ QUICK = Params(
     history_samples=50,
     baseline_burst=10,
     one_at_a_time_jobs=3,
-    completion_poll_interval=1.0,
+    completion_poll_interval=0.5,
     completion_latency=0.3,
-    completion_jobs=4,
-    completion_warmup=2,
+    completion_jobs=3,
+    completion_warmup=1,
     completion_burst=10,
 )
 
