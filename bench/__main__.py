@@ -1,6 +1,7 @@
 """`python -m bench [--quick] [--out PATH]`: run every scenario, print a table, write JSON.
 `python -m bench --bursts [--speed X]`: only the one-channel bursts on rate-limited Slack (bench/bursts.py),
-at Slack's real speed unless `--speed` runs its clock faster; several minutes, so not part of the default."""
+at Slack's real speed unless `--speed` runs its clock faster; several minutes, so not part of the default.
+`python -m bench --completion [--quick]`: only scenario 8 (completion noticed, event stream on and off)."""
 
 from __future__ import annotations
 
@@ -17,6 +18,7 @@ from typing import Any
 
 from bench.api_calls import api_calls_per_image
 from bench.bursts import run_bursts
+from bench.completion import completion
 from bench.history import history_page_latency
 from bench.scenarios import QUICK, Params, ack_burst, baseline, memory, overhead, throughput
 
@@ -31,6 +33,12 @@ TARGETS = {
     "sql_statements_per_job": ("<=", 12.0),
     "overhead_median_ms": ("<=", 40.0),
     "api_calls_per_job_single": ("<=", 4.0),
+    "noticed_median_ms_polling": ("<=", 250.0),
+    **{
+        f"polls_per_second_per_image_max_{kind}_{mode}": ("<=", 1.0)
+        for kind in ("single", "burst")
+        for mode in ("events", "polling")
+    },
     **{
         f"{burst}_{key}": ("<=", 0.0)
         for burst in ("burst30", "burst_n4", "burst_threads")
@@ -51,8 +59,15 @@ async def run(params: Params) -> dict[str, Any]:
         results.update(await api_calls_per_image(params, folder))
         results.update(await history_page_latency(params.history_rows, params.history_samples))
         results.update(await baseline(params, folder))
+        results.update(await completion(params, folder))
         results["baseline_ratio_p99"] = results["baseline_ack_p99_ms"] / results["ack_p99_ms"]
     return results
+
+
+async def completion_only(params: Params) -> dict[str, Any]:
+    """Scenario 8 alone."""
+    with tempfile.TemporaryDirectory(prefix="dreamboard-bench-") as name:
+        return await completion(params, Path(name))
 
 
 async def bursts(speed: float) -> dict[str, Any]:
@@ -84,16 +99,28 @@ def main() -> None:
         "--bursts", action="store_true", help="only the one-channel bursts on rate-limited Slack"
     )
     parser.add_argument(
+        "--completion", action="store_true", help="only completion noticed with the event stream on/off"
+    )
+    parser.add_argument(
         "--speed", type=float, default=1.0, help="with --bursts: run Slack's clock this much faster"
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
     params = QUICK if args.quick else Params()
-    default_out = "results-bursts.json" if args.bursts else "results.json"
+    default_out = (
+        "results-bursts.json"
+        if args.bursts
+        else "results-completion.json"
+        if args.completion
+        else "results.json"
+    )
     args.out = args.out or Path(__file__).parent / default_out
     started = time.time()
     load_before = os.getloadavg()
-    results = asyncio.run(bursts(args.speed) if args.bursts else run(params))
+    scenario = (
+        bursts(args.speed) if args.bursts else completion_only(params) if args.completion else run(params)
+    )
+    results = asyncio.run(scenario)
     report = {
         **{key: round(value, 3) if isinstance(value, float) else value for key, value in results.items()},
         "params": dataclasses.asdict(params),

@@ -40,6 +40,11 @@ class Params:
     history_samples: int = 500
     baseline_burst: int = 1000
     one_at_a_time_jobs: int = 10
+    completion_poll_interval: float = 3.0
+    completion_latency: float = 5.0
+    completion_jobs: int = 12
+    completion_warmup: int = 5
+    completion_burst: int = 200
 
 
 QUICK = Params(
@@ -56,6 +61,11 @@ QUICK = Params(
     history_samples=50,
     baseline_burst=10,
     one_at_a_time_jobs=3,
+    completion_poll_interval=0.5,
+    completion_latency=0.3,
+    completion_jobs=3,
+    completion_warmup=1,
+    completion_burst=10,
 )
 
 SQL_JOB_LATENCY = 1.0

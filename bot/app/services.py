@@ -102,7 +102,7 @@ class Services:
             retry=oxen_retry,
             redactor=redactor,
         )
-        backend = OxenBackend(oxen, redactor=redactor)
+        backend = OxenBackend(oxen, redactor=redactor, poll_interval=settings.oxen_poll_interval)
         messages = SlackMessages(slack, redactor)
         gateway = SlackGateway(slack)
         reader = SlackFileReader(

@@ -18,14 +18,14 @@ import logging
 import random
 import re
 import time
-from collections.abc import AsyncIterator, Mapping
+from collections.abc import AsyncIterator, Callable, Mapping
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, TypeVar
 from urllib.parse import quote, urlsplit
 
 import httpx
-from httpx_sse import SSEError, aconnect_sse
+from httpx_sse import aconnect_sse
 from pydantic import BaseModel, ConfigDict, ValidationError
 
 from bot.backends.base import BackendError, FailureKind, Meter, SubmissionUnknownError
@@ -300,19 +300,25 @@ class OxenClient:
     def _owns(self, url: str) -> bool:
         return urlsplit(url).hostname == self._api_host
 
-    async def completion_events(self) -> AsyncIterator[dict[str, Any]]:
+    async def completion_events(
+        self, *, idle_timeout: float | None = None, on_open: Callable[[], None] | None = None
+    ) -> AsyncIterator[dict[str, Any]]:
         """`GET /events` (Server-Sent Events): yields each `media_generation_completed` payload.
-        Raises BackendError when the stream cannot be opened; ends when the server closes it."""
+        `on_open` is called once the stream answered 200; a stream silent for `idle_timeout` s (Oxen
+        sends a keep-alive comment every 15 s when idle, oxen-api.md §3.5) counts as broken. Raises
+        BackendError when the stream cannot be opened or breaks; ends when the server closes it."""
         headers = {"Authorization": f"Bearer {self._key}"}
-        timeout = httpx.Timeout(30.0, read=None)
-        async with aconnect_sse(
-            self._http, "GET", self._base + "/events", headers=headers, timeout=timeout
-        ) as source:
-            if source.response.status_code != 200:
-                raise classify_failure(
-                    source.response.status_code, "the completion event stream is unavailable"
-                )
-            try:
+        timeout = httpx.Timeout(30.0, read=idle_timeout)
+        try:
+            async with aconnect_sse(
+                self._http, "GET", self._base + "/events", headers=headers, timeout=timeout
+            ) as source:
+                if source.response.status_code != 200:
+                    raise classify_failure(
+                        source.response.status_code, "the completion event stream is unavailable"
+                    )
+                if on_open is not None:
+                    on_open()
                 async for event in source.aiter_sse():
                     if event.event != "media_generation_completed":
                         continue
@@ -323,10 +329,10 @@ class OxenClient:
                         continue
                     if isinstance(payload, dict):
                         yield payload
-            except SSEError as exc:
-                raise BackendError(
-                    FailureKind.UNAVAILABLE, f"The completion event stream broke: {exc}"
-                ) from None
+        except httpx.TransportError as exc:  # SSEError is one too
+            raise BackendError(
+                FailureKind.UNAVAILABLE, f"The completion event stream broke ({type(exc).__name__})."
+            ) from None
 
     def repo_file_url(self, repo: str, path: str) -> str:
         """The download URL of `path` on the main branch of Oxen repository `repo` (oxen-api.md §4.4)."""

@@ -2,12 +2,14 @@
 
 Submissions are reconciled rather than repeated: `find_submitted` lists the account's generations
 (`GET /ai/queue`, which returns the original parameters with each row, §3.2) and matches them on
-model, prompt, seed and references. Completion events wake waiters early; polling stays the truth.
+model, prompt, seed and references. Completion events wake waiters early; polling stays the truth,
+on a schedule aimed at the model's usual end when the event stream is down (poll_schedule.py).
 """
 
 from __future__ import annotations
 
 import asyncio
+import time
 from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
@@ -15,7 +17,8 @@ from typing import Any
 from bot.backends.base import BackendError, FailureKind, Outcome, ResultImage
 from bot.backends.model_schema import PayloadPlan, plan_payload
 from bot.backends.oxen import OxenClient, QueueRow, classify_failure
-from bot.backends.oxen_events import CompletionWatcher
+from bot.backends.oxen_events import IDLE_TIMEOUT, CompletionWatcher
+from bot.backends.poll_schedule import Clock, PollSchedule
 from bot.domain.images import ImageRejectedError, identify_image
 from bot.domain.requests import Limits
 from bot.domain.secrets import Redactor
@@ -31,9 +34,19 @@ _REFERENCE_FIELDS = ("input_image", "input_images")
 class OxenBackend:
     """Seedream (and other image models) on Oxen.ai."""
 
-    def __init__(self, client: OxenClient, *, redactor: Redactor) -> None:
+    def __init__(
+        self,
+        client: OxenClient,
+        *,
+        redactor: Redactor,
+        poll_interval: float = 3.0,
+        idle_timeout: float = IDLE_TIMEOUT,
+        clock: Clock = time.monotonic,
+    ) -> None:
         self._client = client
-        self._events = CompletionWatcher(client)
+        self._clock = clock
+        self._events = CompletionWatcher(client, idle_timeout=idle_timeout, clock=clock)
+        self._schedule = PollSchedule(slowest=poll_interval, clock=clock)
         self._redactor = redactor
 
     def start(self) -> None:
@@ -69,6 +82,9 @@ class OxenBackend:
     async def submit(self, body: Mapping[str, Any]) -> str:
         """`POST /ai/queue` for one generation; its generation id is the handle."""
         [generation_id] = await self._client.enqueue(body)
+        # Timed from the answer: a busy process that sends late errs towards polling a little late,
+        # never towards an early miss that costs a whole second.
+        self._schedule.submitted(generation_id, str(body["model"]), self._clock())
         return generation_id
 
     async def find_submitted(self, body: Mapping[str, Any], *, since: float) -> list[str]:
@@ -83,15 +99,35 @@ class OxenBackend:
         return [row.generation_id for row in matches]
 
     async def wait(self, handle: str, *, within: float, look_first: bool = False) -> Outcome | None:
-        """Wait for the generation's completion event (at most `within` s), then poll it once: the poll
-        is the truth, the event only saves the wait. `look_first` polls before waiting as well."""
+        """Poll the generation when its schedule says (woken early by its completion event), until it
+        finished or `within` s passed. The poll is the truth; the event only saves waiting. No two polls
+        of one generation are less than a second apart. `look_first` polls at once (after a restart)."""
+        deadline = self._clock() + within
         if look_first:
-            row = await self._client.poll(handle)
+            self._schedule.woken(handle, self._clock())
+        while True:
+            arrived = self._events.completed_at(handle)
+            if arrived is not None:
+                self._schedule.woken(handle, arrived)
+            now = self._clock()
+            due = self._schedule.due(handle, stream_up=self._events.connected)
+            if due > now:
+                if now >= deadline:
+                    return None
+                arrived = await self._events.wait(handle, within=min(due, deadline) - now)
+                if arrived is not None:
+                    self._schedule.woken(handle, arrived)
+                if self._clock() < due:
+                    continue
+            sent_at = self._schedule.polling(handle)
+            try:
+                row = await self._client.poll(handle)
+            except BaseException:
+                self._schedule.unanswered(handle)
+                raise
+            self._schedule.answered(handle, sent_at=sent_at, finished=row.finished)
             if row.finished:
                 return self._outcome(row)
-        await self._events.wait(handle, within=within)
-        row = await self._client.poll(handle)
-        return self._outcome(row) if row.finished else None
 
     def _outcome(self, row: QueueRow) -> Outcome:
         if row.status == "succeeded":
@@ -111,6 +147,7 @@ class OxenBackend:
 
     async def cancel(self, handle: str) -> None:
         """`DELETE /ai/queue/{id}`."""
+        self._schedule.forget(handle)
         await self._client.cancel(handle)
 
     async def fetch_result(self, url: str, folder: Path, stem: str) -> ResultImage:

@@ -206,6 +206,10 @@ class FakeOxen:
         self._released = asyncio.Event()
         self._released.set()
         self.events_enabled = True
+        # oxen-api.md §3.5: an idle stream carries a `: keep-alive` comment every 15 s; tests scale it
+        # down. None: a stream that goes silent (a dead connection the bot must notice).
+        self.keepalive_interval: float | None = 15.0
+        self.keepalives_sent = 0
         self._subscribers: list[asyncio.Queue[dict[str, Any]]] = []
         self._tasks: set[asyncio.Task[None]] = set()
         self.repo_files: dict[str, bytes] = {}
@@ -736,7 +740,8 @@ class FakeOxen:
 
     async def _events(self, request: web.Request) -> web.StreamResponse:
         """`GET /api/events`: Server-Sent Events, `media_generation_completed` per finished generation
-        (none for cancelled ones; nothing is replayed to a late subscriber)."""
+        (none for cancelled ones; nothing is replayed to a late subscriber), and a `: keep-alive` comment
+        after each `keepalive_interval` s without an event (oxen-api.md §3.5)."""
 
         async def work() -> web.StreamResponse:
             if not self.events_enabled:
@@ -751,7 +756,13 @@ class FakeOxen:
             await self.recorder.notify()
             try:
                 while True:
-                    event = await queue.get()
+                    try:
+                        event = await asyncio.wait_for(queue.get(), self.keepalive_interval)
+                    except TimeoutError:  # idle for a whole interval (§3.5)
+                        await response.write(b": keep-alive\n\n")
+                        self.keepalives_sent += 1
+                        await self.recorder.notify()
+                        continue
                     payload = f"event: media_generation_completed\ndata: {json.dumps(event)}\n\n"
                     await response.write(payload.encode())
             finally:
