@@ -7,9 +7,12 @@ from collections.abc import Awaitable, Callable
 
 from aiohttp import web
 from prometheus_client import CONTENT_TYPE_LATEST
-from slack_bolt.adapter.aiohttp import to_aiohttp_response, to_bolt_request
+from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.signature import SignatureVerifier
 
+from bot.app.inbound import Refusal, RefusalLog, parse_signed_body, unsigned
 from bot.app.services import Services
 from bot.features.reference_hosting import SignedUrlHost
 
@@ -40,16 +43,42 @@ def build_web_app(
             raise web.HTTPForbidden(text="This reference link is invalid or has expired.")
         return web.FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
 
+    refusals = RefusalLog()
+
+    def refuse(refusal: Refusal) -> web.Response:
+        refusals.refused("a request to /slack/events", refusal)
+        return web.Response(status=refusal.status, text=f"Refused: {refusal.reason}.")
+
     async def events(request: web.Request) -> web.Response:
+        """Verify the signature on the raw body, then check that it is something Slack sends, and only
+        then hand it to Bolt, parsed. Bolt takes a parsed body only with mode "socket_mode", whose one
+        other effect is to skip Bolt's own signature check, done here already; its own form parsing
+        would read a command whose text holds the word "payload" as an empty body
+        (slack_bolt/request/internals.py `parse_body`)."""
         started = time.perf_counter()
-        bolt_request = await to_bolt_request(request)
+        raw = await request.read()  # over client_max_size: aiohttp answers 413
+        if verifier is None:
+            return refuse(Refusal(401, "unsigned", "no SLACK_SIGNING_SECRET is configured"))
+        refusal = unsigned(request.headers, raw, verifier)
+        if refusal is not None:
+            return refuse(refusal)
+        body = parse_signed_body(request.content_type, raw.decode("utf-8"))
+        if isinstance(body, Refusal):
+            return refuse(body)
+        try:
+            bolt_request = AsyncBoltRequest(
+                body=body, query=request.query_string, headers=dict(request.headers), mode="socket_mode"
+            )
+        except Exception:  # Bolt's context extraction assumes Slack's field types throughout
+            return refuse(Refusal(400, "malformed", "Bolt cannot read its fields"))
         answer = await bolt.async_dispatch(bolt_request)
-        body = bolt_request.body
         kind = "command" if "command" in body else str(body.get("type", "unknown"))
         services.metrics.inc("dreamboard_acks_total", kind=kind)
         services.metrics.observe("dreamboard_ack_seconds", time.perf_counter() - started, kind=kind)
         return await to_aiohttp_response(answer)
 
+    secret = services.settings.slack_signing_secret
+    verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)

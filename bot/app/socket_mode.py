@@ -7,9 +7,47 @@ import logging
 import time
 
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.socket_mode.async_internals import send_async_response
+from slack_bolt.adapter.socket_mode.internals import build_headers
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+
+from bot.app.inbound import Refusal, RefusalLog, shape_problem
 
 log = logging.getLogger(__name__)
+
+
+class CheckedSocketModeHandler(AsyncSocketModeHandler):
+    """Bolt's Socket Mode handler, except that an envelope whose payload is not something Slack sends
+    is acked at once (so Slack does not deliver it again) and logged through `refusals`, instead of
+    reaching Bolt, which would fail on it (logging a traceback, acking nothing) or answer 404."""
+
+    def __init__(self, app: AsyncApp, app_token: str, refusals: RefusalLog) -> None:
+        super().__init__(app, app_token)
+        self._refusals = refusals
+
+    async def handle(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
+        """Check the envelope's payload, then dispatch it as Bolt's own handler does."""
+        started = time.time()
+        problem = shape_problem(req.payload)
+        bolt_request: AsyncBoltRequest | None = None
+        if problem is None:
+            try:
+                bolt_request = AsyncBoltRequest(
+                    mode="socket_mode", body=req.payload, headers=build_headers(req)
+                )
+            except Exception:  # Bolt's context extraction assumes Slack's field types throughout
+                problem = "Bolt cannot read its fields"
+        if bolt_request is None:
+            refusal = Refusal(400, "malformed", problem or "no payload")
+            self._refusals.refused(f"a Socket Mode {str(req.type)[:40]!r} envelope (acked)", refusal)
+            await client.send_socket_mode_response(SocketModeResponse(envelope_id=req.envelope_id))
+            return
+        answer = await self.app.async_dispatch(bolt_request)
+        await send_async_response(client, req, answer, started)
 
 
 class SocketModeTransport:
@@ -24,6 +62,7 @@ class SocketModeTransport:
         self._max_silence = max_silence
         self._handler: AsyncSocketModeHandler | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._refusals = RefusalLog()
 
     async def start(self) -> None:
         """Connect, then watch the connection in the background."""
@@ -44,7 +83,7 @@ class SocketModeTransport:
             self._handler = None
 
     async def _connect(self) -> None:
-        self._handler = AsyncSocketModeHandler(self._app, self._token)
+        self._handler = CheckedSocketModeHandler(self._app, self._token, self._refusals)
         await self._handler.client.connect()
 
     async def _healthy(self, handler: AsyncSocketModeHandler) -> bool:

@@ -1,0 +1,145 @@
+"""Checking what reaches the bot before Bolt sees it: the signature of an HTTP request on its raw
+body, the content type, and whether the body has a shape Slack sends (HTTP and Socket Mode alike);
+refusals are logged at most once a minute per kind.
+
+Facts relied on (../shared/docs/slack.md §1.6 and https://api.slack.com/docs/verifying-requests-from-slack):
+Slack signs every request it sends with `X-Slack-Signature: v0=<hex HMAC-SHA256>` over
+`v0:{X-Slack-Request-Timestamp}:{raw body}`, the body is UTF-8, and a timestamp more than five minutes
+from now is to be refused (slack_sdk.signature.SignatureVerifier checks both). Slash commands and
+interactive payloads arrive as `application/x-www-form-urlencoded` (interactions as one `payload`
+field holding JSON), Events API deliveries as `application/json` (slack.md §3.5; Bolt's
+`parse_body` in slack_bolt/request/internals.py reads exactly these two).
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import re
+import time
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+from urllib.parse import parse_qsl
+
+from slack_sdk.signature import SignatureVerifier
+
+log = logging.getLogger(__name__)
+
+STALE_AFTER = 60 * 5
+"""Slack's replay window: a request signed more than five minutes from now is refused."""
+FORM = "application/x-www-form-urlencoded"
+JSON = "application/json"
+SLACK_CONTENT_TYPES = frozenset({FORM, JSON})
+_TIMESTAMP = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"v0=[0-9a-f]{64}")
+_COMMAND_FIELDS = ("command", "team_id", "user_id", "channel_id")
+"""Fields every slash command invocation carries (payloads/slash_command.json) and the bot relies on."""
+
+
+@dataclass(frozen=True)
+class Refusal:
+    """Why a request is refused: the HTTP status, a kind (one log line a minute each) and the reason,
+    which names no value from the request."""
+
+    status: int
+    kind: str
+    reason: str
+
+
+def unsigned(headers: Mapping[str, str], raw: bytes, verifier: SignatureVerifier) -> Refusal | None:
+    """Whether an HTTP request fails Slack's signature check (checked before anything parses the body)."""
+    timestamp = headers.get("X-Slack-Request-Timestamp", "")
+    signature = headers.get("X-Slack-Signature", "")
+    if not _TIMESTAMP.fullmatch(timestamp) or not _SIGNATURE.fullmatch(signature):
+        return Refusal(401, "unsigned", "no well-formed X-Slack-Signature and X-Slack-Request-Timestamp")
+    if abs(verifier.clock.now() - int(timestamp)) > STALE_AFTER:
+        return Refusal(401, "stale", "signed more than five minutes from now")
+    try:
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        return Refusal(400, "malformed", "the body is not UTF-8")
+    if not verifier.is_valid(body=text, timestamp=timestamp, signature=signature):
+        return Refusal(401, "bad-signature", "the signature does not match the body")
+    return None
+
+
+def parse_signed_body(content_type: str, text: str) -> dict[str, Any] | Refusal:
+    """The body of a signed request as Bolt would read it, or why Slack would never send it."""
+    if content_type not in SLACK_CONTENT_TYPES:
+        return Refusal(415, "content-type", "Slack sends only form-encoded or JSON bodies")
+    if content_type == JSON:
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return Refusal(400, "malformed", "the JSON body does not parse")
+    else:
+        # A literal "{" cannot start a form (it would be %7B), and Bolt would read such a body as JSON.
+        if text.startswith("{"):
+            return Refusal(400, "malformed", "a form body that is not form-encoded")
+        pairs = parse_qsl(text, keep_blank_values=True)
+        fields = dict(pairs)
+        if len(fields) != len(pairs):
+            return Refusal(400, "malformed", "a form field is repeated")
+        if "payload" not in fields:
+            body = fields
+        else:
+            try:
+                body = json.loads(fields["payload"])
+            except ValueError:
+                return Refusal(400, "malformed", "the payload field is not JSON")
+    problem = shape_problem(body)
+    return Refusal(400, "malformed", problem) if problem else body
+
+
+def shape_problem(body: object) -> str | None:
+    """What makes `body` (an Events API body, an interaction payload or a slash command's fields) unlike
+    anything Slack sends, or None."""
+    if not isinstance(body, dict):
+        return "the body is not an object"
+    if "command" in body or "type" not in body:
+        if "ssl_check" in body:
+            return None
+        missing = [name for name in _COMMAND_FIELDS if not isinstance(body.get(name), str)]
+        if missing:
+            return "neither an event nor an interaction, nor a command with " + ", ".join(missing)
+        return None
+    if not isinstance(body["type"], str):
+        return "`type` is not a string"
+    for name in ("event", "user", "team", "view", "container", "channel", "enterprise"):
+        if name in body and body[name] is not None and not isinstance(body[name], dict):
+            return f"`{name}` is not an object"
+    event = body.get("event")
+    if "event" in body and not (isinstance(event, dict) and isinstance(event.get("type"), str)):
+        return "`event` is not an object with a type"
+    if "actions" in body and not (
+        isinstance(body["actions"], list) and all(isinstance(action, dict) for action in body["actions"])
+    ):
+        return "`actions` is not a list of objects"
+    if "authorizations" in body and not (
+        isinstance(body["authorizations"], list) and all(isinstance(a, dict) for a in body["authorizations"])
+    ):
+        return "`authorizations` is not a list of objects"
+    return None
+
+
+class RefusalLog:
+    """One WARNING per kind of refusal per `every` seconds, counting the ones it kept quiet."""
+
+    def __init__(self, *, every: float = 60.0, clock: Callable[[], float] = time.monotonic) -> None:
+        self._every = every
+        self._clock = clock
+        self._last: dict[str, float] = {}
+        self._quiet: dict[str, int] = {}
+
+    def refused(self, where: str, refusal: Refusal) -> None:
+        """Note a refused request; logs it unless this kind was logged less than `every` seconds ago."""
+        now = self._clock()
+        last = self._last.get(refusal.kind)
+        if last is not None and now - last < self._every:
+            self._quiet[refusal.kind] = self._quiet.get(refusal.kind, 0) + 1
+            return
+        self._last[refusal.kind] = now
+        quiet = self._quiet.pop(refusal.kind, 0)
+        also = f" ({quiet} more of this kind since the last such line)" if quiet else ""
+        log.warning("refused %s (%s): %s%s", where, refusal.kind, refusal.reason, also)
