@@ -2,10 +2,12 @@
 
 from __future__ import annotations
 
+import logging
 import time
 from collections.abc import Awaitable, Callable
 
 from aiohttp import web
+from aiohttp.http_exceptions import BadHttpMessage
 from prometheus_client import CONTENT_TYPE_LATEST
 from slack_bolt.adapter.aiohttp import to_aiohttp_response
 from slack_bolt.async_app import AsyncApp
@@ -15,6 +17,27 @@ from slack_sdk.signature import SignatureVerifier
 from bot.app.inbound import Refusal, RefusalLog, parse_signed_body, unsigned
 from bot.app.services import Services
 from bot.features.reference_hosting import SignedUrlHost
+
+
+class BadHttpRequests(logging.Filter):
+    """aiohttp answers a request it cannot parse (a request line over 8 kB, a malformed header) with 400
+    itself, then logs it at ERROR with a traceback (aiohttp/web_protocol.py `log_exception`), so anyone
+    who reaches the port could fill the log. Such records go through a RefusalLog instead."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self._refusals = RefusalLog()
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        error = record.exc_info[1] if record.exc_info else None
+        if isinstance(error, BadHttpMessage):
+            refusal = Refusal(error.code, "bad-http", type(error).__name__)
+            self._refusals.refused("an HTTP request aiohttp could not parse", refusal)
+            return False
+        return True
+
+
+_BAD_HTTP = BadHttpRequests()
 
 
 def build_web_app(
@@ -79,6 +102,7 @@ def build_web_app(
 
     secret = services.settings.slack_signing_secret
     verifier = SignatureVerifier(secret.get_secret_value()) if secret else None
+    logging.getLogger("aiohttp.server").addFilter(_BAD_HTTP)  # once: addFilter skips a filter it has
     app = web.Application(client_max_size=1024 * 1024)
     app.router.add_get("/healthz", healthz)
     app.router.add_get("/metrics", metrics)
