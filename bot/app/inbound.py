@@ -100,18 +100,21 @@ def shape_problem(body: object) -> str | None:
     if "command" in body or "type" not in body:
         if "ssl_check" in body:
             return None
-        missing = [name for name in _COMMAND_FIELDS if not isinstance(body.get(name), str)]
+        missing = [name for name in _COMMAND_FIELDS if not (isinstance(body.get(name), str) and body[name])]
         if missing:
             return "neither an event nor an interaction, nor a command with " + ", ".join(missing)
         return None
     if not isinstance(body["type"], str):
         return "`type` is not a string"
-    for name in ("event", "user", "team", "view", "container", "channel", "enterprise"):
+    for name in ("event", "user", "team", "view", "container", "channel", "enterprise", "message"):
         if name in body and body[name] is not None and not isinstance(body[name], dict):
             return f"`{name}` is not an object"
     event = body.get("event")
-    if "event" in body and not (isinstance(event, dict) and isinstance(event.get("type"), str)):
-        return "`event` is not an object with a type"
+    if "event" in body:
+        if not (isinstance(event, dict) and isinstance(event.get("type"), str)):
+            return "`event` is not an object with a type"
+        if problem := _event_problem(event):
+            return problem
     if "actions" in body and not (
         isinstance(body["actions"], list) and all(isinstance(action, dict) for action in body["actions"])
     ):
@@ -120,6 +123,85 @@ def shape_problem(body: object) -> str | None:
         isinstance(body["authorizations"], list) and all(isinstance(a, dict) for a in body["authorizations"])
     ):
         return "`authorizations` is not a list of objects"
+    if body["type"] in _INTERACTIONS:
+        return _interaction_problem(body)
+    return None
+
+
+_EVENT_STRINGS = (
+    "user",
+    "channel",
+    "ts",
+    "thread_ts",
+    "text",
+    "reaction",
+    "channel_type",
+    "subtype",
+    "bot_id",
+)
+_EVENT_OBJECTS = ("item", "message", "previous_message")
+_EVENT_REQUIRED = {
+    "message": ("channel", "ts"),
+    "app_mention": ("channel", "ts", "user"),
+    "reaction_added": ("user", "reaction", "item"),
+    "app_home_opened": ("user",),
+}
+"""The fields each event the bot listens to always carries (payloads/*.json, slack.md §3)."""
+
+
+def _event_problem(event: dict[str, Any]) -> str | None:
+    for name in _EVENT_STRINGS:
+        if name in event and event[name] is not None and not isinstance(event[name], str):
+            return f"the event's `{name}` is not a string"
+    for name in _EVENT_OBJECTS:
+        if name in event and event[name] is not None and not isinstance(event[name], dict):
+            return f"the event's `{name}` is not an object"
+    files = event.get("files")
+    if files is not None and not (isinstance(files, list) and all(isinstance(f, dict) for f in files)):
+        return "the event's `files` is not a list of objects"
+    missing = [name for name in _EVENT_REQUIRED.get(event["type"], ()) if not event.get(name)]
+    if event["type"] == "message" and not event.get("subtype") and not event.get("bot_id"):
+        missing += [] if event.get("user") else ["user"]
+    return f"the {event['type']} event has no " + ", ".join(missing) if missing else None
+
+
+_INTERACTIONS = frozenset({"block_actions", "view_submission", "view_closed", "shortcut", "message_action"})
+"""Interaction payloads: each names the person who acted (`user`, with the team in `user.team_id` or
+`team.id`; payloads/block_actions.json, view_submission.json)."""
+
+
+def _has_id(value: object, key: str = "id") -> bool:
+    return isinstance(value, dict) and isinstance(value.get(key), str) and bool(value[key])
+
+
+def _interaction_problem(body: dict[str, Any]) -> str | None:
+    user = body.get("user")
+    if not _has_id(user):
+        return "`user` is not an object with an id"
+    if not (_has_id(user, "team_id") or _has_id(body.get("team"))):
+        return "neither `user.team_id` nor `team.id` is given"
+    for name in ("trigger_id", "response_url"):
+        if name in body and not isinstance(body[name], str):
+            return f"`{name}` is not a string"
+    if body["type"] == "block_actions":
+        actions = body.get("actions")
+        if not (isinstance(actions, list) and actions and all(_has_id(a, "action_id") for a in actions)):
+            return "`actions` is not a list of actions with an action_id"
+        if any(not isinstance(a.get("value", ""), str) for a in actions):
+            return "an action's `value` is not a string"
+    if body["type"] == "view_submission":
+        view = body.get("view")
+        if not (
+            isinstance(view, dict) and _has_id(view, "callback_id") and isinstance(view.get("state"), dict)
+        ):
+            return "`view` is not a view with a callback_id and a state"
+        if not isinstance(view.get("private_metadata", ""), str):
+            return "`view.private_metadata` is not a string"
+        values = view["state"].get("values", {})
+        if not (isinstance(values, dict) and all(isinstance(block, dict) for block in values.values())):
+            return "`view.state.values` is not an object of blocks"
+        if not all(isinstance(item, dict) for block in values.values() for item in block.values()):
+            return "`view.state.values` holds an input that is not an object"
     return None
 
 

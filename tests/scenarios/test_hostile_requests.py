@@ -16,6 +16,7 @@ import pytest
 
 from bot.app.inbound import Refusal, RefusalLog
 from bot.features.reference_hosting import SignedUrlHost
+from bot.views.blocks import EDIT_CALLBACK
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.signing import slack_signature
 from tests.fakes.slack import FakeSlack
@@ -270,3 +271,69 @@ async def test_the_reference_route_answers_odd_names_with_403_or_404(
     assert "Traceback" not in caplog.text
     warnings = [r.getMessage() for r in records(caplog, logging.WARNING) if r.name == "bot.app.inbound"]
     assert len(warnings) <= 1, warnings  # the filter's RefusalLog is per process
+
+
+# -- what the fuzzer found (tests/unit/test_fuzz_payloads.py), each as a plain regression test -------------
+
+
+async def test_signed_payloads_missing_what_slack_always_sends_are_refused(harness: Harness) -> None:
+    await harness.start()
+    slack = harness.slack
+    no_channel = slack.command_payload("a fox")
+    no_channel["channel_id"] = ""
+    assert (await slack.send_command_payload(harness.events_url, no_channel)).status == 400
+    await harness.generate("a fox")
+    [(job, _)] = await harness.jobs()
+    card = slack.message("C1", str(job.status_ts))
+    button = next(
+        element
+        for block in card["blocks"]
+        if block["type"] == "actions"
+        for element in block["elements"]
+        if ":edit:" in element["action_id"]
+    )
+    click = slack.button_payload(button, user_id="U2", channel_id="C1", message=card)
+    for field, value in (("message", 1.5), ("user", None), ("actions", [{"value": "x"}])):
+        assert (await slack.send_action(harness.events_url, {**click, field: value})).status == 400, field
+    reaction = slack.event_envelope(slack.reaction_event("repeat", user="U2", channel="C1", ts="1.0"))
+    reaction["event"]["item"] = 7
+    response = await slack.post_signed(harness.events_url, json.dumps(reaction), content_type=JSON)
+    assert response.status == 400
+
+
+async def test_an_edit_click_without_a_conversation_is_answered(harness: Harness) -> None:
+    """Found by the fuzzer: with no channel in the payload the Edit button did nothing at all."""
+    await harness.start()
+    slack = harness.slack
+    await harness.generate("a fox")
+    [(job, _)] = await harness.jobs()
+    card = slack.message("C1", str(job.status_ts))
+    button = next(
+        element
+        for block in card["blocks"]
+        if block["type"] == "actions"
+        for element in block["elements"]
+        if ":edit:" in element["action_id"]
+    )
+    click = slack.button_payload(button, user_id="U2", channel_id="C1", message=card)
+    click["channel"] = None
+    assert (await slack.send_action(harness.events_url, click)).status == 200
+    [answer] = await slack.wait_for("response_url")
+    assert "Edit works on a result card" in json.dumps(answer.params)
+    assert not slack.calls_to("views.open")
+
+
+async def test_an_edit_form_whose_metadata_is_not_the_bots_is_answered_under_its_input(
+    harness: Harness,
+) -> None:
+    """Found by the fuzzer: private_metadata that is not the bot's JSON failed before the ack."""
+    await harness.start()
+    view = {"callback_id": EDIT_CALLBACK, "private_metadata": "not json", "blocks": []}
+    values = {"prompt": {"value": {"type": "plain_text_input", "value": "a fox"}}}
+    for metadata in ("not json", "[1]"):
+        payload = harness.slack.view_submission_payload(
+            {**view, "private_metadata": metadata}, values, user_id="U2"
+        )
+        response = await harness.slack.send_action(harness.events_url, payload)
+        assert response.status == 200
+        assert json.loads(response.text)["response_action"] == "errors"
