@@ -146,10 +146,13 @@ _EVENT_REQUIRED = {
     "reaction_added": ("user", "reaction", "item"),
     "app_home_opened": ("user",),
 }
-"""The fields each event the bot listens to always carries (payloads/*.json, slack.md §3)."""
+"""The events the bot listens to (manifest.yaml) and the fields each always carries (payloads/*.json,
+slack.md §3); in these, the fields of _EVENT_STRINGS are strings and those of _EVENT_OBJECTS objects."""
 
 
 def _event_problem(event: dict[str, Any]) -> str | None:
+    if event["type"] not in _EVENT_REQUIRED:
+        return None  # not one the bot listens to (in other events `user` may be an object: team_join)
     for name in _EVENT_STRINGS:
         if name in event and event[name] is not None and not isinstance(event[name], str):
             return f"the event's `{name}` is not a string"

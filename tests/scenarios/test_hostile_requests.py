@@ -14,12 +14,12 @@ from urllib.parse import urlencode
 import aiohttp
 import pytest
 
-from bot.app.inbound import Refusal, RefusalLog
+from bot.app.inbound import Refusal, RefusalLog, shape_problem
 from bot.features.reference_hosting import SignedUrlHost
 from bot.views.blocks import EDIT_CALLBACK
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.signing import slack_signature
-from tests.fakes.slack import FakeSlack
+from tests.fakes.slack import FakeSlack, example
 from tests.scenarios.harness import Harness, is_card
 from tests.scenarios.test_kill_matrix import BotProcess
 
@@ -337,3 +337,26 @@ async def test_an_edit_form_whose_metadata_is_not_the_bots_is_answered_under_its
         response = await harness.slack.send_action(harness.events_url, payload)
         assert response.status == 200
         assert json.loads(response.text)["response_action"] == "errors"
+
+
+async def test_slacks_own_checks_still_pass(harness: Harness) -> None:
+    """The URL verification of the Events API and the SSL check of slash commands are signed bodies of
+    their own shapes (slack.md §1.6; Bolt answers both in its built-in middleware)."""
+    await harness.start()
+    challenge = json.dumps({"type": "url_verification", "token": "x", "challenge": "c-123"})
+    answer = await harness.slack.post_signed(harness.events_url, challenge, content_type=JSON)
+    assert (answer.status, json.loads(answer.text)) == (200, {"challenge": "c-123"})
+    ssl_check = urlencode({"ssl_check": "1", "token": "x"})
+    assert (await harness.slack.post_signed(harness.events_url, ssl_check, content_type=FORM)).status == 200
+    assert not await harness.jobs()
+
+
+@pytest.mark.parametrize("name", ["app_mention", "message", "message_file_share", "reaction_added"])
+def test_every_recorded_event_has_slacks_shape(name: str) -> None:
+    """The shape check refuses only what Slack never sends: the recorded payloads all pass it."""
+    assert shape_problem({**example("event_callback"), "event": example(name)}) is None
+
+
+@pytest.mark.parametrize("name", ["slash_command", "block_actions", "view_submission"])
+def test_every_recorded_request_has_slacks_shape(name: str) -> None:
+    assert shape_problem(example(name)) is None
