@@ -51,6 +51,12 @@ def register(app: Listeners, services: Services) -> None:
                 notice = views.edit_not_opened(exc.code)
                 await reply(services, respond, notice, user_id=user_id, channel_id=channel)
             return
+        if kind is Action.EDIT:
+            notice = views.notice(
+                ":pencil2: Edit works on a result card in a conversation; use the card's button."
+            )
+            await reply(services, respond, notice, user_id=user_id, channel_id=channel)
+            return
         answer = await branching.press(
             kind, target, user_id=user_id, team_id=team_id, channel_id=channel, thread_ts=thread_ts
         )

@@ -9,7 +9,16 @@ from slack_bolt.async_app import AsyncAck, AsyncBoltContext, AsyncRespond
 
 from bot.app.bolt import Listeners
 from bot.app.services import Services
-from bot.domain.commands import Help, History, Recipe, Show, UsageError, parse_command
+from bot.domain.commands import (
+    Help,
+    History,
+    Recipe,
+    Show,
+    UsageError,
+    is_number,
+    listed_count,
+    parse_command,
+)
 from bot.domain.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
 from bot.domain.requests import RequestError, parse_request
 from bot.features.actions import NotAllowedError
@@ -118,13 +127,14 @@ async def _history(
         log.info("history export of %d rows for %s", count, user_id)
         return
     total = PAGE_SIZE
-    if words and words[0].isdigit():
-        total = int(words.pop(0))
-        if not 1 <= total <= MAX_LISTED:
+    if words and is_number(words[0]):
+        listed = listed_count(words.pop(0))
+        if listed is None:
             await ack(
                 response_type="ephemeral", **views.notice(f"`/imagine history N`: N is 1 to {MAX_LISTED}.")
             )
             return
+        total = listed
     await ack()
     page = await services.history.page(team_id, user_id, HistoryQuery(total, " ".join(words)))
     await answer(services, respond, page, user_id=user_id, channel_id=str(command["channel_id"]))

@@ -5,11 +5,83 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
+from typing import Any
 
 from slack_bolt.adapter.socket_mode.async_handler import AsyncSocketModeHandler
+from slack_bolt.adapter.socket_mode.async_internals import send_async_response
+from slack_bolt.adapter.socket_mode.internals import build_headers
 from slack_bolt.async_app import AsyncApp
+from slack_bolt.request.async_request import AsyncBoltRequest
+from slack_sdk.socket_mode.aiohttp import SocketModeClient
+from slack_sdk.socket_mode.async_client import AsyncBaseSocketModeClient
+from slack_sdk.socket_mode.request import SocketModeRequest
+from slack_sdk.socket_mode.response import SocketModeResponse
+
+from bot.app.inbound import Refusal, RefusalLog, shape_problem
 
 log = logging.getLogger(__name__)
+
+
+class CheckedSocketModeClient(SocketModeClient):
+    """The SDK's aiohttp Socket Mode client, except that an envelope whose payload is neither an object
+    nor a string (which the SDK's SocketModeRequest refuses with a logged traceback, acking nothing)
+    is acked and logged through `refusals`."""
+
+    def __init__(self, app: AsyncApp, app_token: str, refusals: RefusalLog) -> None:
+        super().__init__(app_token=app_token, logger=app.logger, web_client=app.client)
+        self._refusals = refusals
+
+    async def run_message_listeners(self, message: dict[str, Any], raw_message: str) -> None:
+        """Ack an envelope the SDK cannot read; hand everything else to the SDK."""
+        payload = message.get("payload")
+        if "envelope_id" in message and "payload" in message and not isinstance(payload, dict | str):
+            await refuse_envelope(
+                self, self._refusals, message.get("type"), message["envelope_id"], "payload"
+            )
+            return
+        await super().run_message_listeners(message, raw_message)
+
+
+async def refuse_envelope(
+    client: AsyncBaseSocketModeClient, refusals: RefusalLog, kind: object, envelope_id: object, problem: str
+) -> None:
+    """Ack an envelope that is not what Slack sends (so it is not delivered again) and log it."""
+    refusal = Refusal(400, "malformed", problem)
+    refusals.refused(f"a Socket Mode {str(kind)[:40]!r} envelope (acked)", refusal)
+    await client.send_socket_mode_response(SocketModeResponse(envelope_id=str(envelope_id)))
+
+
+class CheckedSocketModeHandler(AsyncSocketModeHandler):
+    """Bolt's Socket Mode handler on a CheckedSocketModeClient, except that an envelope whose payload
+    is not something Slack sends is acked at once (so Slack does not deliver it again) and logged
+    through `refusals`, instead of reaching Bolt, which would fail on it (logging a traceback, acking
+    nothing) or answer 404."""
+
+    def __init__(self, app: AsyncApp, app_token: str, refusals: RefusalLog) -> None:
+        # Not super().__init__: it would build a second client (with its own session and task).
+        self.app = app
+        self.app_token = app_token
+        self.client = CheckedSocketModeClient(app, app_token, refusals)
+        self.client.socket_mode_request_listeners.append(self.handle)
+        self._refusals = refusals
+
+    async def handle(self, client: AsyncBaseSocketModeClient, req: SocketModeRequest) -> None:
+        """Check the envelope's payload, then dispatch it as Bolt's own handler does."""
+        started = time.time()
+        problem = shape_problem(req.payload)
+        bolt_request: AsyncBoltRequest | None = None
+        if problem is None:
+            try:
+                bolt_request = AsyncBoltRequest(
+                    mode="socket_mode", body=req.payload, headers=build_headers(req)
+                )
+            except Exception:  # Bolt's context extraction assumes Slack's field types throughout
+                problem = "Bolt cannot read its fields"
+        if bolt_request is None:
+            await refuse_envelope(client, self._refusals, req.type, req.envelope_id, problem or "payload")
+            return
+        answer = await self.app.async_dispatch(bolt_request)
+        await send_async_response(client, req, answer, started)
 
 
 class SocketModeTransport:
@@ -24,6 +96,7 @@ class SocketModeTransport:
         self._max_silence = max_silence
         self._handler: AsyncSocketModeHandler | None = None
         self._watchdog: asyncio.Task[None] | None = None
+        self._refusals = RefusalLog()
 
     async def start(self) -> None:
         """Connect, then watch the connection in the background."""
@@ -44,7 +117,7 @@ class SocketModeTransport:
             self._handler = None
 
     async def _connect(self) -> None:
-        self._handler = AsyncSocketModeHandler(self._app, self._token)
+        self._handler = CheckedSocketModeHandler(self._app, self._token, self._refusals)
         await self._handler.client.connect()
 
     async def _healthy(self, handler: AsyncSocketModeHandler) -> bool:

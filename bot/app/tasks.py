@@ -81,3 +81,8 @@ class Tasks:
         for task in late:
             task.cancel()
         await asyncio.gather(*late, return_exceptions=True)
+
+    async def settled(self) -> None:
+        """Wait until none of the tracked tasks runs, including any adopted meanwhile."""
+        while self._running:
+            await asyncio.wait(list(self._running))

@@ -70,6 +70,20 @@ class UsageError:
 Command = Help | Show | Recipe | History | Prompt | UsageError
 
 
+def is_number(word: str) -> bool:
+    """Whether `word` is written in ASCII digits only (`str.isdigit` also takes "²" and "١", which
+    `int` refuses or reads as another number)."""
+    return word.isascii() and word.isdigit()
+
+
+def listed_count(word: str) -> int | None:
+    """The N of `/imagine history N` when `word` is a number from 1 to MAX_LISTED, else None."""
+    if not is_number(word) or len(word.lstrip("0")) > len(str(MAX_LISTED)):
+        return None
+    count = int(word)
+    return count if 1 <= count <= MAX_LISTED else None
+
+
 def parse_command(text: str) -> Command:
     """Classify `/imagine` text by its exact shape (see the module docstring)."""
     words = text.split()
@@ -81,7 +95,7 @@ def parse_command(text: str) -> Command:
     if first in ("show", "seed") and len(words) == 2 and JOB_ID.match(words[1]):
         job_id = words[1].lower()
         return Show(job_id) if first == "show" else Recipe(job_id)
-    if first == "seed" and words[1:2] and words[1].isdigit():
+    if first == "seed" and words[1:2] and is_number(words[1]):
         if len(words) == 2:
             return UsageError(
                 f"`/imagine seed {words[1]}` needs a prompt after the number, like "
@@ -92,8 +106,8 @@ def parse_command(text: str) -> Command:
         return Prompt(f"{prompt} --seed {words[1]}")
     if first == "history":
         rest = words[1:]
-        if not rest or (len(rest) == 1 and (rest[0].isdigit() or rest[0].lower() == "export")):
+        if not rest or (len(rest) == 1 and (is_number(rest[0]) or rest[0].lower() == "export")):
             return History(tuple(word.lower() if word.lower() == "export" else word for word in rest))
-        if rest[0].isdigit() and 1 <= int(rest[0]) <= MAX_LISTED:
+        if listed_count(rest[0]) is not None:
             return History(tuple(rest))
     return Prompt(text)

@@ -282,7 +282,14 @@ class Branching:
     def check_edit(self, view: Mapping[str, Any]) -> EditSubmission:
         """A submitted Edit modal, checked without I/O (so it is answered well within Slack's 3 s);
         raises recipes.EditError with the texts to show by block id."""
-        where = json.loads(str(view.get("private_metadata") or "{}"))
+        try:
+            where = json.loads(str(view.get("private_metadata") or "{}"))
+        except ValueError:
+            where = None
+        if not isinstance(where, dict):  # not what edit_modal wrote: Slack echoes it unchanged
+            raise recipes.EditError(
+                {"prompt": "This form is not one Dreamboard opened; press ✏️ Edit on the card again."}
+            )
         edits = recipes.check_edit(
             view.get("state", {}).get("values", {}),
             self._intake.limits_for(where.get("model")),

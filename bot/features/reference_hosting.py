@@ -17,6 +17,7 @@ import asyncio
 import base64
 import hashlib
 import hmac
+import re
 import time
 from pathlib import Path
 from typing import Protocol
@@ -25,6 +26,11 @@ from bot.backends.oxen import OxenClient
 from bot.domain.images import PreparedImage
 
 URL_LIFETIME = 3600
+_NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
+"""A cached file's name as `publish` makes it (a content key and an extension), well under any file
+system's 255-byte limit."""
+_EXPIRES = re.compile(r"[0-9]{1,12}")
+_SIGNATURE = re.compile(r"[0-9a-f]{64}")
 
 
 class ReferenceHost(Protocol):
@@ -58,15 +64,18 @@ class SignedUrlHost:
         return f"{self._base}/refs/{name}?exp={expires}&sig={self._sign(name, expires)}"
 
     def resolve(self, name: str, expires: str, signature: str) -> Path | None:
-        """The file a signed URL names, or None when the signature is wrong or expired."""
-        try:
-            deadline = int(expires)
-        except ValueError:
+        """The file a signed URL names, or None when the signature is wrong or expired, or when the
+        name, expiry or signature is not of the shape `publish` gives (anyone can send any of them)."""
+        if not (_NAME.fullmatch(name) and _EXPIRES.fullmatch(expires) and _SIGNATURE.fullmatch(signature)):
             return None
+        deadline = int(expires)
         if deadline < time.time() or not hmac.compare_digest(self._sign(name, deadline), signature):
             return None
         path = self._folder / name
-        return path if path.parent == self._folder and path.is_file() else None
+        try:
+            return path if path.parent == self._folder and path.is_file() else None
+        except OSError:
+            return None
 
     def _sign(self, name: str, expires: int) -> str:
         return hmac.new(self._secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()

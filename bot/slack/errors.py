@@ -68,7 +68,9 @@ def classify(exc: BaseException) -> SlackError:
         return exc
     if isinstance(exc, SlackApiError):
         status = int(getattr(exc.response, "status_code", 200) or 200)
-        code = str(exc.response.get("error", "") or f"http_{status}")
+        # A SlackResponse's data is not a dict when Slack answered with a page instead of JSON (a 5xx).
+        data = getattr(exc.response, "data", exc.response)
+        code = str((data.get("error", "") if isinstance(data, dict) else "") or f"http_{status}")
         if status == 429:
             return SlackError(SlackErrorKind.RATE_LIMITED, code)
         if status >= 500:

@@ -133,6 +133,8 @@ class RateLimits:
         channel = _channel(method, params)
         if channel is not None:
             buckets.append((("channel", channel), self._channel_bucket(channel, now)))
+        if not buckets:
+            return None  # chat.postMessage naming no channel: the method answers `channel_not_found` itself
         waits = [(bucket.wait(now), key) for key, bucket in buckets]
         longest, key = max(waits)
         if longest > 0:
