@@ -154,6 +154,14 @@ def sign_in_page(name: str) -> str:
     )
 
 
+def unusable_address(name: str) -> str:
+    """What to say when Slack gave a file address that cannot be parsed or checked safely."""
+    return (
+        f"Slack gave an address for “{name}” that Dreamboard can't read safely, so it was not downloaded. "
+        "Try attaching it again."
+    )
+
+
 class SlackFileReader:
     """Downloads files users attached, sending the bot token only to allow-listed Slack file hosts."""
 
@@ -212,6 +220,8 @@ class SlackFileReader:
                         if len(data) > max_bytes:
                             raise ReferenceFetchError(too_big)
                     return bytes(data)
+        except aiohttp.InvalidURL:
+            raise ReferenceFetchError(unusable_address(name)) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ReferenceFetchError(
                 f"Downloading “{name}” from Slack failed ({type(exc).__name__}); try again."
@@ -220,8 +230,16 @@ class SlackFileReader:
 
     def _check_host(self, url: str, name: str, *, redirected: bool) -> None:
         """Refuse a URL the token must not be sent to (naming the file, and the host when redirected)."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            _ = parts.port  # raises on a port that is not a number in range
+        except ValueError:
+            raise ReferenceFetchError(unusable_address(name)) from None
+        if parts.username is not None or "\\" in url:
+            # userinfo or a backslash: parsers disagree on the host (urllib and yarl, WHATWG), so the
+            # host checked here might not be the one a request goes to.
+            raise ReferenceFetchError(unusable_address(name))
         if host not in self._hosts:
             if redirected and "redir=" in parts.query:
                 # Slack's answer to a token that may not read the file: a redirect to the workspace's
