@@ -39,6 +39,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot.domain.secrets import Redactor
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -223,11 +225,14 @@ class Pacer:
 
 
 class PacedWebClient(AsyncWebClient):
-    """An AsyncWebClient whose every Web API call goes through a Pacer (so Bolt's calls are paced too)."""
+    """An AsyncWebClient whose every Web API call goes through a Pacer (so Bolt's calls are paced too)
+    and, with a `redactor`, leaves without secrets: every string of its arguments is redacted (the token
+    travels in the Authorization header, which is left alone)."""
 
-    def __init__(self, *args: Any, pacer: Pacer, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pacer: Pacer, redactor: Redactor | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pacer = pacer
+        self.redactor = redactor
 
     async def api_call(
         self,
@@ -241,7 +246,11 @@ class PacedWebClient(AsyncWebClient):
         headers: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
     ) -> AsyncSlackResponse:
-        """`AsyncWebClient.api_call`, sent when the pacer gives it a turn."""
+        """`AsyncWebClient.api_call`, redacted, sent when the pacer gives it a turn."""
+        if self.redactor is not None:
+            json, params = self.redactor.redact_payload(json), self.redactor.redact_payload(params)
+            if isinstance(data, dict):
+                data = self.redactor.redact_payload(data)
         send = functools.partial(
             AsyncWebClient.api_call,
             self,
