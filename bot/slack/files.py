@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.domain.errors import UserFacingError
 from bot.domain.hosts import is_loopback
 from bot.slack.errors import SlackError, SlackErrorKind, call
+from bot.views.blocks import escape
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class SlackFiles:
             size = result.path.stat().st_size
             reserved = await call(
                 self._client.files_getUploadURLExternal(
-                    filename=result.filename, length=size, alt_txt=result.alt_text[:1000]
+                    filename=result.filename, length=size, alt_txt=escape(result.alt_text)[:1000]
                 )
             )
             await self._send(str(reserved["upload_url"]), result.path)
@@ -96,10 +97,12 @@ class SlackFiles:
     async def share(
         self, files: Sequence[tuple[str, str]], *, channel_id: str, thread_ts: str, comment: str
     ) -> None:
-        """Complete the upload: post the files (id, title) as one message in the thread."""
+        """Complete the upload: post the files (id, title) as one message in the thread. Titles and alt
+        texts (the prompt) are escaped like message text: slack.md does not say whether Slack parses
+        `<!here>` or `<@U…>` in them, so they are treated as if it did (the stricter reading)."""
         await call(
             self._client.files_completeUploadExternal(
-                files=[{"id": file_id, "title": title} for file_id, title in files],
+                files=[{"id": file_id, "title": escape(title)} for file_id, title in files],
                 channel_id=channel_id,
                 thread_ts=thread_ts,
                 initial_comment=comment,

@@ -248,9 +248,9 @@ class PacedWebClient(AsyncWebClient):
     ) -> AsyncSlackResponse:
         """`AsyncWebClient.api_call`, redacted, sent when the pacer gives it a turn."""
         if self.redactor is not None:
-            json, params = self.redactor.redact_payload(json), self.redactor.redact_payload(params)
+            json, params = self._redacted(json), self._redacted(params)
             if isinstance(data, dict):
-                data = self.redactor.redact_payload(data)
+                data = self._redacted(data)
         send = functools.partial(
             AsyncWebClient.api_call,
             self,
@@ -265,6 +265,19 @@ class PacedWebClient(AsyncWebClient):
         )
         channel = channel_of(json, params, data if isinstance(data, dict) else None)
         return await self.pacer.run(api_method, channel, send)
+
+    def _redacted(self, arguments: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`arguments` with every string redacted, except the credentials Slack asks for as arguments."""
+        if arguments is None or self.redactor is None:
+            return arguments
+        redact = self.redactor.redact_payload
+        return {
+            key: value if key in CREDENTIAL_ARGUMENTS else redact(value) for key, value in arguments.items()
+        }
+
+
+CREDENTIAL_ARGUMENTS = frozenset({"token", "app_token", "client_secret"})
+"""Arguments that carry a credential to Slack on purpose (apps.connections.open sends the app token)."""
 
 
 def _held_by(method: str, channel: str | None) -> list[str]:
