@@ -25,10 +25,11 @@ def is_failure_reply(call: Call) -> bool:
 
 
 @pytest.fixture
-def log_output() -> Iterator[io.StringIO]:
-    """What the process writes to its log, formatted as configure_logging does (secrets set later)."""
+def log_output(harness: Harness) -> Iterator[io.StringIO]:
+    """What the process writes to its log, formatted as configure_logging does."""
     output = io.StringIO()
     handler = logging.StreamHandler(output)
+    handler.setFormatter(RedactingJsonFormatter(harness.settings().secret_values))
     handler.addFilter(JobFilter())
     root = logging.getLogger()
     previous = root.level
@@ -55,8 +56,6 @@ async def test_no_configured_secret_leaves_the_process(harness: Harness, log_out
     secrets = [*settings.secret_values, APP_TOKEN]
     assert len(secrets) == 4
     everything = " ".join(f"<{secret}>" for secret in secrets)
-    handler = logging.getLogger().handlers[-1]
-    handler.setFormatter(RedactingJsonFormatter(settings.secret_values))
     await harness.start()
 
     # An upstream (Oxen) failure whose error text quotes every secret, for a prompt that contains one.
@@ -82,6 +81,7 @@ async def test_no_configured_secret_leaves_the_process(harness: Harness, log_out
 
     sent = everything_slack_received(harness, acks)
     logged = log_output.getvalue()
+    assert "rejected the request" in logged
     assert "[redacted]" in sent
     assert "rejected the request" in sent
     assert "Preparing your CSV" in sent
