@@ -19,6 +19,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.app.listener_errors import listener_error_handler
 from bot.app.services import Services
 from bot.app.tasks import Tasks
+from bot.slack.gateway import redacted_replies
 
 Listener = TypeVar("Listener", bound=Callable[..., Awaitable[None]])
 
@@ -171,6 +172,7 @@ def build_app(services: Services, *, register: Register) -> AsyncApp:
         raise_error_for_unhandled_request=False,
         ignoring_self_events_enabled=False,
     )
+    app.use(redacted_replies(services.gateway.redactor))
     app.use(IgnoringSelfEventsButUploads())
 
     @app.middleware

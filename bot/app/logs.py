@@ -50,7 +50,8 @@ class RedactingJsonFormatter(logging.Formatter):
 
 
 def configure_logging(level: str, secrets: Iterable[str]) -> None:
-    """Send every log record to stdout as redacted JSON."""
+    """Send every log record, and every Python warning (such as Pillow's DecompressionBombWarning for a
+    file that is then refused), to stdout as redacted JSON."""
     handler = logging.StreamHandler(sys.stdout)
     handler.setFormatter(RedactingJsonFormatter(secrets))
     handler.addFilter(JobFilter())
@@ -59,3 +60,4 @@ def configure_logging(level: str, secrets: Iterable[str]) -> None:
     root.setLevel(level)
     logging.getLogger("slack_bolt").setLevel(max(logging.getLevelName(level), logging.INFO))
     logging.getLogger("httpx").setLevel(logging.WARNING)
+    logging.captureWarnings(True)

@@ -84,6 +84,7 @@ class Services:
         store = await Store.open(settings.database_path)
         http = aiohttp.ClientSession()
         pacer = Pacer(interval=settings.slack_post_interval)
+        redactor = Redactor(settings.secret_values)
         slack = PacedWebClient(
             token=settings.slack_bot_token.get_secret_value(),
             base_url=settings.slack_api_url,
@@ -93,8 +94,8 @@ class Services:
             # Rate limits are the pacer's: posts take turns per channel and a 429 waits out Retry-After.
             retry_handlers=[AsyncConnectionErrorRetryHandler(error_types=[aiohttp.ClientConnectorError])],
             pacer=pacer,
+            redactor=redactor,
         )
-        redactor = Redactor(settings.secret_values)
         oxen = OxenClient(
             settings.oxen_api_url,
             settings.oxen_api_key.get_secret_value(),
@@ -104,7 +105,7 @@ class Services:
         )
         backend = OxenBackend(oxen, redactor=redactor, poll_interval=settings.oxen_poll_interval)
         messages = SlackMessages(slack, redactor)
-        gateway = SlackGateway(slack)
+        gateway = SlackGateway(slack, redactor)
         reader = SlackFileReader(
             slack, http, token=settings.slack_bot_token.get_secret_value(), hosts=settings.slack_file_hosts
         )

@@ -1,11 +1,16 @@
-"""Removing secrets from any text that leaves the process: log lines and messages posted to Slack."""
+"""Removing secrets from any text that leaves the process: log lines, everything sent to Slack (Web API
+calls, ack bodies, response_url posts, uploaded text files) and the doctor's report.
+
+One Redactor, built from Settings.secret_values, is handed to each of those exits."""
 
 from __future__ import annotations
 
 import re
 from collections.abc import Iterable
+from typing import Any
 
 _TOKEN_SHAPES = re.compile(r"(xox[abposr]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|Bearer\s+[A-Za-z0-9._~+/=-]+)")
+REDACTED = "[redacted]"
 
 
 class Redactor:
@@ -18,5 +23,16 @@ class Redactor:
     def redact(self, text: str) -> str:
         """`text` without secrets."""
         for secret in self._secrets:
-            text = text.replace(secret, "[redacted]")
-        return _TOKEN_SHAPES.sub("[redacted]", text)
+            text = text.replace(secret, REDACTED)
+        return _TOKEN_SHAPES.sub(REDACTED, text)
+
+    def redact_payload(self, value: Any) -> Any:
+        """`value` (JSON-like: strings inside dicts, lists and tuples, at any depth) with every string
+        redacted, keys included; other values are returned as they are."""
+        if isinstance(value, str):
+            return self.redact(value)
+        if isinstance(value, dict):
+            return {self.redact_payload(key): self.redact_payload(item) for key, item in value.items()}
+        if isinstance(value, list | tuple):
+            return type(value)(self.redact_payload(item) for item in value)
+        return value

@@ -96,7 +96,7 @@ class Branching:
             self._references.hosting_problem(
                 sources,
                 what=(
-                    f"use {sources[0].name} as a reference"
+                    f"use {views.escape(sources[0].name)} as a reference"
                     if recipe.reference is not None
                     else f"run job `{parent.id}` again with its reference images"
                 ),

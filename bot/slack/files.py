@@ -17,6 +17,7 @@ from slack_sdk.web.async_client import AsyncWebClient
 from bot.domain.errors import UserFacingError
 from bot.domain.hosts import is_loopback
 from bot.slack.errors import SlackError, SlackErrorKind, call
+from bot.views.blocks import escape
 
 log = logging.getLogger(__name__)
 
@@ -63,7 +64,7 @@ class SlackFiles:
             size = result.path.stat().st_size
             reserved = await call(
                 self._client.files_getUploadURLExternal(
-                    filename=result.filename, length=size, alt_txt=result.alt_text[:1000]
+                    filename=result.filename, length=size, alt_txt=escape(result.alt_text)[:1000]
                 )
             )
             await self._send(str(reserved["upload_url"]), result.path)
@@ -96,10 +97,12 @@ class SlackFiles:
     async def share(
         self, files: Sequence[tuple[str, str]], *, channel_id: str, thread_ts: str, comment: str
     ) -> None:
-        """Complete the upload: post the files (id, title) as one message in the thread."""
+        """Complete the upload: post the files (id, title) as one message in the thread. Titles and alt
+        texts (the prompt) are escaped like message text: slack.md does not say whether Slack parses
+        `<!here>` or `<@U…>` in them, so they are treated as if it did (the stricter reading)."""
         await call(
             self._client.files_completeUploadExternal(
-                files=[{"id": file_id, "title": title} for file_id, title in files],
+                files=[{"id": file_id, "title": escape(title)} for file_id, title in files],
                 channel_id=channel_id,
                 thread_ts=thread_ts,
                 initial_comment=comment,
@@ -151,6 +154,14 @@ def sign_in_page(name: str) -> str:
     return (
         f"Slack answered with a sign-in page instead of “{name}”. "
         "Dreamboard may be missing the files:read scope or access to that file."
+    )
+
+
+def unusable_address(name: str) -> str:
+    """What to say when Slack gave a file address that cannot be parsed or checked safely."""
+    return (
+        f"Slack gave an address for “{name}” that Dreamboard can't read safely, so it was not downloaded. "
+        "Try attaching it again."
     )
 
 
@@ -212,6 +223,8 @@ class SlackFileReader:
                         if len(data) > max_bytes:
                             raise ReferenceFetchError(too_big)
                     return bytes(data)
+        except aiohttp.InvalidURL:
+            raise ReferenceFetchError(unusable_address(name)) from None
         except (aiohttp.ClientError, TimeoutError) as exc:
             raise ReferenceFetchError(
                 f"Downloading “{name}” from Slack failed ({type(exc).__name__}); try again."
@@ -220,8 +233,16 @@ class SlackFileReader:
 
     def _check_host(self, url: str, name: str, *, redirected: bool) -> None:
         """Refuse a URL the token must not be sent to (naming the file, and the host when redirected)."""
-        parts = urlsplit(url)
-        host = parts.hostname or ""
+        try:
+            parts = urlsplit(url)
+            host = parts.hostname or ""
+            _ = parts.port  # raises on a port that is not a number in range
+        except ValueError:
+            raise ReferenceFetchError(unusable_address(name)) from None
+        if parts.username is not None or "\\" in url:
+            # userinfo or a backslash: parsers disagree on the host (urllib and yarl, WHATWG), so the
+            # host checked here might not be the one a request goes to.
+            raise ReferenceFetchError(unusable_address(name))
         if host not in self._hosts:
             if redirected and "redir=" in parts.query:
                 # Slack's answer to a token that may not read the file: a redirect to the workspace's

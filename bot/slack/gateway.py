@@ -1,17 +1,27 @@
-"""SlackGateway: the Web API calls the use cases make, typed, each failure a SlackError.
+"""SlackGateway: the Web API calls the use cases make, typed, each failure a SlackError; and the
+redaction of the two ways text reaches Slack around the Web API client: Bolt's `ack` bodies and
+`respond` (response_url) posts.
 
 The job engine's own messages live in messages.py and its uploads in files.py; everything else a
-feature or listener asks of Slack is here, so no module above bot/slack calls the SDK client.
+feature or listener asks of Slack is here, so no module above bot/slack calls the SDK client. Web API
+calls are redacted by the client itself (pacing.PacedWebClient); a text file's content, which the
+SDK sends to its upload URL itself, is redacted here.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Awaitable, Mapping
+from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
 
+from slack_bolt.async_app import AsyncBoltContext
+from slack_bolt.context.ack.async_ack import AsyncAck
+from slack_bolt.context.respond.async_respond import AsyncRespond
+from slack_bolt.response import BoltResponse
 from slack_sdk.web.async_client import AsyncWebClient
+from slack_sdk.webhook import WebhookResponse
 
+from bot.domain.secrets import Redactor
 from bot.slack.errors import SlackError, call
 from bot.slack.paging import message_pages
 
@@ -23,8 +33,9 @@ Message = Mapping[str, Any]
 class SlackGateway:
     """Messages, views, users and threads, for the use cases."""
 
-    def __init__(self, client: AsyncWebClient) -> None:
+    def __init__(self, client: AsyncWebClient, redactor: Redactor | None = None) -> None:
         self._client = client
+        self.redactor = redactor or Redactor(())
         self._workspace_url: str | None = None
 
     async def workspace_url(self) -> str:
@@ -105,8 +116,11 @@ class SlackGateway:
 
     async def upload_text(self, channel: str, *, content: str, filename: str, title: str) -> None:
         """Share a text file (a CSV export) in a conversation."""
+        redact = self.redactor.redact
         await call(
-            self._client.files_upload_v2(channel=channel, content=content, filename=filename, title=title)
+            self._client.files_upload_v2(
+                channel=channel, content=redact(content), filename=redact(filename), title=redact(title)
+            )
         )
 
     async def thread_messages(self, channel: str, ts: str) -> list[dict[str, Any]]:
@@ -131,3 +145,45 @@ class SlackGateway:
             log.warning("%s failed: %s", what, exc)
             return False
         return True
+
+
+class RedactedAck(AsyncAck):
+    """Bolt's `ack` with every string of the answer redacted (the ack body is the HTTP response, or the
+    Socket Mode envelope answer)."""
+
+    def __init__(self, redactor: Redactor) -> None:
+        super().__init__()  # type: ignore[no-untyped-call]
+        self._redactor = redactor
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> BoltResponse:
+        """`ack(...)`, redacted."""
+        redact = self._redactor.redact_payload
+        return await super().__call__(*redact(args), **redact(kwargs))
+
+
+class RedactedRespond(AsyncRespond):
+    """Bolt's `respond` (a post to the response_url) with every string redacted."""
+
+    def __init__(self, redactor: Redactor, **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self._redactor = redactor
+
+    async def __call__(self, *args: Any, **kwargs: Any) -> WebhookResponse:
+        """`respond(...)`, redacted."""
+        redact = self._redactor.redact_payload
+        return await super().__call__(*redact(args), **redact(kwargs))
+
+
+def redacted_replies(
+    redactor: Redactor,
+) -> Callable[[AsyncBoltContext, Callable[[], Awaitable[None]]], Awaitable[None]]:
+    """A Bolt middleware giving every listener (and the error handler) a redacted `ack` and `respond`."""
+
+    async def middleware(context: AsyncBoltContext, next: Callable[[], Awaitable[None]]) -> None:
+        context["ack"] = RedactedAck(redactor)
+        context["respond"] = RedactedRespond(
+            redactor, response_url=context.response_url, proxy=context.client.proxy, ssl=context.client.ssl
+        )
+        await next()
+
+    return middleware

@@ -39,6 +39,8 @@ from slack_sdk.errors import SlackApiError
 from slack_sdk.web.async_client import AsyncWebClient
 from slack_sdk.web.async_slack_response import AsyncSlackResponse
 
+from bot.domain.secrets import Redactor
+
 log = logging.getLogger(__name__)
 
 _T = TypeVar("_T")
@@ -223,11 +225,14 @@ class Pacer:
 
 
 class PacedWebClient(AsyncWebClient):
-    """An AsyncWebClient whose every Web API call goes through a Pacer (so Bolt's calls are paced too)."""
+    """An AsyncWebClient whose every Web API call goes through a Pacer (so Bolt's calls are paced too)
+    and, with a `redactor`, leaves without secrets: every string of its arguments is redacted (the token
+    travels in the Authorization header, which is left alone)."""
 
-    def __init__(self, *args: Any, pacer: Pacer, **kwargs: Any) -> None:
+    def __init__(self, *args: Any, pacer: Pacer, redactor: Redactor | None = None, **kwargs: Any) -> None:
         super().__init__(*args, **kwargs)
         self.pacer = pacer
+        self.redactor = redactor
 
     async def api_call(
         self,
@@ -241,7 +246,11 @@ class PacedWebClient(AsyncWebClient):
         headers: dict[str, Any] | None = None,
         auth: dict[str, Any] | None = None,
     ) -> AsyncSlackResponse:
-        """`AsyncWebClient.api_call`, sent when the pacer gives it a turn."""
+        """`AsyncWebClient.api_call`, redacted, sent when the pacer gives it a turn."""
+        if self.redactor is not None:
+            json, params = self._redacted(json), self._redacted(params)
+            if isinstance(data, dict):
+                data = self._redacted(data)
         send = functools.partial(
             AsyncWebClient.api_call,
             self,
@@ -256,6 +265,19 @@ class PacedWebClient(AsyncWebClient):
         )
         channel = channel_of(json, params, data if isinstance(data, dict) else None)
         return await self.pacer.run(api_method, channel, send)
+
+    def _redacted(self, arguments: dict[str, Any] | None) -> dict[str, Any] | None:
+        """`arguments` with every string redacted, except the credentials Slack asks for as arguments."""
+        if arguments is None or self.redactor is None:
+            return arguments
+        redact = self.redactor.redact_payload
+        return {
+            key: value if key in CREDENTIAL_ARGUMENTS else redact(value) for key, value in arguments.items()
+        }
+
+
+CREDENTIAL_ARGUMENTS = frozenset({"token", "app_token", "client_secret"})
+"""Arguments that carry a credential to Slack on purpose (apps.connections.open sends the app token)."""
 
 
 def _held_by(method: str, channel: str | None) -> list[str]:

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import itertools
 import json
+import re
 import time
 import uuid
 from collections.abc import Callable, Mapping
@@ -29,6 +30,8 @@ from tests.fakes.ratelimits import SCENARIO_SPEED, RateLimits
 from tests.fakes.recorder import Call, Recorder, drop_connection, take_fault
 from tests.fakes.signing import slack_signature
 
+BROADCAST = re.compile(r"<!(channel|here|everyone)(\|[^>]*)?>")
+"""Slack's special mentions that notify a whole channel or workspace (slack.md, formatting)."""
 SIGN_IN_PAGE = "<!DOCTYPE html><html><head><title>Slack</title></head><body>Sign in to continue</body></html>"
 # Slack's 5xx answer is its HTML "Server Error" page, not a JSON `ok: false` body: python-slack-sdk's own
 # test server answers its `server_error_only_once` and `error_html_response` cases with this page as
@@ -217,6 +220,12 @@ class FakeSlack:
         # A slack_file image block is refused for a while after its upload completes: "about 1 s delay
         # fixes it" (slack.md §2.2; python-slack-sdk#1521, #1658, bolt-python#1251).
         self.file_processing_delay = file_processing_delay
+        self.broadcasts: list[str] = []
+        """Test guard, not Slack behaviour (Slack would notify everyone): every `<!channel>`, `<!here>` or
+        `<!everyone>` the bot sent anywhere (Web API, ack bodies, response_url, Socket Mode acks) that is
+        not in `allowed_broadcasts`. Leaving the context manager with one here fails the test: Dreamboard
+        writes no broadcast of its own, so one can only be user input that escaped escaping."""
+        self.allowed_broadcasts: set[str] = set()
         self.rejections: list[Rejection] = []
         """Every payload refused as invalid Block Kit; the test fixture fails a test that leaves one here
         (a test that provokes them on purpose asserts on them and clears the list)."""
@@ -280,6 +289,19 @@ class FakeSlack:
         return self
 
     async def __aexit__(self, *_: object) -> None:
+        try:
+            await self._stop()
+        finally:
+            assert not self.broadcasts, f"the bot sent live broadcast mentions to Slack: {self.broadcasts}"
+
+    def _guard_broadcasts(self, surface: str, payload: object) -> None:
+        """Note every broadcast mention in `payload` (any depth) that the test did not allow."""
+        text = payload if isinstance(payload, str) else json.dumps(payload, default=str)
+        for found in BROADCAST.finditer(text):
+            if found.group(0) not in self.allowed_broadcasts:
+                self.broadcasts.append(f"{surface}: {found.group(0)}")
+
+    async def _stop(self) -> None:
         for task in list(self._sharing):
             task.cancel()
         await asyncio.gather(*self._sharing, return_exceptions=True)
@@ -556,6 +578,7 @@ class FakeSlack:
         started = self.clock()
         async with self._session.post(events_url, data=body.encode(), headers=headers) as response:
             text = await response.text()
+            self._guard_broadcasts("ack", text)
             if response.content_type == "application/json":
                 self._check_ack(text)
         elapsed = self.clock() - started
@@ -778,6 +801,7 @@ class FakeSlack:
             if message.type is not aiohttp.WSMsgType.TEXT:
                 continue
             data = json.loads(message.data)
+            self._guard_broadcasts("socket mode ack", data)
             future = self._acks.pop(str(data.get("envelope_id")), None)
             if future is not None and not future.done():
                 future.set_result(data)
@@ -797,6 +821,7 @@ class FakeSlack:
                     {key: value for key, value in (await request.post()).items() if isinstance(value, str)}
                 )
         headers = {key.lower(): value for key, value in request.headers.items()}
+        self._guard_broadcasts(method, params)
         await self.recorder.record(Call(method, params, headers))
         fault = take_fault(self._faults, method)
         if fault is not None and not fault.after:
@@ -918,6 +943,7 @@ class FakeSlack:
 
     async def _response_url(self, request: web.Request) -> web.StreamResponse:
         body = await request.json()
+        self._guard_broadcasts("response_url", body)
         await self.recorder.record(Call("response_url", body, path=request.path))
         fault = take_fault(self._faults, "response_url")
         if fault is not None:
