@@ -9,7 +9,10 @@ import re
 from collections.abc import Iterable
 from typing import Any
 
-_TOKEN_SHAPES = re.compile(r"(xox[abposr]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|Bearer\s+[A-Za-z0-9._~+/=-]+)")
+# A bearer credential is a run of token characters holding a digit or punctuation, or a long run of
+# letters: "Bearer abc.def" is a credential, the "Bearer of gifts" in a prompt is not.
+_BEARER = r"Bearer\s+(?:(?=[A-Za-z]*[0-9._~+/=-])[A-Za-z0-9._~+/=-]+|[A-Za-z]{20,})"
+_TOKEN_SHAPES = re.compile(rf"(xox[abposr]-[A-Za-z0-9-]+|xapp-[A-Za-z0-9-]+|{_BEARER})")
 REDACTED = "[redacted]"
 
 

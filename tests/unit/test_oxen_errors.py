@@ -134,3 +134,10 @@ def test_urls_in_oxen_text_keep_only_their_host() -> None:
     message = classify_failure(400, "bad thing at https://hub.test/results/x.png?sig=secret").user_message
     assert "https://hub.test/…" in message
     assert "secret" not in message
+
+
+def test_words_after_bearer_in_a_prompt_are_not_taken_for_a_credential() -> None:
+    redactor = Redactor([])
+    assert redactor.redact("the Bearer of gifts, a torch Bearer") == "the Bearer of gifts, a torch Bearer"
+    assert redactor.redact("Authorization: Bearer sk_live_12345") == "Authorization: [redacted]"
+    assert redactor.redact("Bearer abcdefghijklmnopqrstuvwxyz") == "[redacted]"
