@@ -10,6 +10,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -107,8 +108,11 @@ def main(argv: Sequence[str] | None = None) -> None:
     try:
         asyncio.run(serve(settings))
     except StoreOpenError as exc:
-        print(f"dreamboard cannot start: {exc}", file=sys.stderr)
-        sys.exit(EXIT_STORE)
+        print(f"dreamboard cannot start: {exc}", file=sys.stderr, flush=True)
+        # Nothing is open by now (the store closed its connection and thread; no client was made), so
+        # skip the interpreter's teardown of every imported module, which alone takes about 0.35 s.
+        logging.shutdown()
+        os._exit(EXIT_STORE)
 
 
 if __name__ == "__main__":
