@@ -17,7 +17,7 @@ import os
 import shutil
 import sqlite3
 import subprocess
-from collections.abc import Iterator
+from collections.abc import AsyncIterator, Iterator
 from pathlib import Path
 
 import pytest
@@ -174,13 +174,16 @@ async def test_a_read_only_mount_at_start_up_ends_the_process_with_one_message(
 # -- mid-run -------------------------------------------------------------------------------------
 
 
-@contextlib.contextmanager
-def write_lock(database: Path) -> Iterator[sqlite3.Connection]:
-    """Another process's connection holding the database's write lock (BEGIN IMMEDIATE) until the end."""
-    with contextlib.closing(sqlite3.connect(database, isolation_level=None, timeout=30)) as other:
-        other.execute("BEGIN IMMEDIATE")
+@contextlib.asynccontextmanager
+async def write_lock(database: Path) -> AsyncIterator[None]:
+    """Another process's connection holding the database's write lock (BEGIN IMMEDIATE) until the end.
+    It waits for the lock on a worker thread: the bot shares this event loop and may be mid-transaction."""
+    with contextlib.closing(
+        sqlite3.connect(database, isolation_level=None, timeout=30, check_same_thread=False)
+    ) as other:
+        await asyncio.to_thread(other.execute, "BEGIN IMMEDIATE")
         try:
-            yield other
+            yield
         finally:
             other.execute("ROLLBACK")
 
@@ -208,7 +211,7 @@ async def test_a_command_while_another_process_holds_the_lock_is_acked_at_once_a
     harness: Harness,
 ) -> None:
     await harness.start()
-    with write_lock(harness.database):
+    async with write_lock(harness.database):
         response = await harness.command("a fox at dusk")
         assert response.status == 200
         assert response.elapsed < 1.0
@@ -227,7 +230,7 @@ async def test_an_event_while_another_process_holds_the_lock_is_acked_within_sla
 ) -> None:
     await harness.start()
     root = await harness.generate("a red fox")
-    with write_lock(harness.database):
+    async with write_lock(harness.database):
         response = await harness.send(harness.slack.human_message("C1", "now at night", thread_ts=root))
         assert response.status == 200
         assert response.elapsed < ACK_DEADLINE / 2
@@ -243,7 +246,7 @@ async def test_a_job_in_flight_when_the_lock_is_taken_finishes_once_it_is_releas
     await harness.command("a fox at dusk")
     await harness.oxen.recorder.wait_for("POST /ai/queue")
     faulted = write_fault_seen(harness)
-    with write_lock(harness.database):
+    async with write_lock(harness.database):
         harness.oxen.release()  # the job's next write (the image's outcome) meets the lock
         await asyncio.wait_for(faulted.wait(), 10)
         assert harness.slack.calls_to("files.getUploadURLExternal") == []
