@@ -1,11 +1,16 @@
 """`python -m bot`: load settings, start Dreamboard, and stop cleanly on SIGTERM or Ctrl-C.
-`python -m bot doctor [--paid] [CHANNEL ...]`: check the deployment instead (bot/app/doctor.py)."""
+`python -m bot doctor [--paid] [CHANNEL ...]`: check the deployment instead (bot/app/doctor.py).
+
+Exit codes of `python -m bot`: 0 after SIGTERM/SIGINT (at any point, start-up included), 2 when the
+settings are incomplete, 3 when the database at DATABASE_PATH cannot be used (one message says why and
+what to do); an unexpected crash exits 1."""
 
 from __future__ import annotations
 
 import argparse
 import asyncio
 import logging
+import os
 import signal
 import sys
 from collections.abc import Sequence
@@ -16,17 +21,34 @@ from bot.app import doctor, runtime
 from bot.app.config import Settings, SettingsError, load_settings
 from bot.app.logs import configure_logging
 from bot.domain.secrets import Redactor
+from bot.store.sqlite import StoreOpenError
 
 log = logging.getLogger("bot")
 
 
+EXIT_STORE = 3
+
+
 async def serve(settings: Settings) -> None:
-    """Run until SIGTERM/SIGINT, then shut down in order."""
+    """Run until SIGTERM/SIGINT, then shut down in order. A signal during start-up (Slack or Oxen
+    unreachable, Socket Mode still connecting) cancels the start, which closes what it opened."""
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
         loop.add_signal_handler(sig, stop.set)
-    running = await runtime.start(settings, register=handlers.register)
+    starting = asyncio.create_task(runtime.start(settings, register=handlers.register), name="start-up")
+    stopping = asyncio.create_task(stop.wait(), name="stop-signal")
+    await asyncio.wait((starting, stopping), return_when=asyncio.FIRST_COMPLETED)
+    if not starting.done():
+        log.info("shutting down during start-up")
+        starting.cancel()
+        await asyncio.gather(starting, return_exceptions=True)
+        log.info("stopped")
+        return
+    try:
+        running = starting.result()
+    finally:
+        stopping.cancel()
     await stop.wait()
     log.info("shutting down: no new work; letting uploads finish")
     await running.close()
@@ -83,7 +105,14 @@ def main(argv: Sequence[str] | None = None) -> None:
     if args:
         print(f"unknown command {args[0]!r}: run `python -m bot` or `python -m bot doctor`", file=sys.stderr)
         sys.exit(2)
-    asyncio.run(serve(settings))
+    try:
+        asyncio.run(serve(settings))
+    except StoreOpenError as exc:
+        print(f"dreamboard cannot start: {exc}", file=sys.stderr, flush=True)
+        # Nothing is open by now (the store closed its connection and thread; no client was made), so
+        # skip the interpreter's teardown of every imported module, which alone takes about 0.35 s.
+        logging.shutdown()
+        os._exit(EXIT_STORE)
 
 
 if __name__ == "__main__":

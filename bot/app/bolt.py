@@ -20,8 +20,11 @@ from bot.app.listener_errors import listener_error_handler
 from bot.app.services import Services
 from bot.app.tasks import Tasks
 from bot.slack.gateway import redacted_replies
+from bot.store.sqlite import PRE_ACK_PATIENCE, StoreUnavailableError, write_patience
 
 Listener = TypeVar("Listener", bound=Callable[..., Awaitable[None]])
+
+log = logging.getLogger(__name__)
 
 _BOLT_ACK_POLL = 0.01
 """How often Bolt's dispatcher looks for the listener's ack (slack_bolt/listener/asyncio_runner.py)."""
@@ -182,14 +185,20 @@ def build_app(services: Services, *, register: Register) -> AsyncApp:
         next: Callable[[], Awaitable[None]],
     ) -> BoltResponse | None:
         # The bot's own file_share events need no claim: recording their ts is idempotent.
+        # This runs before the event's ack, so the claim may only wait PRE_ACK_PATIENCE for a locked or
+        # full database; then the event goes on unclaimed (only a late ack makes Slack deliver it again),
+        # and a listener whose own writes fail tells the user (listener_errors).
         own = is_own_file_share(body, bot_user_id=context.bot_user_id, bot_id=context.bot_id)
         event_id = body.get("event_id")
-        if (
-            not own
-            and isinstance(event_id, str)
-            and not await services.store.claim_event(f"event:{event_id}")
-        ):
-            return BoltResponse(status=200, body="")
+        if not own and isinstance(event_id, str):
+            try:
+                with write_patience(PRE_ACK_PATIENCE):
+                    fresh = await services.store.claim_event(f"event:{event_id}")
+            except StoreUnavailableError as exc:
+                log.warning("event %s handled without its dedupe claim: %s", event_id, exc.reason)
+                fresh = True
+            if not fresh:
+                return BoltResponse(status=200, body="")
         await next()
         return None
 

@@ -24,6 +24,7 @@ from slack_sdk.errors import SlackApiError
 from bot.backends.base import BackendError
 from bot.slack.errors import SlackError, classify
 from bot.slack.gateway import SlackGateway
+from bot.store.sqlite import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 
@@ -58,10 +59,18 @@ def listener_error_handler(gateway: SlackGateway) -> ListenerErrorHandler:
                 )
                 return
             log.error("%s failed after its ack (ref %s): %s", kind, reference, cause, exc_info=error)
-            text = (
-                f":warning: Dreamboard could not finish {what_failed(body)}: {cause}. Please try again; if "
-                f"it keeps failing, an admin can find the details in the logs under reference `{reference}`."
-            )
+            if isinstance(error, StoreUnavailableError):
+                text = (
+                    f":warning: Dreamboard could not save {what_failed(body)} ({error.reason}). Try again in "
+                    "a few minutes; if it keeps failing, tell whoever runs Dreamboard (reference "
+                    f"`{reference}` in its logs)."
+                )
+            else:
+                text = (
+                    f":warning: Dreamboard could not finish {what_failed(body)}: {cause}. Please try again; "
+                    f"if it keeps failing, an admin can find the details in the logs under reference "
+                    f"`{reference}`."
+                )
             await _tell(text, body, context, respond, gateway)
         except Exception as exc:
             log.warning(
@@ -122,6 +131,8 @@ def failure_cause(error: BaseException) -> str:
         return "a request timed out"
     if isinstance(error, (aiohttp.ClientError, httpx.HTTPError, ConnectionError)):
         return "a network request failed"
+    if isinstance(error, StoreUnavailableError):
+        return error.reason
     if isinstance(error, sqlite3.Error):
         return "its database could not be used"
     return f"an internal error ({type(error).__name__})"

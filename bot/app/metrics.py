@@ -33,6 +33,7 @@ _READ_COUNTERS = {
     "dreamboard_slack_ratelimited_total": "Slack Web API calls answered 429 (sent again after Retry-After).",
     "dreamboard_slack_paced_seconds_total": "Seconds Slack calls waited for their turn or for Retry-After.",
     "dreamboard_queue_position_edits_total": "Status messages edited to show a new place in line.",
+    "dreamboard_store_write_faults_total": "Writes the database refused as locked, full or failing.",
 }
 
 

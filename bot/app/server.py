@@ -46,8 +46,9 @@ def build_web_app(
     """Routes for the HTTP server; events are only served when there is no Socket Mode connection."""
 
     async def healthz(_: web.Request) -> web.Response:
-        checks = {"store": "open" if services.store.is_open else "closed"}
-        healthy = services.store.is_open
+        store = services.store
+        healthy = await store.writable()
+        checks = {"store": "open" if healthy else "unwritable" if store.is_open else "closed"}
         if socket_connected is not None:
             connected = await socket_connected()
             checks["socket"] = "connected" if connected else "disconnected"

@@ -152,6 +152,7 @@ class Services:
         runner = JobRunner(store=store, pipeline=pipeline, scheduler=scheduler, positions=positions)
         metrics.gauge("dreamboard_jobs", "state", runner.state_counts)
         metrics.counter("dreamboard_sql_statements_total", lambda: float(store.statements))
+        metrics.counter("dreamboard_store_write_faults_total", lambda: float(store.write_faults))
         metrics.counter("dreamboard_slack_ratelimited_total", lambda: float(pacer.limited))
         metrics.counter("dreamboard_slack_paced_seconds_total", lambda: pacer.waited)
         metrics.counter("dreamboard_queue_position_edits_total", lambda: float(positions.edits))

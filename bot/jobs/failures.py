@@ -5,6 +5,7 @@ from __future__ import annotations
 from bot.backends.base import BackendError
 from bot.domain.errors import UserFacingError
 from bot.slack.errors import SlackError, SlackErrorKind
+from bot.store.sqlite import StoreUnavailableError
 
 _SLACK = {
     SlackErrorKind.NOT_IN_CHANNEL: "I can't post files here. Invite me with `/invite @Dreamboard` and retry.",
@@ -36,6 +37,11 @@ def describe_failure(exc: BaseException, *, job_id: str) -> str:
         return _SLACK.get(exc.kind, f"Slack refused to post the result ({exc.code}).")
     if isinstance(exc, UserFacingError):
         return str(exc)
+    if isinstance(exc, StoreUnavailableError):
+        return (
+            f"Dreamboard could not save this job's progress for several minutes ({exc.reason}), so it "
+            "stopped here. It picks the job up again when it is restarted with a writable database."
+        )
     return (
         f"Dreamboard hit an internal error ({type(exc).__name__}) and stopped job `{job_id}`; "
         "the log has the details under that id."

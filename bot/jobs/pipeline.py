@@ -50,7 +50,7 @@ from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.files import ResultFile, SlackFiles, UploadState
 from bot.slack.messages import SlackMessages
 from bot.store.model import ImageState, Job, JobImage, JobState
-from bot.store.sqlite import Store
+from bot.store.sqlite import Store, StoreUnavailableError
 from bot.views import blocks as views
 
 log = logging.getLogger(__name__)
@@ -58,7 +58,7 @@ log = logging.getLogger(__name__)
 _T = TypeVar("_T")
 SUBMIT_ATTEMPTS = 3
 CARD_ATTEMPTS = 3
-_EXPECTED = (BackendError, SlackError, UserFacingError, JobTimeoutError)
+_EXPECTED = (BackendError, SlackError, UserFacingError, JobTimeoutError, StoreUnavailableError)
 
 
 class ReferenceResolver(Protocol):
@@ -437,7 +437,16 @@ class JobPipeline:
         else:
             log.exception("job %s crashed", job.id)
         await self._cancel_generations(job)
-        failed = await self._store.finish(job.id, JobState.FAILED, error=problem)
+        try:
+            failed = await self._store.finish(job.id, JobState.FAILED, error=problem)
+        except StoreUnavailableError as unsaved:
+            # The status message must not keep saying "Generating…": show the failure even though it
+            # could not be stored (the job stays unfinished in the database and resumes at restart).
+            log.warning("job %s: could not store its failure either (%s)", job.id, unsaved.reason)
+            self.finished[JobState.FAILED] += 1
+            shown = replace(job, state=JobState.FAILED, error=problem)
+            await self._messages.update_status(shown, problem=problem)
+            return None
         if failed is None:
             log.warning("job %s had already ended; not reporting this failure: %s", job.id, problem)
             return None

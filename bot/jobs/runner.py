@@ -12,7 +12,7 @@ from bot.jobs.scheduler import FairScheduler, Ticket
 from bot.slack import pacing
 from bot.slack.errors import SlackError
 from bot.store.model import Job, JobImage, JobState
-from bot.store.sqlite import Store
+from bot.store.sqlite import Store, write_patience
 
 log = logging.getLogger(__name__)
 
@@ -20,6 +20,10 @@ DELIVERY_PATIENCE = 900.0
 """How long (Slack's seconds) a started job's Slack calls may wait their turn in a busy channel. Longer
 than a new job's status post may (bot/slack/pacing.py PATIENCE): a started job is paid for, so its images
 wait for a turn rather than fail, while a new request is better refused at once with a reason."""
+
+JOB_WRITE_PATIENCE = 300.0
+"""How long a started job's writes are retried while the database is locked, full or failing: the job
+is paid for, so it waits for the store to recover (and then finishes) rather than fail at once."""
 
 
 class JobRunner:
@@ -32,7 +36,10 @@ class JobRunner:
         pipeline: JobPipeline,
         scheduler: FairScheduler,
         positions: QueuePositions | None = None,
+        write_patience: float = JOB_WRITE_PATIENCE,
     ) -> None:
+        """`write_patience`: see JOB_WRITE_PATIENCE (tests shorten it)."""
+        self._write_patience = write_patience
         self._store = store
         self._pipeline = pipeline
         self._scheduler = scheduler
@@ -54,7 +61,7 @@ class JobRunner:
             if job is None:
                 return
             fresh = (job, await self._store.images(job_id))
-        with pacing.patience(DELIVERY_PATIENCE), pacing.paid_work():
+        with pacing.patience(DELIVERY_PATIENCE), pacing.paid_work(), write_patience(self._write_patience):
             await self._pipeline.run(*fresh)
 
     async def start(self) -> None:

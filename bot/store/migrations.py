@@ -11,6 +11,9 @@ upload message's ts is recorded on the job that holds them.
 Migration 7 records where each result's bytes are kept as a reference: the content key (and mimetype)
 of the file in the reference cache, so a later iteration hosts those bytes instead of sending Oxen's
 result URL back. Images made before it have none and are fetched back from Slack by file id.
+
+Migration 8 is the table /healthz writes to (and empties again) to learn whether the database can
+take a write now (Store.writable).
 """
 
 from __future__ import annotations
@@ -106,5 +109,8 @@ MIGRATIONS: tuple[str, ...] = (
     """
     ALTER TABLE generation_images ADD COLUMN reference_key TEXT;
     ALTER TABLE generation_images ADD COLUMN reference_mimetype TEXT;
+    """,
+    """
+    CREATE TABLE write_probe (id INTEGER PRIMARY KEY, payload BLOB);
     """,
 )

@@ -6,20 +6,89 @@ import asyncio
 import contextlib
 import json
 import sqlite3
+import threading
 import time
-from collections.abc import AsyncIterator, Sequence
+from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequence
+from contextvars import ContextVar
 from dataclasses import fields
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import aiosqlite
 
 from bot.store.migrations import MIGRATIONS
 from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind, NewJob
 
+T = TypeVar("T")
+
+BUSY_TIMEOUT_MS = 200
+"""SQLite's own wait for another connection's lock, per statement. Short, because aiosqlite runs every
+statement on one thread: a long wait there would hold up every other query. Longer waits are
+`write_patience`, spent between attempts, off that thread."""
+PRE_ACK_PATIENCE = 0.5
+"""How long a write that runs before Slack's ack (the event dedupe claim) may keep retrying."""
+INTERACTIVE_PATIENCE = 2.0
+"""The default patience: a user's request is answered (with the failure) within a few seconds."""
+PROBE_EVERY = 2.0
+"""/healthz probes the database at most this often (seconds); answers in between are cached."""
+PROBE_PATIENCE = 1.0
+"""How long the probe may wait for other writes under way and retry a refused write."""
+PROBE_BYTES = 16384
+"""The write probe's size: it fails when the database cannot take a write of a few pages."""
+_MAX_BACKOFF = 2.0
+
+# SQLite primary result codes a write can meet while the database is locked, full or failing; they may
+# pass (the lock is released, space returns), so such a write is retried within its patience.
+_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR = 5, 6, 8, 10
+_SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
+_TRANSIENT = {_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN}
+
+_patience: ContextVar[float] = ContextVar("store_write_patience", default=INTERACTIVE_PATIENCE)
+
 
 class DuplicateRequestError(Exception):
     """A job for this Slack request already exists (Slack delivered the request twice)."""
+
+
+class StoreUnavailableError(Exception):
+    """A write could not be saved within its patience: the database stayed locked, full or failing."""
+
+    def __init__(self, reason: str) -> None:
+        super().__init__(reason)
+        self.reason = reason
+
+
+class StoreOpenError(Exception):
+    """The database cannot be used at start-up; `str()` is the one message for the operator."""
+
+
+@contextlib.contextmanager
+def write_patience(seconds: float) -> Iterator[None]:
+    """Within this block (and tasks started in it), a failing write is retried for up to `seconds`."""
+    token = _patience.set(seconds)
+    try:
+        yield
+    finally:
+        _patience.reset(token)
+
+
+def _code(exc: sqlite3.Error) -> int | None:
+    code = getattr(exc, "sqlite_errorcode", None)
+    return code & 0xFF if isinstance(code, int) else None
+
+
+def is_write_fault(exc: BaseException) -> bool:
+    """Whether `exc` is SQLite refusing a write for a reason that may pass (locked, full, I/O)."""
+    return isinstance(exc, sqlite3.OperationalError) and _code(exc) in _TRANSIENT
+
+
+def _reason(exc: sqlite3.Error) -> str:
+    code = _code(exc)
+    if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
+        return "its database is locked by another process"
+    if code == _SQLITE_FULL:
+        return "its database or disk is full"
+    return "its database cannot be written"
 
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
@@ -29,28 +98,71 @@ _IMAGE_FIELDS = tuple(f.name for f in fields(JobImage))
 class Store:
     """All SQL lives here. One connection; aiosqlite runs it on its own thread.
 
-    Writes go through one lock, so a multi-statement `transaction()` never interleaves with another
-    coroutine's statements on the shared connection. Terminal job states are guarded in SQL: once a
+    Writes go through one lock, so a multi-statement transaction never interleaves with another
+    coroutine's statements on the shared connection. A write refused because the database is locked,
+    full or failing is retried with backoff for the caller's `write_patience` (the lock is released
+    between attempts), then raises StoreUnavailableError. Terminal job states are guarded in SQL: once a
     job is uploaded, failed or cancelled, no later write changes its state.
     """
 
-    def __init__(self, db: aiosqlite.Connection) -> None:
+    def __init__(
+        self,
+        db: aiosqlite.Connection,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
         self._db = db
         self._open = True
         self._writing = asyncio.Lock()
+        self._clock = clock
+        self._sleep = sleep
+        self._write_failed = False
+        self._probed: tuple[float, bool] | None = None
         self.statements = 0
+        self.write_faults = 0
+        """Writes SQLite refused as locked, full or failing (each attempt counts)."""
+        self.on_write_fault: list[Callable[[], None]] = []
+        """Called after each such refusal (metrics, tests)."""
 
     @classmethod
-    async def open(cls, path: Path) -> Store:
-        """Open (creating parents and schema as needed) the database at `path`."""
-        path.parent.mkdir(parents=True, exist_ok=True)
-        db = await aiosqlite.connect(path, isolation_level=None)
-        db.row_factory = sqlite3.Row
-        for pragma in ("journal_mode=WAL", "synchronous=NORMAL", "foreign_keys=ON", "busy_timeout=5000"):
-            await db.execute(f"PRAGMA {pragma}")
-        store = cls(db)
-        await store._migrate()
-        await db.set_trace_callback(store._count)
+    async def open(
+        cls,
+        path: Path,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> Store:
+        """Open (creating parents and schema as needed) the database at `path`; raises StoreOpenError
+        naming DATABASE_PATH and what to do when it cannot be used (the connection is closed then).
+        `clock` and `sleep` time the retries of refused writes and the /healthz probe (tests fake them)."""
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+        except OSError as exc:
+            raise StoreOpenError(_open_problem(path, exc)) from exc
+        connecting = aiosqlite.connect(path, isolation_level=None, timeout=BUSY_TIMEOUT_MS / 1000)
+        try:
+            db = await connecting
+        except sqlite3.Error as exc:
+            await _worker_stopped(connecting)
+            raise StoreOpenError(_open_problem(path, exc)) from exc
+        try:
+            db.row_factory = sqlite3.Row
+            for pragma in (
+                f"busy_timeout={BUSY_TIMEOUT_MS}",
+                "journal_mode=WAL",
+                "synchronous=NORMAL",
+                "foreign_keys=ON",
+            ):
+                await db.execute(f"PRAGMA {pragma}")
+            store = cls(db, clock=clock, sleep=sleep)
+            await store._migrate(path)
+            await db.set_trace_callback(store._count)
+        except BaseException as exc:
+            await db.close()
+            if isinstance(exc, sqlite3.Error):
+                raise StoreOpenError(_open_problem(path, exc)) from exc
+            raise
         return store
 
     def _count(self, _: str) -> None:
@@ -67,9 +179,87 @@ class Store:
             self._open = False
             await self._db.close()
 
+    async def writable(self) -> bool:
+        """Whether the database takes a write now (for /healthz): a committed transaction that writes
+        PROBE_BYTES and deletes them again, at most every PROBE_EVERY seconds (cached in between). A
+        real write that failed makes it False until the next probe succeeds."""
+        if not self._open:
+            return False
+        now = self._clock()
+        if self._probed is not None and now - self._probed[0] < PROBE_EVERY:
+            return self._probed[1] and not self._write_failed
+        try:
+            with write_patience(PROBE_PATIENCE):
+                await self._attempt(self._probe, record=False)
+        except StoreUnavailableError:
+            ok = False
+        else:
+            ok = True
+            self._write_failed = False
+        self._probed = (now, ok)
+        return ok and not self._write_failed
+
+    async def _probe(self) -> None:
+        await self._db.execute("BEGIN IMMEDIATE")
+        try:
+            await self._db.execute("INSERT INTO write_probe (payload) VALUES (zeroblob(?))", (PROBE_BYTES,))
+            await self._db.execute("DELETE FROM write_probe")
+            await self._db.execute("COMMIT")
+        finally:
+            if self._db.in_transaction:
+                await self._db.execute("ROLLBACK")
+
+    async def _attempt(self, operation: Callable[[], Awaitable[T]], *, record: bool = True) -> T:
+        """Run `operation` under the write lock, retried with backoff (lock released in between) while
+        SQLite refuses it as locked, full or failing, for the current `write_patience`."""
+        deadline = self._clock() + _patience.get()
+        delay = 0.05
+        while True:
+            try:
+                async with asyncio.timeout(max(0.0, deadline - self._clock())):
+                    await self._writing.acquire()
+            except TimeoutError:
+                raise StoreUnavailableError("its database is busy with other writes") from None
+            try:
+                result = await operation()
+            except sqlite3.Error as exc:
+                if not is_write_fault(exc):
+                    raise
+                fault = exc
+            else:
+                if record:
+                    self._write_failed = False
+                return result
+            finally:
+                self._writing.release()
+            if record:
+                self._write_failed = True
+                self.write_faults += 1
+                for hook in self.on_write_fault:
+                    hook()
+            if self._clock() + delay > deadline:
+                raise StoreUnavailableError(_reason(fault)) from fault
+            await self._sleep(delay)
+            delay = min(delay * 2, _MAX_BACKOFF)
+
+    async def _in_transaction(self, body: Callable[[aiosqlite.Connection], Awaitable[T]]) -> T:
+        """BEGIN IMMEDIATE … COMMIT around `body` (ROLLBACK when anything fails), retried as a whole."""
+
+        async def once() -> T:
+            await self._db.execute("BEGIN IMMEDIATE")
+            try:
+                result = await body(self._db)
+                await self._db.execute("COMMIT")
+            finally:
+                if self._db.in_transaction:
+                    await self._db.execute("ROLLBACK")
+            return result
+
+        return await self._attempt(once)
+
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[aiosqlite.Connection]:
-        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on any error) under the write lock."""
+        """BEGIN IMMEDIATE … COMMIT (ROLLBACK on any error) under the write lock (not retried)."""
         async with self._writing:
             await self._db.execute("BEGIN IMMEDIATE")
             try:
@@ -80,15 +270,20 @@ class Store:
             await self._db.execute("COMMIT")
 
     async def _write(self, sql: str, parameters: Sequence[Any]) -> aiosqlite.Cursor:
-        """Run one write statement under the lock."""
-        async with self._writing:
-            return await self._db.execute(sql, tuple(parameters))
+        """Run one write statement (retried, see `_attempt`)."""
+        return await self._attempt(lambda: self._db.execute(sql, tuple(parameters)))
 
     async def _write_returning(self, sql: str, parameters: Sequence[Any]) -> sqlite3.Row | None:
-        """Run one `… RETURNING *` write under the lock; the row it returned, if any."""
-        async with self._writing, self._db.execute(sql, tuple(parameters)) as cursor:
-            row: sqlite3.Row | None = await cursor.fetchone()
-            return row
+        """Run one `… RETURNING *` write (retried); the row it returned, if any."""
+        rows = await self._write_returning_all(sql, parameters)
+        return rows[0] if rows else None
+
+    async def _write_returning_all(self, sql: str, parameters: Sequence[Any]) -> list[sqlite3.Row]:
+        async def once() -> list[sqlite3.Row]:
+            async with self._db.execute(sql, tuple(parameters)) as cursor:
+                return list(await cursor.fetchall())
+
+        return await self._attempt(once)
 
     async def _one(self, sql: str, parameters: Sequence[Any]) -> sqlite3.Row | None:
         async with self._db.execute(sql, tuple(parameters)) as cursor:
@@ -99,10 +294,14 @@ class Store:
         async with self._db.execute(sql, tuple(parameters)) as cursor:
             return list(await cursor.fetchall())
 
-    async def _migrate(self) -> None:
+    async def _migrate(self, path: Path) -> None:
         version = await self.schema_version()
         if version > len(MIGRATIONS):
-            raise RuntimeError(f"database schema {version} is newer than this Dreamboard ({len(MIGRATIONS)})")
+            raise StoreOpenError(
+                f"DATABASE_PATH={path}: the database has schema version {version}, newer than this "
+                f"Dreamboard knows ({len(MIGRATIONS)}). Run the newer Dreamboard that wrote it, or restore "
+                "a backup made by this version."
+            )
         for number, script in enumerate(MIGRATIONS[version:], start=version + 1):
             await self._db.executescript(f"BEGIN; {script}; PRAGMA user_version = {number}; COMMIT;")
 
@@ -143,7 +342,8 @@ class Store:
         DuplicateRequestError when a job for the same `request_key` exists."""
         marks = ", ".join("(?, ?, ?, 'pending')" for _ in range(job.n))
         seeds = [value for idx in range(job.n) for value in (job.id, idx, job.seed + idx)]
-        async with self.transaction() as db:
+
+        async def insert(db: aiosqlite.Connection) -> tuple[sqlite3.Row, list[JobImage]]:
             async with db.execute(
                 "INSERT INTO generations (id, team_id, channel_id, thread_ts, user_id, prompt, model, size,"
                 " aspect_ratio, seed, seed_given, n, params, state, parent_id, created_at, request_key)"
@@ -163,6 +363,9 @@ class Store:
                 seeds,
             ) as cursor:
                 images = sorted((_image(r) for r in await cursor.fetchall()), key=lambda i: i.idx)
+            return row, images
+
+        row, images = await self._in_transaction(insert)
         return _job(row), images
 
     async def discard_unstarted(self, job_id: str) -> None:
@@ -253,7 +456,8 @@ class Store:
 
     async def toggle_favourite(self, team_id: str, user_id: str, job_id: str) -> bool:
         """Add the job to the user's favourites, or remove it; True when it is now a favourite."""
-        async with self.transaction() as db:
+
+        async def toggle(db: aiosqlite.Connection) -> bool:
             cursor = await db.execute(
                 "DELETE FROM favourites WHERE team_id = ? AND user_id = ? AND job_id = ?",
                 (team_id, user_id, job_id),
@@ -265,6 +469,8 @@ class Store:
                 (team_id, user_id, job_id, time.time()),
             )
             return True
+
+        return await self._in_transaction(toggle)
 
     async def favourites(self, team_id: str, user_id: str, limit: int = 5) -> list[Job]:
         """A user's favourite jobs, most recently starred first (deleted results left out)."""
@@ -410,15 +616,12 @@ class Store:
         if not file_ids:
             return []
         marks = ",".join("?" * len(file_ids))
-        async with (
-            self._writing,
-            self._db.execute(
-                "UPDATE generations SET upload_ts = ? WHERE channel_id = ? AND upload_ts IS NULL AND id IN"  # noqa: S608
-                f" (SELECT job_id FROM generation_images WHERE file_id IN ({marks})) RETURNING id",
-                (ts, channel_id, *file_ids),
-            ) as cursor,
-        ):
-            return [str(row[0]) for row in await cursor.fetchall()]
+        rows = await self._write_returning_all(
+            "UPDATE generations SET upload_ts = ? WHERE channel_id = ? AND upload_ts IS NULL AND id IN"  # noqa: S608
+            f" (SELECT job_id FROM generation_images WHERE file_id IN ({marks})) RETURNING id",
+            (ts, channel_id, *file_ids),
+        )
+        return [str(row[0]) for row in rows]
 
     async def other_messages(self, job_id: str) -> list[tuple[str, str]]:
         """(channel, ts) of the job's reposted cards (`/imagine show`); the rows migration 3 copied from
@@ -464,3 +667,29 @@ def _image(row: sqlite3.Row) -> JobImage:
     values = {name: row[name] for name in _IMAGE_FIELDS}
     values["state"] = ImageState(values["state"])
     return JobImage(**values)
+
+
+async def _worker_stopped(connection: aiosqlite.Connection) -> None:
+    """Wait for the worker thread of a connection that failed to open: aiosqlite stops it without
+    waiting, and a thread still answering after the event loop closed prints a traceback."""
+    thread = getattr(connection, "_thread", None)
+    if isinstance(thread, threading.Thread) and thread.is_alive():
+        await asyncio.to_thread(thread.join, 1.0)
+
+
+def _open_problem(path: Path, exc: BaseException) -> str:
+    """The one message for an operator whose database cannot be opened: what is wrong, what to do."""
+    where = f"DATABASE_PATH={path}"
+    code = _code(exc) if isinstance(exc, sqlite3.Error) else None
+    if code in (_SQLITE_CORRUPT, _SQLITE_NOTADB):
+        return (
+            f"{where}: the file is not a SQLite database or is damaged. Restore it from a backup, or move "
+            "it aside (Dreamboard then starts with an empty database; jobs in it are not resumed)."
+        )
+    if code == _SQLITE_FULL:
+        return f"{where}: the disk holding it is full. Free some space and start Dreamboard again."
+    return (
+        f"{where}: the database cannot be opened for writing ({type(exc).__name__}: {exc}). Check that "
+        "the path names a file (not a directory) in a directory Dreamboard's user can write, that "
+        "the file is not read-only or immutable, and that the disk is mounted read-write and not full."
+    )

@@ -22,7 +22,7 @@ from bot.store.model import JobState
 from bot.store.sqlite import Store
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.slack import FakeSlack
-from tests.scenarios.harness import FAST_RETRIES, Harness, is_card
+from tests.scenarios.harness import FAST_RETRIES, Harness, is_card, stored_jobs
 
 
 def alive(prefix: str) -> list[asyncio.Task[Any]]:
@@ -42,6 +42,48 @@ def problems(caplog: pytest.LogCaptureFixture) -> list[str]:
 # -- acked listener work -------------------------------------------------------------------------
 
 
+def bot_env(slack: FakeSlack, oxen: FakeOxen, database: Path, **overrides: str) -> dict[str, str]:
+    """The environment of `python -m bot` as deployed, pointed at the fakes (overrides win)."""
+    return {
+        "PATH": os.environ.get("PATH", ""),
+        "SLACK_BOT_TOKEN": slack.bot_token,
+        "SLACK_SIGNING_SECRET": slack.signing_secret,
+        "SLACK_API_URL": slack.api_url,
+        "OXEN_API_KEY": oxen.api_key,
+        "OXEN_API_URL": oxen.url,
+        "OXEN_POLL_INTERVAL": "0.05",
+        "DATABASE_PATH": str(database),
+        "HOST": "127.0.0.1",
+        "PORT": "0",
+        **overrides,
+    }
+
+
+async def spawn(env: dict[str, str]) -> asyncio.subprocess.Process:
+    """Start `python -m bot` from the repository root (so this checkout's `bot` is imported)."""
+    return await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bot",
+        env=env,
+        cwd=Path(__file__).parents[2],
+        stdout=subprocess.PIPE,
+        stderr=subprocess.PIPE,
+    )
+
+
+async def exit_within(process: asyncio.subprocess.Process, seconds: float) -> tuple[int, str]:
+    """Await the process's exit for at most `seconds` (then kill it and fail); its code and output."""
+    try:
+        out, err = await asyncio.wait_for(process.communicate(), seconds)
+    except TimeoutError:
+        process.kill()
+        out, err = await process.communicate()
+        pytest.fail(f"still running {seconds:g} s later; it wrote:\n{out.decode()}{err.decode()}")
+    assert process.returncode is not None
+    return process.returncode, out.decode() + err.decode()
+
+
 class BotProcess:
     """`python -m bot` as deployed, pointed at the fakes, with its stdout collected."""
 
@@ -51,22 +93,8 @@ class BotProcess:
         self.lines = lines
 
     @classmethod
-    async def start(cls, slack: FakeSlack, oxen: FakeOxen, database: Path) -> BotProcess:
-        env = {
-            "PATH": os.environ.get("PATH", ""),
-            "SLACK_BOT_TOKEN": slack.bot_token,
-            "SLACK_SIGNING_SECRET": slack.signing_secret,
-            "SLACK_API_URL": slack.api_url,
-            "OXEN_API_KEY": oxen.api_key,
-            "OXEN_API_URL": oxen.url,
-            "OXEN_POLL_INTERVAL": "0.05",
-            "DATABASE_PATH": str(database),
-            "HOST": "127.0.0.1",
-            "PORT": "0",
-        }
-        process = await asyncio.create_subprocess_exec(
-            sys.executable, "-m", "bot", env=env, cwd=Path(__file__).parents[2], stdout=subprocess.PIPE
-        )
+    async def start(cls, slack: FakeSlack, oxen: FakeOxen, database: Path, **env: str) -> BotProcess:
+        process = await spawn(bot_env(slack, oxen, database, **env))
         assert process.stdout is not None
         lines: list[str] = []
         while True:
@@ -79,9 +107,9 @@ class BotProcess:
     async def sigterm(self) -> str:
         """Send SIGTERM and wait for the exit; returns everything it logged."""
         self.process.send_signal(signal.SIGTERM)
-        rest, _ = await asyncio.wait_for(self.process.communicate(), 30)
-        assert self.process.returncode == 0
-        return "".join(self.lines) + rest.decode()
+        code, rest = await exit_within(self.process, 30)
+        assert code == 0
+        return "".join(self.lines) + rest
 
 
 async def test_sigterm_just_after_a_command_is_acked_still_stores_it_and_it_runs_once_after_restart(
@@ -259,3 +287,112 @@ async def test_housekeeping_survives_failing_prunes_and_is_awaited_on_close(
     assert cache_failure.exc_info is not None
     assert rounds["events"] >= 3
     assert not [r for r in caplog.records if r.name == "bot.app.tasks" and r.levelno >= logging.ERROR]
+
+
+# -- SIGTERM or SIGINT in every state ------------------------------------------------------------
+
+IDLE_EXIT = 5.0
+"""With nothing in progress, the process ends within this many seconds of the signal (the 20 s grace of
+Runtime.close is only for work in progress); exit code 0."""
+GRACE_EXIT = 25.0
+"""With work in progress: the grace (20 s) plus closing."""
+
+
+class Blackhole:
+    """A TCP server that accepts connections and never answers: a peer that is unreachable in effect."""
+
+    def __init__(self) -> None:
+        self.connected = asyncio.Event()
+        self._writers: list[asyncio.StreamWriter] = []
+        self._server: asyncio.Server | None = None
+
+    async def __aenter__(self) -> Blackhole:
+        self._server = await asyncio.start_server(self._accept, "127.0.0.1", 0)
+        return self
+
+    async def __aexit__(self, *_: object) -> None:
+        assert self._server is not None
+        self._server.close()
+        for writer in self._writers:
+            writer.close()
+        await self._server.wait_closed()
+
+    @property
+    def url(self) -> str:
+        assert self._server is not None
+        return f"http://127.0.0.1:{self._server.sockets[0].getsockname()[1]}"
+
+    async def _accept(self, _: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        self._writers.append(writer)
+        self.connected.set()
+
+
+async def stop_with(process: asyncio.subprocess.Process, sig: signal.Signals, within: float) -> str:
+    """Send `sig`; the process must exit 0 within `within` seconds, logging no traceback while it stops
+    (the SDK logs one per refused Socket Mode attempt before that). Its output."""
+    process.send_signal(sig)
+    code, output = await exit_within(process, within)
+    assert code == 0, output
+    assert "shutting down" in output, output
+    assert "Traceback" not in output[output.index("shutting down") :]
+    assert '"message": "stopped"' in output
+    return output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_while_oxen_does_not_answer_at_start_up_ends_the_process(
+    fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path, sig: signal.Signals
+) -> None:
+    async with Blackhole() as oxen:
+        env = bot_env(fake_slack, fake_oxen, tmp_path / "db.sqlite3", OXEN_API_URL=oxen.url)
+        process = await spawn(env)
+        await asyncio.wait_for(oxen.connected.wait(), 20)  # start-up is waiting for the model's schema
+        output = await stop_with(process, sig, IDLE_EXIT)
+    assert "shutting down during start-up" in output
+
+
+async def test_a_signal_while_slack_does_not_answer_socket_mode_at_start_up_ends_the_process(
+    fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path
+) -> None:
+    async with Blackhole() as slack:
+        env = bot_env(fake_slack, fake_oxen, tmp_path / "db.sqlite3", SLACK_API_URL=slack.url + "/api/")
+        env.pop("SLACK_SIGNING_SECRET")
+        env["SLACK_APP_TOKEN"] = fake_slack.app_token
+        process = await spawn(env)
+        await asyncio.wait_for(slack.connected.wait(), 20)  # apps.connections.open is under way
+        output = await stop_with(process, signal.SIGTERM, IDLE_EXIT)
+    assert "shutting down during start-up" in output
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+async def test_a_signal_while_socket_mode_is_refused_the_app_token_ends_the_process(
+    fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path, sig: signal.Signals
+) -> None:
+    env = bot_env(fake_slack, fake_oxen, tmp_path / "db.sqlite3", SLACK_APP_TOKEN="xapp-revoked")
+    env.pop("SLACK_SIGNING_SECRET")
+    process = await spawn(env)
+    await fake_slack.wait_for("apps.connections.open", timeout=20)  # refused: invalid_auth
+    await stop_with(process, sig, IDLE_EXIT)
+
+
+async def test_a_signal_with_socket_mode_connected_ends_the_process(
+    fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path
+) -> None:
+    env = bot_env(fake_slack, fake_oxen, tmp_path / "db.sqlite3", SLACK_APP_TOKEN=fake_slack.app_token)
+    env.pop("SLACK_SIGNING_SECRET")
+    process = await spawn(env)
+    await fake_slack.wait_socket_connected(timeout=20)
+    await stop_with(process, signal.SIGTERM, IDLE_EXIT)
+
+
+async def test_a_signal_while_a_job_is_generating_ends_the_process_and_the_job_resumes(
+    fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path
+) -> None:
+    database = tmp_path / "db" / "dreamboard.sqlite3"
+    bot = await BotProcess.start(fake_slack, fake_oxen, database)
+    fake_oxen.hold()
+    await fake_slack.send_command(f"http://127.0.0.1:{bot.port}/slack/events", "a fox at dusk")
+    await fake_oxen.recorder.wait_for("POST /ai/queue", timeout=10)
+    await stop_with(bot.process, signal.SIGTERM, GRACE_EXIT)
+    [(job, _)] = await stored_jobs(database)
+    assert job.state is JobState.RUNNING  # resumed (polled, not submitted again) at the next start
