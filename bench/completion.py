@@ -20,6 +20,8 @@ from tests.fakes.recorder import Call
 from tests.fakes.slack import FakeSlack
 
 POLL = "GET /ai/queue/{id}"
+RECORDING_SLACK = 0.05
+"""Seconds between the recorder stamping a poll and the fake reading its clock, at most (busy machine)."""
 BURST_CARD = re.compile(r"Result of job \w+: burst ")
 
 
@@ -37,9 +39,14 @@ def _polls(oxen: FakeOxen) -> dict[str, list[Call]]:
 
 def _noticed_after_end(oxen: FakeOxen, generation_id: str, polls: list[Call]) -> float:
     """Seconds from the generation's end (enqueued + latency, the fake's own rule) to the first poll
-    that found it finished."""
-    end = oxen.generations[generation_id].enqueued_at + oxen.latency
-    return min(_wall(call) for call in polls if _wall(call) >= end) - end
+    that found it finished. The recorder stamps a poll as it arrives, a moment before the fake looks at
+    the clock, so the poll that finished it may be stamped just before `completed_at`: the notice is
+    the first poll from then on, and never earlier than `completed_at` itself."""
+    generation = oxen.generations[generation_id]
+    end = generation.enqueued_at + oxen.latency
+    completed = generation.completed_at if generation.completed_at is not None else end
+    finished = [_wall(call) for call in polls if _wall(call) >= completed - RECORDING_SLACK]
+    return max(min(finished, default=completed), completed) - end
 
 
 async def completion(params: Params, folder: Path) -> dict[str, float]:
