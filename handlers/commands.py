@@ -15,6 +15,7 @@ from bot.domain.commands import (
     Recipe,
     Show,
     UsageError,
+    UsageReport,
     is_number,
     listed_count,
     parse_command,
@@ -67,6 +68,12 @@ async def handle_imagine(
         await ack()
         await _recipe(services, parsed.job_id, command, respond)
         return
+    if isinstance(parsed, UsageReport):
+        await ack()
+        user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
+        report = await services.intake.usage_today(str(command["team_id"]), user_id, channel_id)
+        await answer(services, respond, views.usage_report(report), user_id=user_id, channel_id=channel_id)
+        return
     text = parsed.text
     intake = services.intake
     try:
@@ -90,7 +97,7 @@ async def handle_imagine(
     except DuplicateRequestError:
         log.info("duplicate /imagine delivery ignored")
     except CapReachedError as exc:
-        refused = views.cap_reached(exc.queued, request.prompt)
+        refused = views.cap_refusal(exc, request.prompt)
         await answer(services, respond, refused, user_id=user_id, channel_id=channel_id)
     except NotInChannelError as exc:
         # An ephemeral cannot reach a conversation the bot is not in: only the response_url can.

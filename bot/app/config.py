@@ -7,6 +7,7 @@ from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
 from urllib.parse import urlsplit
+from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
     Field,
@@ -19,6 +20,7 @@ from pydantic import (
 from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.domain.hosts import is_loopback
+from bot.domain.quotas import QuotaPolicy
 
 
 class ReferenceHosting(StrEnum):
@@ -65,6 +67,22 @@ class Settings(BaseSettings):
     # Seconds after a job finished before its files go into image blocks (Slack refuses a slack_file it
     # is still processing, slack.md §2.2).
     slack_file_grace: float = Field(default=30.0, ge=0, le=3600)
+    # Daily image caps (0 = unlimited), counted in images with a 4K image weighing IMAGE_WEIGHT_4K; the
+    # day resets at midnight in QUOTA_TIMEZONE (an IANA zone name).
+    daily_images_per_user: int = Field(default=50, ge=0, le=100_000)
+    daily_images_per_channel: int = Field(default=200, ge=0, le=1_000_000)
+    image_weight_4k: int = Field(default=2, ge=1, le=16)
+    quota_timezone: str = "UTC"
+
+    @property
+    def quotas(self) -> QuotaPolicy:
+        """The daily caps as one policy."""
+        return QuotaPolicy(
+            per_user=self.daily_images_per_user,
+            per_channel=self.daily_images_per_channel,
+            weight_4k=self.image_weight_4k,
+            tz=ZoneInfo(self.quota_timezone),
+        )
 
     @property
     def max_reference_bytes(self) -> int:
@@ -135,6 +153,15 @@ class Settings(BaseSettings):
         if size not in ("2K", "4K"):
             raise ValueError("must be 2K or 4K")
         return size
+
+    @field_validator("quota_timezone")
+    @classmethod
+    def _zone(cls, value: str) -> str:
+        try:
+            ZoneInfo(value)
+        except (ZoneInfoNotFoundError, ValueError):
+            raise ValueError("must be an IANA time zone such as UTC or America/Los_Angeles") from None
+        return value
 
     @field_validator("oxen_reference_repo")
     @classmethod

@@ -164,6 +164,7 @@ class Services:
             default_size=settings.oxen_size,
             access=ChannelAccess(slack),
             backlog=lambda channel: pacer.backlog(channel) / pacer.unit,
+            quotas=settings.quotas,
         )
         iterations = Iterations(store=store, intake=intake, references=references, slack=gateway)
         grace = settings.slack_file_grace

@@ -8,7 +8,8 @@ generate):
 - `show <job id>`, `seed <job id>`: a job id is exactly 10 hex digits;
 - `seed <N> <prompt…>`: a prompt with `--seed N` (N all digits, a prompt after it);
 - `history`, `history <N>`, `history export`, and `history <N> <text…>` with N from 1 to MAX_LISTED
-  (a number outside that range followed by text is a prompt: `history 1984 propaganda poster`).
+  (a number outside that range followed by text is a prompt: `history 1984 propaganda poster`);
+- `usage` alone: today's images against the daily caps (`usage of colour` is a prompt).
 
 A leading `--` (or the em or en dash Slack clients turn it into) forces the rest to be a prompt:
 `/imagine -- show me the money`.
@@ -54,6 +55,11 @@ class History:
 
 
 @dataclass(frozen=True)
+class UsageReport:
+    """`/imagine usage`: today's images against the daily caps."""
+
+
+@dataclass(frozen=True)
 class Prompt:
     """Generate: `text` is request text for parse_request (prompt and flags)."""
 
@@ -67,7 +73,7 @@ class UsageError:
     message: str
 
 
-Command = Help | Show | Recipe | History | Prompt | UsageError
+Command = Help | Show | Recipe | History | UsageReport | Prompt | UsageError
 
 
 def is_number(word: str) -> bool:
@@ -104,6 +110,8 @@ def parse_command(text: str) -> Command:
             )
         prompt = text.strip()[len(words[0]) :].strip()[len(words[1]) :].strip()
         return Prompt(f"{prompt} --seed {words[1]}")
+    if first == "usage" and len(words) == 1:
+        return UsageReport()
     if first == "history":
         rest = words[1:]
         if not rest or (len(rest) == 1 and (is_number(rest[0]) or rest[0].lower() == "export")):

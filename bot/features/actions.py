@@ -114,6 +114,7 @@ class Branching:
             user_id=user_id,
             thread_ts=thread_ts,
             references=Collected(sources, [], [], parent.id),
+            notify=lambda message: self._ephemeral(channel_id, user_id, thread_ts, message),
         )
 
     async def cancel_or_delete(self, job_id: str, *, user_id: str) -> str:
@@ -413,7 +414,7 @@ class Branching:
 def refusal(exc: Exception, prompt: str) -> views.Message:
     """The ephemeral answer when an action cannot go ahead."""
     if isinstance(exc, CapReachedError):
-        return views.cap_reached(exc.queued, prompt)
+        return views.cap_refusal(exc, prompt)
     if isinstance(exc, NotInChannelError):
         return views.not_in_channel(None, archived=exc.archived)
     if isinstance(exc, StatusPostError):

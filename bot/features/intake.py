@@ -3,23 +3,28 @@
 The hand-off is one sequence with a synchronous first step: the runner admits the user (caps are
 counted before any `await`), the job is stored, and the runner posts its status message and puts it in
 line. If any step fails, the place is given back and no queued row is left that nothing would run.
+Daily quotas are counted from the database, so counting and storing happen under one lock: two
+requests at once cannot both take the last images of the day.
 """
 
 from __future__ import annotations
 
+import asyncio
 import random
 import secrets
+import time
 from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.backends.base import ImageBackend
+from bot.domain.quotas import QuotaExceededError, QuotaPolicy, Usage
 from bot.domain.requests import GenerationRequest, Limits
 from bot.features.references import Collected
 from bot.jobs.runner import JobRunner
-from bot.jobs.scheduler import CapReachedError
+from bot.jobs.scheduler import CapReachedError, Ticket
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.membership import ChannelAccess
-from bot.store.model import Job, NewJob
+from bot.store.model import Job, JobImage, NewJob
 from bot.store.sqlite import Store
 from bot.views import blocks as views
 
@@ -31,7 +36,7 @@ BUSY_NOTICE = ":hourglass: This channel is busy"
 
 Notify = Callable[[views.Message], Awaitable[object]]
 
-__all__ = ["CapReachedError", "Intake", "NotInChannelError", "StatusPostError"]
+__all__ = ["CapReachedError", "Intake", "NotInChannelError", "QuotaExceededError", "StatusPostError"]
 
 
 class NotInChannelError(Exception):
@@ -74,9 +79,15 @@ class Intake:
         default_size: str,
         access: ChannelAccess | None = None,
         backlog: Callable[[str], float] | None = None,
+        quotas: QuotaPolicy | None = None,
+        clock: Callable[[], float] = time.time,
     ) -> None:
         """`access` checks a channel can take the images before anything is paid; `backlog(channel)`:
-        Slack's seconds until a post there would be sent (the pacer's)."""
+        Slack's seconds until a post there would be sent (the pacer's); `quotas`: the daily caps,
+        with `clock` the wall time they are counted at."""
+        self._quotas = quotas if quotas is not None and quotas.enabled else None
+        self._clock = clock
+        self._counting = asyncio.Lock()
         self._access = access
         self._backlog = backlog
         self._default_model = default_model
@@ -84,6 +95,16 @@ class Intake:
         self._store = store
         self._backend = backend
         self._runner = runner
+
+    async def usage_today(self, team_id: str, user_id: str, channel_id: str) -> str | None:
+        """The user's and the channel's images today against the caps (None: no cap is set)."""
+        if self._quotas is None:
+            return None
+        now = self._clock()
+        user_used, channel_used = await self._store.quota_usage(
+            team_id, user_id, channel_id, self._quotas.day_start(now), weight_4k=self._quotas.weight_4k
+        )
+        return self._quotas.report(Usage(user_used, channel_used), now=now)
 
     def model_for(self, request: GenerationRequest) -> str:
         """The model a request will run on."""
@@ -106,6 +127,7 @@ class Intake:
         notify: Notify | None = None,
     ) -> Job:
         """Store, announce and queue a job. Raises CapReachedError, NotInChannelError, StatusPostError,
+        QuotaExceededError (a CapReachedError: today's images are used up, or the job would not fit),
         or store.DuplicateRequestError when `request_key` already made a job. Nothing is stored or posted
         when the bot could not deliver the images into `channel_id` (see ChannelAccess). When the channel
         is so busy that the status message must wait its turn, `notify` first tells the user it is coming."""
@@ -114,22 +136,32 @@ class Intake:
                 await self._access.check(channel_id)
             except SlackError:
                 raise NotInChannelError() from None
-        ticket = self._runner.admit(team_id, user_id)
-        try:
-            job, images = await self._store.insert_job(
-                self._new_job(
-                    request,
-                    team_id=team_id,
-                    channel_id=channel_id,
-                    user_id=user_id,
-                    thread_ts=thread_ts,
-                    references=references,
-                    request_key=request_key,
+        new_job = self._new_job(
+            request,
+            team_id=team_id,
+            channel_id=channel_id,
+            user_id=user_id,
+            thread_ts=thread_ts,
+            references=references,
+            request_key=request_key,
+        )
+        left_line = None
+        if self._quotas is None:
+            ticket, job, images = await self._store_job(new_job)
+        else:
+            async with self._counting:
+                now = self._clock()
+                user_used, channel_used = await self._store.quota_usage(
+                    team_id,
+                    user_id,
+                    channel_id,
+                    self._quotas.day_start(now),
+                    weight_4k=self._quotas.weight_4k,
                 )
-            )
-        except BaseException:
-            ticket.withdraw()
-            raise
+                left_line = self._quotas.admit(
+                    Usage(user_used, channel_used), n=new_job.n, size=new_job.size, now=now
+                )
+                ticket, job, images = await self._store_job(new_job)
         wait = self._backlog(channel_id) if self._backlog is not None else 0.0
         if notify is not None and wait > BUSY_AFTER:
             await notify(
@@ -139,11 +171,23 @@ class Intake:
                 )
             )
         try:
-            return await self._runner.accept(ticket, job, images)
+            accepted = await self._runner.accept(ticket, job, images)
         except SlackError as exc:
             if exc.kind in (SlackErrorKind.NOT_IN_CHANNEL, SlackErrorKind.ARCHIVED):
                 raise NotInChannelError(archived=exc.kind is SlackErrorKind.ARCHIVED) from None
             raise StatusPostError(exc) from None
+        if notify is not None and left_line is not None:
+            await notify(views.quota_left(left_line))
+        return accepted
+
+    async def _store_job(self, new_job: NewJob) -> tuple[Ticket, Job, list[JobImage]]:
+        ticket = self._runner.admit(new_job.team_id, new_job.user_id)
+        try:
+            job, images = await self._store.insert_job(new_job)
+        except BaseException:
+            ticket.withdraw()
+            raise
+        return ticket, job, images
 
     def _new_job(
         self,

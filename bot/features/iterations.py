@@ -95,7 +95,7 @@ class Iterations:
                 channel, user, reply_in, views.notice(f":warning: {views.escape(str(exc))}")
             )
         except CapReachedError as exc:
-            await self._ephemeral(channel, user, reply_in, views.cap_reached(exc.queued, text))
+            await self._ephemeral(channel, user, reply_in, views.cap_refusal(exc, text))
         except StatusPostError as exc:
             await self._ephemeral(channel, user, reply_in, views.notice(exc.user_message))
         except SlackError as exc:

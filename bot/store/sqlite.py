@@ -441,6 +441,25 @@ class Store:
         )
         return int(row[0]) if row else 0
 
+    async def quota_usage(
+        self, team_id: str, user_id: str, channel_id: str, since: float, *, weight_4k: int
+    ) -> tuple[int, int]:
+        """Weighted images (a 4K image counts `weight_4k`) of the user's and of the channel's jobs
+        created since `since`: those paid or being paid, i.e. every image of a queued or running job,
+        and any image that was submitted to Oxen (even if it then failed) or succeeded. Images of jobs
+        that failed or were cancelled before submitting them do not count."""
+        row = await self._one(
+            "SELECT COALESCE(SUM(CASE WHEN user_id = ? THEN w END), 0),"
+            " COALESCE(SUM(CASE WHEN channel_id = ? THEN w END), 0) FROM ("
+            " SELECT g.user_id, g.channel_id, CASE WHEN g.size = '4K' THEN ? ELSE 1 END AS w"
+            " FROM generation_images AS i JOIN generations AS g ON g.id = i.job_id"
+            " WHERE g.team_id = ? AND (g.user_id = ? OR g.channel_id = ?) AND g.created_at >= ?"
+            " AND (g.state IN ('queued', 'running') OR i.state = 'succeeded'"
+            " OR i.generation_id IS NOT NULL OR i.submit_started_at IS NOT NULL))",
+            (user_id, channel_id, weight_4k, team_id, user_id, channel_id, since),
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
     async def images_of(self, job_ids: Sequence[str]) -> dict[str, list[JobImage]]:
         """The images of several jobs at once, by job id."""
         found: dict[str, list[JobImage]] = {job_id: [] for job_id in job_ids}

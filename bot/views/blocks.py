@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.domain.controls import PAGE_SIZE, REACTIONS, Action, HistoryQuery, Target
+from bot.domain.quotas import QuotaExceededError
 from bot.domain.requests import (
     ASPECT_RATIOS,
     FLAGS,
@@ -21,6 +22,7 @@ from bot.domain.requests import (
     split_prompt,
 )
 from bot.jobs import recipes
+from bot.jobs.scheduler import CapReachedError
 from bot.store.model import Job, JobImage
 
 Message = dict[str, Any]
@@ -63,6 +65,7 @@ def help_message() -> Message:
         "*Flags*\n"
         + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
         + "• `/imagine show <job id>` reposts a result with its buttons here\n"
+        "• `/imagine usage` shows your images and this channel's today against the daily quota\n"
         "• `/imagine -- <prompt>` is always a prompt, even one starting with `show`, `seed` or `history`\n\n"
         "Results arrive in a thread under the status message; every result records its seed. "
         "Reply in that thread to iterate, or react to a result:\n"
@@ -115,6 +118,23 @@ def cap_reached(queued: int, prompt: str) -> Message:
         f":hourglass: You have {queued} jobs queued already. Try again when one has finished; "
         f"your prompt was:\n{_quote(prompt)}"
     )
+
+
+def cap_refusal(exc: CapReachedError, prompt: str) -> Message:
+    """Why a job was refused at admission (too many queued, or today's quota), echoing the prompt."""
+    if isinstance(exc, QuotaExceededError):
+        return notice(f"{exc.message} Your prompt was:\n{_quote(prompt)}")
+    return cap_reached(exc.queued, prompt)
+
+
+def usage_report(report: str | None) -> Message:
+    """`/imagine usage` (only the caller sees it); `report` from domain/quotas.py, None when uncapped."""
+    return notice(f":bar_chart: {report}" if report else ":bar_chart: No daily image quota is set here.")
+
+
+def quota_left(line: str) -> Message:
+    """The user is past 80 % of today's images: how many are left (domain/quotas.py words it)."""
+    return notice(f":bar_chart: {line}")
 
 
 def _how_to_iterate(job: Job) -> str:
