@@ -25,7 +25,7 @@ from bot.jobs.scheduler import CapReachedError, Ticket
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.membership import ChannelAccess
 from bot.store.model import Job, JobImage, NewJob
-from bot.store.sqlite import Store
+from bot.store.sqlite import DuplicateRequestError, Store
 from bot.views import blocks as views
 
 BUSY_AFTER = 10.0
@@ -101,10 +101,17 @@ class Intake:
         if self._quotas is None:
             return None
         now = self._clock()
+        usage = await self._usage(self._quotas, team_id, user_id, channel_id, now)
+        return self._quotas.report(usage, now=now)
+
+    async def _usage(
+        self, quotas: QuotaPolicy, team_id: str, user_id: str, channel_id: str, now: float
+    ) -> Usage:
+        since = quotas.day_start(now)
         user_used, channel_used = await self._store.quota_usage(
-            team_id, user_id, channel_id, self._quotas.day_start(now), weight_4k=self._quotas.weight_4k
+            team_id, user_id, channel_id, since, weight_4k=quotas.weight_4k
         )
-        return self._quotas.report(Usage(user_used, channel_used), now=now)
+        return Usage(user_used, channel_used)
 
     def model_for(self, request: GenerationRequest) -> str:
         """The model a request will run on."""
@@ -150,17 +157,12 @@ class Intake:
             ticket, job, images = await self._store_job(new_job)
         else:
             async with self._counting:
+                # A second delivery of the same Slack request is a duplicate, not a job over the cap.
+                if request_key is not None and await self._store.has_request(request_key):
+                    raise DuplicateRequestError(request_key)
                 now = self._clock()
-                user_used, channel_used = await self._store.quota_usage(
-                    team_id,
-                    user_id,
-                    channel_id,
-                    self._quotas.day_start(now),
-                    weight_4k=self._quotas.weight_4k,
-                )
-                left_line = self._quotas.admit(
-                    Usage(user_used, channel_used), n=new_job.n, size=new_job.size, now=now
-                )
+                usage = await self._usage(self._quotas, team_id, user_id, channel_id, now)
+                left_line = self._quotas.admit(usage, n=new_job.n, size=new_job.size, now=now)
                 ticket, job, images = await self._store_job(new_job)
         wait = self._backlog(channel_id) if self._backlog is not None else 0.0
         if notify is not None and wait > BUSY_AFTER:

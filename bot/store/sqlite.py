@@ -441,6 +441,10 @@ class Store:
         )
         return int(row[0]) if row else 0
 
+    async def has_request(self, request_key: str) -> bool:
+        """Whether a job for this Slack request (`NewJob.request_key`) is stored already."""
+        return await self._one("SELECT 1 FROM generations WHERE request_key = ?", (request_key,)) is not None
+
     async def quota_usage(
         self, team_id: str, user_id: str, channel_id: str, since: float, *, weight_4k: int
     ) -> tuple[int, int]:

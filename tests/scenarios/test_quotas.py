@@ -4,12 +4,20 @@ reply over the cap, and the channel's cap naming what would still fit."""
 from __future__ import annotations
 
 import asyncio
+from datetime import UTC, datetime
 
 from tests.scenarios.harness import Harness
 
 
+def zone_at_noon() -> str:
+    """A fixed-offset zone where it is about noon now, so no quota day ends during the test (the store
+    stamps jobs with the real time)."""
+    offset = 12 - datetime.now(UTC).hour
+    return "UTC" if offset == 0 else f"Etc/GMT{-offset:+d}"
+
+
 async def test_the_daily_caps_refuse_at_the_boundary_and_nothing_is_queued(harness: Harness) -> None:
-    await harness.start(daily_images_per_user=5, daily_images_per_channel=6)
+    await harness.start(daily_images_per_user=5, daily_images_per_channel=6, quota_timezone=zone_at_noon())
     harness.oxen.hold()
     await harness.command("first fox --n 3")
     await harness.slack.wait_for("chat.postMessage")
@@ -19,7 +27,7 @@ async def test_the_daily_caps_refuse_at_the_boundary_and_nothing_is_queued(harne
     assert all(reply["response_type"] == "ephemeral" for reply in replies)
     [left] = [reply["text"] for reply in replies if "left today" in reply["text"]]
     [refused] = [reply["text"] for reply in replies if "left today" not in reply["text"]]
-    assert left.startswith(":bar_chart: 0 of 5 images left today (resets at 00:00 UTC, in ")
+    assert left.startswith(":bar_chart: 0 of 5 images left today (resets at 00:00 ")
     assert "You have used your 5 images for today; nothing was queued. The quota resets at 00:00" in refused
     assert "> burst " in refused, "the refused prompt is echoed so nothing is lost"
     jobs = await harness.announced_jobs(2)
