@@ -5,3 +5,11 @@ from __future__ import annotations
 
 class UserFacingError(ValueError):
     """Raise with a sentence the user can act on; describe_failure shows it as it is."""
+
+
+class CapReachedError(Exception):
+    """The user already has the maximum number of jobs waiting."""
+
+    def __init__(self, queued: int) -> None:
+        super().__init__(f"{queued} jobs queued")
+        self.queued = queued

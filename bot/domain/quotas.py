@@ -13,7 +13,7 @@ from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 
 from bot.domain.days import start_of_day
-from bot.jobs.scheduler import CapReachedError
+from bot.domain.errors import CapReachedError
 
 WARN_ABOVE = 0.8
 """Past this share of a user's cap, the user is told how much is left."""

@@ -17,11 +17,12 @@ from collections.abc import Awaitable, Callable
 from typing import Any
 
 from bot.backends.base import ImageBackend
+from bot.domain.errors import CapReachedError
 from bot.domain.quotas import QuotaExceededError, QuotaPolicy, Usage
 from bot.domain.requests import GenerationRequest, Limits
 from bot.features.references import Collected
 from bot.jobs.runner import JobRunner
-from bot.jobs.scheduler import CapReachedError, Ticket
+from bot.jobs.scheduler import Ticket
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.membership import ChannelAccess
 from bot.store.model import Job, JobImage, NewJob

@@ -16,18 +16,12 @@ from collections import Counter, deque
 from collections.abc import Callable, Coroutine, Iterator
 from typing import Any
 
+from bot.domain.errors import CapReachedError
+
 UserKey = tuple[str, str]
 RunJob = Callable[[str], Coroutine[Any, Any, None]]
 
 log = logging.getLogger(__name__)
-
-
-class CapReachedError(Exception):
-    """The user already has the maximum number of jobs waiting."""
-
-    def __init__(self, queued: int) -> None:
-        super().__init__(f"{queued} jobs queued")
-        self.queued = queued
 
 
 class Ticket:

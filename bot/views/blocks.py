@@ -11,6 +11,7 @@ from datetime import UTC, datetime
 from typing import Any
 
 from bot.domain.controls import PAGE_SIZE, REACTIONS, Action, HistoryQuery, Target
+from bot.domain.errors import CapReachedError
 from bot.domain.quotas import QuotaExceededError
 from bot.domain.requests import (
     ASPECT_RATIOS,
@@ -22,7 +23,6 @@ from bot.domain.requests import (
     split_prompt,
 )
 from bot.jobs import recipes
-from bot.jobs.scheduler import CapReachedError
 from bot.store.model import Job, JobImage
 
 Message = dict[str, Any]

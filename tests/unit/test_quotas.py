@@ -12,8 +12,8 @@ import pytest
 
 from bot.app.config import SettingsError, load_settings
 from bot.domain.commands import Prompt, UsageReport, parse_command
+from bot.domain.errors import CapReachedError
 from bot.domain.quotas import QuotaExceededError, QuotaPolicy, Usage
-from bot.jobs.scheduler import CapReachedError
 from bot.store.model import JobState, NewJob
 from bot.store.sqlite import Store
 

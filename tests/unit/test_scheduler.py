@@ -6,7 +6,8 @@ import asyncio
 
 import pytest
 
-from bot.jobs.scheduler import CapReachedError, FairScheduler
+from bot.domain.errors import CapReachedError
+from bot.jobs.scheduler import FairScheduler
 
 ALICE = ("T", "alice")
 BOB = ("T", "bob")
