@@ -21,6 +21,7 @@ from tests.fakes.oxen import FakeOxen
 from tests.fakes.signing import slack_signature
 from tests.fakes.slack import FakeSlack, example
 from tests.scenarios.harness import Harness, is_card
+from tests.scenarios.test_actions import button
 from tests.scenarios.test_kill_matrix import BotProcess
 
 FORM = "application/x-www-form-urlencoded"
@@ -285,14 +286,8 @@ async def test_signed_payloads_missing_what_slack_always_sends_are_refused(harne
     await harness.generate("a fox")
     [(job, _)] = await harness.jobs()
     card = slack.message("C1", str(job.status_ts))
-    button = next(
-        element
-        for block in card["blocks"]
-        if block["type"] == "actions"
-        for element in block["elements"]
-        if ":edit:" in element["action_id"]
-    )
-    click = slack.button_payload(button, user_id="U2", channel_id="C1", message=card)
+    edit = button(card, "edit")
+    click = slack.button_payload(edit, user_id="U2", channel_id="C1", message=card)
     for field, value in (("message", 1.5), ("user", None), ("actions", [{"value": "x"}])):
         assert (await slack.send_action(harness.events_url, {**click, field: value})).status == 400, field
     reaction = slack.event_envelope(slack.reaction_event("repeat", user="U2", channel="C1", ts="1.0"))
@@ -308,14 +303,8 @@ async def test_an_edit_click_without_a_conversation_is_answered(harness: Harness
     await harness.generate("a fox")
     [(job, _)] = await harness.jobs()
     card = slack.message("C1", str(job.status_ts))
-    button = next(
-        element
-        for block in card["blocks"]
-        if block["type"] == "actions"
-        for element in block["elements"]
-        if ":edit:" in element["action_id"]
-    )
-    click = slack.button_payload(button, user_id="U2", channel_id="C1", message=card)
+    edit = button(card, "edit")
+    click = slack.button_payload(edit, user_id="U2", channel_id="C1", message=card)
     click["channel"] = None
     assert (await slack.send_action(harness.events_url, click)).status == 200
     [answer] = await slack.wait_for("response_url")

@@ -32,6 +32,7 @@ from bot.slack.errors import SlackErrorKind, classify
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.slack import FakeSlack
 from tests.scenarios.harness import Harness, answers
+from tests.scenarios.test_actions import button
 
 T = TypeVar("T")
 
@@ -178,14 +179,8 @@ async def _start(threaded: ThreadedBot, data: Path, stack: contextlib.AsyncExitS
     root = await harness.generate("a red fox --seed 40")
     [*_, (job, _)] = await harness.jobs()
     card = slack.message("C1", str(job.status_ts))
-    button = next(
-        element
-        for block in card["blocks"]
-        if block["type"] == "actions"
-        for element in block["elements"]
-        if ":edit:" in element["action_id"]
-    )
-    threaded.base["block_actions"] = slack.button_payload(button, user_id="U2", channel_id="C1", message=card)
+    edit = button(card, "edit")
+    threaded.base["block_actions"] = slack.button_payload(edit, user_id="U2", channel_id="C1", message=card)
     await slack.send_action(harness.events_url, threaded.base["block_actions"])
     [opened] = await slack.wait_for("views.open")
     view = opened.params["view"]
