@@ -144,6 +144,7 @@ _EVENT_REQUIRED = {
     "message": ("channel", "ts"),
     "app_mention": ("channel", "ts", "user"),
     "reaction_added": ("user", "reaction", "item"),
+    "reaction_removed": ("user", "reaction", "item"),
     "app_home_opened": ("user",),
 }
 """The events the bot listens to (manifest.yaml) and the fields each always carries (payloads/*.json,

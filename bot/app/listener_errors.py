@@ -112,6 +112,8 @@ def what_failed(body: dict[str, Any]) -> str:
     kind = event.get("type")
     if kind == "reaction_added":
         return f"your :{event.get('reaction')}: reaction"
+    if kind == "reaction_removed":
+        return f"removing your :{event.get('reaction')}: reaction"
     if kind == "app_home_opened":
         return "your App Home tab"
     if kind in ("message", "app_mention"):

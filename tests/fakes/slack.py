@@ -704,10 +704,18 @@ class FakeSlack:
         return payload
 
     def reaction_event(
-        self, reaction: str, *, user: str, channel: str, ts: str, item_user: str | None = None
+        self,
+        reaction: str,
+        *,
+        user: str,
+        channel: str,
+        ts: str,
+        item_user: str | None = None,
+        removed: bool = False,
     ) -> dict[str, Any]:
-        """A `reaction_added` event on the message `channel`/`ts` (payloads/reaction_added.json)."""
-        event = example("reaction_added")
+        """A `reaction_added` (or, with `removed`, `reaction_removed`) event on the message `channel`/`ts`
+        (payloads/reaction_added.json, payloads/reaction_removed.json)."""
+        event = example("reaction_removed" if removed else "reaction_added")
         event.update(user=user, reaction=reaction, item_user=item_user or self.bot_user_id)
         event["item"].update(channel=channel, ts=ts, channel_type=_channel_type(channel))
         event["event_ts"] = f"{time.time():.6f}"

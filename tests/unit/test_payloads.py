@@ -101,6 +101,9 @@ def test_reactions_and_the_envelope_have_every_documented_key(slack: FakeSlack) 
     event = slack.reaction_event("repeat", user="U2", channel="C1", ts="1.2")
     assert missing_keys(example("reaction_added"), event) == []
     assert event["item"] == {"type": "message", "channel": "C1", "ts": "1.2", "channel_type": "channel"}
+    removed = slack.reaction_event("repeat", user="U2", channel="C1", ts="1.2", removed=True)
+    assert missing_keys(example("reaction_removed"), removed) == []
+    assert (removed["type"], removed["item"]) == ("reaction_removed", event["item"])
     envelope = slack.event_envelope(event)
     assert missing_keys(example("event_callback"), envelope) == []
     assert envelope["event"] is event
