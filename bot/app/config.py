@@ -73,6 +73,9 @@ class Settings(BaseSettings):
     daily_images_per_channel: int = Field(default=200, ge=0, le=1_000_000)
     image_weight_4k: int = Field(default=2, ge=1, le=16)
     quota_timezone: str = "UTC"
+    # Who may change channel kits and read the workspace usage report (Slack user ids); empty: anyone in
+    # the channel may change its kit, and only workspace admins and owners see the workspace report.
+    kit_admins: Annotated[frozenset[str], NoDecode] = frozenset()
 
     @property
     def quotas(self) -> QuotaPolicy:
@@ -124,6 +127,21 @@ class Settings(BaseSettings):
     def _split_hosts(cls, value: Any) -> Any:
         if isinstance(value, str):
             return tuple(host.strip().lower() for host in value.split(",") if host.strip())
+        return value
+
+    @field_validator("kit_admins", mode="before")
+    @classmethod
+    def _split_users(cls, value: Any) -> Any:
+        if isinstance(value, str):
+            return frozenset(user.strip() for user in value.split(",") if user.strip())
+        return value
+
+    @field_validator("kit_admins")
+    @classmethod
+    def _user_ids(cls, value: frozenset[str]) -> frozenset[str]:
+        for user in value:
+            if not re.fullmatch(r"[UW][A-Z0-9]{2,}", user):
+                raise ValueError(f"{user!r} is not a Slack user id (like U0123ABCD)")
         return value
 
     @field_validator("slack_file_hosts")

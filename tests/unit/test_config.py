@@ -84,3 +84,13 @@ def test_secrets_do_not_show_in_repr(monkeypatch: pytest.MonkeyPatch) -> None:
     configure(monkeypatch)
     assert "xoxb-1-2" not in repr(load_settings())
     assert "oxen-key" not in repr(load_settings())
+
+
+def test_kit_admins_are_a_comma_list_of_user_ids(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch)
+    assert load_settings().kit_admins == frozenset()
+    configure(monkeypatch, KIT_ADMINS=" U0123ABCD, W0456EFGH ,")
+    assert load_settings().kit_admins == {"U0123ABCD", "W0456EFGH"}
+    configure(monkeypatch, KIT_ADMINS="U0123ABCD,@alice")
+    with pytest.raises(SettingsError, match=r"KIT_ADMINS: .*'@alice' is not a Slack user id"):
+        load_settings()
