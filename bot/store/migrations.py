@@ -17,8 +17,9 @@ take a write now (Store.writable).
 
 Migration 12 indexes jobs by team, channel and creation time, so the channel half of
 `Store.quota_usage` (team, user or channel, since) is a range search, as the user half already was
-(SQLite runs the OR as a MULTI-INDEX OR over both); and by team and creation time, for the workspace
-usage report's counts over a team's last days.
+(SQLite runs the OR as a MULTI-INDEX OR over both); and by creation time (then team), for the usage
+report's counts over the last days. Not (team_id, created_at): SQLite, without statistics, would then
+answer the quota count from that one index, reading the whole team's day.
 """
 
 from __future__ import annotations
@@ -120,6 +121,6 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     CREATE INDEX generations_by_channel ON generations (team_id, channel_id, created_at);
-    CREATE INDEX generations_by_team ON generations (team_id, created_at);
+    CREATE INDEX generations_by_time ON generations (created_at, team_id);
     """,
 )
