@@ -6,7 +6,7 @@ from __future__ import annotations
 import itertools
 import secrets
 import sqlite3
-from collections.abc import Sequence
+from collections.abc import AsyncIterator, Sequence
 from datetime import datetime
 from pathlib import Path
 from zoneinfo import ZoneInfo
@@ -106,9 +106,9 @@ def test_days_are_calendar_days_in_the_zone_across_a_dst_change() -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> Store:
+async def store(tmp_path: Path) -> AsyncIterator[Store]:
     opened = await Store.open(tmp_path / "usage.sqlite3")
-    yield opened  # type: ignore[misc]
+    yield opened
     await opened.close()
 
 
