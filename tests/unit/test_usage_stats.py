@@ -4,6 +4,7 @@ the store's aggregations over jobs seeded with known timestamps, with the query 
 from __future__ import annotations
 
 import itertools
+import json
 import secrets
 import sqlite3
 from collections.abc import AsyncIterator, Sequence
@@ -17,6 +18,8 @@ import pytest
 from bot.domain import usage_stats as stats
 from bot.store.model import NewJob
 from bot.store.sqlite import Store
+from bot.views import usage as usage_views
+from tests.fakes import blockkit
 
 HOUR, DAY = 3600.0, 86400.0
 BERLIN = ZoneInfo("Europe/Berlin")
@@ -182,3 +185,22 @@ async def test_quota_usage_and_the_report_run_on_indexes(tmp_path: Path) -> None
         assert "SCAN g" not in plan, plan
         assert "SCAN generations" not in plan, plan
         assert "generations_by_time (created_at>?" in plan, plan
+
+
+def test_a_busy_workspace_report_stays_within_slacks_block_kit_limits() -> None:
+    tallies = [stats.Tally(f"U{n:08d}", today=n, week=10 * n) for n in range(1, 400)]
+    users_today, users_week = stats.rankings(tallies)
+    report = stats.WorkspaceUsage(
+        zone="Europe/Berlin", users_today=users_today, users_week=users_week, channels_today=users_today,
+        channels_week=users_week, today_images=10**6, week_images=10**7, outcomes=stats.Outcomes(10, 1),
+        timing=stats.timing([1.0, 2.0]), price=0.04,
+    )  # fmt: skip
+    message = usage_views.workspace_report("3 of 50 images left today.", report, chart_note="In your DM.")
+    assert blockkit.message_errors(message["blocks"], lambda _: None) == []
+    text = json.dumps(message)
+    assert "and 389 others (" in text
+    assert "<@U00000399> 399" in text
+    own = usage_views.own_report(None, stats.PersonalUsage(0, stats.Outcomes(0, 0), stats.timing([])))
+    assert blockkit.message_errors(own["blocks"], lambda _: None) == []
+    assert "0 images; failure rate – (no finished images); time to image – (nothing delivered)" in own["text"]
+    assert "No daily image quota is set here." in own["text"]
