@@ -34,6 +34,8 @@ class Chart:
     png: bytes
     title: str
     alt_text: str
+    summary: str
+    """The DM message the chart is uploaded under: the same numbers, readable if the image never arrives."""
 
 
 @dataclass(frozen=True)
@@ -128,12 +130,17 @@ class UsageReports:
         counts = stats.per_day(starts, await self._store.usage_per_day(team_id, starts, now))
         labels = stats.day_labels(starts, tz)
         title = views.chart_title(stats.CHART_DAYS)
-        return Chart(bar_chart(counts, labels, title=title), title, views.chart_alt_text(counts, labels))
+        return Chart(
+            bar_chart(counts, labels, title=title),
+            title,
+            views.chart_alt_text(counts, labels),
+            views.chart_summary(title, counts, labels),
+        )
 
     async def send_chart(self, user_id: str, chart: Chart) -> Message | None:
         """Post the chart into the user's DM with Dreamboard; the notice for the user when Slack refused."""
         try:
-            channel, _ = await self._slack.post(user_id, {"text": f"{chart.title} (from `/imagine usage`)."})
+            channel, _ = await self._slack.post(user_id, {"text": chart.summary})
             await self._slack.upload_image(
                 channel,
                 content=chart.png,

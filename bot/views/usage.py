@@ -135,6 +135,12 @@ def chart_alt_text(counts: Sequence[int], labels: Sequence[str]) -> str:
     return f"Bar chart of images per day, the last bar is today. {days}"[:ALT_TEXT_LIMIT]
 
 
+def chart_summary(title: str, counts: Sequence[int], labels: Sequence[str]) -> str:
+    """The DM text above the chart: its title and every day's number (mrkdwn, well within limits)."""
+    days = " · ".join(f"{label}: {count}" for label, count in zip(labels, counts, strict=True))
+    return f"*{title}* (from `/imagine usage`; the last day is today)\n{days}"
+
+
 CHART_IN_DM = "The chart of the last 14 days is in your direct messages with Dreamboard."
 
 

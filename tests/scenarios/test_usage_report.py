@@ -125,3 +125,17 @@ async def test_quota_refusals_through_a_button_and_a_reaction_queue_nothing(harn
 
     assert len(await harness.jobs()) == 1, "nothing was stored"
     assert len(harness.oxen.recorder.calls_to("POST /ai/queue")) == submitted, "nothing reached Oxen"
+
+
+async def test_a_chart_slack_refuses_is_reported_to_the_admin(harness: Harness) -> None:
+    await harness.start(kit_admins="UBOSS")
+    harness.slack.fault("files.completeUploadExternal", error="internal_error")
+    await harness.command("usage", user_id="UBOSS")
+    report, refused = await harness.slack.wait_for("response_url", count=2)
+    assert "*Workspace usage*" in text_of(report)
+    assert "By person*\nToday: none\nLast 7 days: none" in text_of(report)
+    assert refused.params["text"].startswith(":warning: Slack refused the usage chart (internal_error)")
+    assert refused.params["response_type"] == "ephemeral"
+    [dm] = harness.slack.calls_to("chat.postMessage")
+    assert dm.params["text"].startswith("*Dreamboard images per day, last 14 days* (from `/imagine usage`")
+    assert dm.params["text"].count(": 0") == 14, "the numbers are in the DM even though the image is not"
