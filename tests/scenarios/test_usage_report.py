@@ -104,10 +104,11 @@ async def test_quota_refusals_through_a_button_and_a_reaction_queue_nothing(harn
     await harness.start(daily_images_per_user=2, quota_timezone=zone_at_noon())
     job_id, _ = await first_job(harness, "a red fox --n 2")
     submitted = len(harness.oxen.recorder.calls_to("POST /ai/queue"))
-    answered = len(harness.slack.calls_to("response_url"))
 
     assert (await press(harness, card(harness, job_id), "reroll", user="U1")).status == 200
-    *_, refused = await harness.slack.wait_for("response_url", count=answered + 1)
+    [refused] = await harness.slack.wait_for(
+        "response_url", where=lambda call: "nothing was queued" in call.params["text"]
+    )
     assert refused.params["response_type"] == "ephemeral"
     assert (
         "You have used your 2 images for today; nothing was queued. The quota resets at 00:00"
