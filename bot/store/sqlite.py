@@ -91,7 +91,7 @@ def _reason(exc: sqlite3.Error) -> str:
     return "its database cannot be written"
 
 
-COUNTED_IMAGE = (
+_COUNTED_IMAGE = (
     "(g.state IN ('queued', 'running') OR i.state = 'succeeded'"
     " OR i.generation_id IS NOT NULL OR i.submit_started_at IS NOT NULL)"
 )
@@ -468,7 +468,7 @@ class Store:
             " SELECT g.user_id, g.channel_id, CASE WHEN g.size = '4K' THEN ? ELSE 1 END AS w"
             " FROM generation_images AS i JOIN generations AS g ON g.id = i.job_id"
             " WHERE g.team_id = ? AND (g.user_id = ? OR g.channel_id = ?) AND g.created_at >= ?"
-            f" AND {COUNTED_IMAGE})",
+            f" AND {_COUNTED_IMAGE})",
             (user_id, channel_id, weight_4k, team_id, user_id, channel_id, since),
         )
         return (int(row[0]), int(row[1])) if row else (0, 0)
@@ -694,14 +694,14 @@ class Store:
         since: float,
         user_id: str | None = None,
     ) -> list[tuple[str, int, int]]:
-        """Counted images (COUNTED_IMAGE, one each) per user or channel of jobs created since `since`:
+        """Counted images (_COUNTED_IMAGE, one each) per user or channel of jobs created since `since`:
         (key, images since `today`, images since `since`). Only `user_id`'s jobs when given."""
         assert column in ("user_id", "channel_id")
         mine = " AND g.user_id = ?" if user_id is not None else ""
         rows = await self._all(
             f"SELECT g.{column}, SUM(g.created_at >= ?), COUNT(*)"  # noqa: S608
             f" FROM generation_images AS i JOIN generations AS g {_BY_TIME} ON g.id = i.job_id"
-            f" WHERE g.team_id = ? AND g.created_at >= ?{mine} AND {COUNTED_IMAGE} GROUP BY g.{column}",
+            f" WHERE g.team_id = ? AND g.created_at >= ?{mine} AND {_COUNTED_IMAGE} GROUP BY g.{column}",
             (today, team_id, since, *([user_id] if user_id is not None else [])),
         )
         return [(str(row[0]), int(row[1]), int(row[2])) for row in rows]
@@ -720,7 +720,7 @@ class Store:
             f"WITH days (start, stop) AS (VALUES {values})"  # noqa: S608
             f" SELECT d.start, COUNT(*) FROM days AS d JOIN generations AS g {_BY_TIME}"
             " ON g.team_id = ? AND g.created_at >= d.start AND g.created_at < d.stop"
-            f" JOIN generation_images AS i ON i.job_id = g.id WHERE {COUNTED_IMAGE}{mine} GROUP BY d.start",
+            f" JOIN generation_images AS i ON i.job_id = g.id WHERE {_COUNTED_IMAGE}{mine} GROUP BY d.start",
             (*(v for bound in bounds for v in bound), team_id, *([user_id] if user_id is not None else [])),
         )
         return {float(row[0]): int(row[1]) for row in rows}
@@ -735,7 +735,7 @@ class Store:
             "SELECT COUNT(*), COALESCE(SUM(NOT (g.state = 'uploaded' AND i.state = 'succeeded')), 0)"  # noqa: S608
             f" FROM generation_images AS i JOIN generations AS g {_BY_TIME} ON g.id = i.job_id"
             f" WHERE g.team_id = ? AND g.created_at >= ? AND g.state IN ('uploaded', 'failed')"
-            f" AND {COUNTED_IMAGE}{mine}",
+            f" AND {_COUNTED_IMAGE}{mine}",
             (team_id, since, *([user_id] if user_id is not None else [])),
         )
         return (int(row[0]), int(row[1])) if row else (0, 0)
