@@ -25,6 +25,7 @@ from bot.features.intake import Intake
 from bot.features.iterations import Iterations
 from bot.features.reference_hosting import DataUriHost, OxenRepoHost, ReferenceHost, SignedUrlHost
 from bot.features.references import References
+from bot.features.usage import UsageReports
 from bot.jobs.pipeline import JobPipeline
 from bot.jobs.positions import QueuePositions
 from bot.jobs.runner import JobRunner
@@ -64,6 +65,7 @@ class Services:
     branching: Branching
     history: History
     uploads: UploadMessages
+    usage: UsageReports
     tasks: Tasks = field(default_factory=lambda: Tasks("background task"))
     """Background work (App Home publishes, housekeeping): see `spawn`."""
     listeners: Tasks = field(default_factory=lambda: Tasks("listener"))
@@ -173,6 +175,14 @@ class Services:
         )
         history = History(store=store, slack=gateway, spawn=tasks.spawn, file_grace=grace)
         pipeline.on_finished.append(lambda job: history.refresh_after_job(job.team_id, job.user_id))
+        usage = UsageReports(
+            store=store,
+            slack=gateway,
+            quotas=settings.quotas,
+            quota_line=intake.usage_today,
+            admins=settings.kit_admins,
+            price=settings.oxen_price_per_image,
+        )
         return cls(
             settings,
             metrics,
@@ -190,6 +200,7 @@ class Services:
             branching,
             history,
             uploads,
+            usage,
             tasks,
         )
 

@@ -9,7 +9,7 @@ generate):
 - `seed <N> <prompt…>`: a prompt with `--seed N` (N all digits, a prompt after it);
 - `history`, `history <N>`, `history export`, and `history <N> <text…>` with N from 1 to MAX_LISTED
   (a number outside that range followed by text is a prompt: `history 1984 propaganda poster`);
-- `usage` alone: today's images against the daily caps (`usage of colour` is a prompt).
+- `usage` alone: the caller's usage, or the workspace report for admins (`usage of colour` is a prompt).
 
 A leading `--` (or the em or en dash Slack clients turn it into) forces the rest to be a prompt:
 `/imagine -- show me the money`.
@@ -56,7 +56,7 @@ class History:
 
 @dataclass(frozen=True)
 class UsageReport:
-    """`/imagine usage`: today's images against the daily caps."""
+    """`/imagine usage`: the caller's images (today against the caps, last 7 days), or the admin report."""
 
 
 @dataclass(frozen=True)

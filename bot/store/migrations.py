@@ -14,6 +14,12 @@ result URL back. Images made before it have none and are fetched back from Slack
 
 Migration 8 is the table /healthz writes to (and empties again) to learn whether the database can
 take a write now (Store.writable).
+
+Migration 12 indexes jobs by team, channel and creation time, so the channel half of
+`Store.quota_usage` (team, user or channel, since) is a range search, as the user half already was
+(SQLite runs the OR as a MULTI-INDEX OR over both); and by creation time (then team), for the usage
+report's counts over the last days. Not (team_id, created_at): SQLite, without statistics, would then
+answer the quota count from that one index, reading the whole team's day.
 """
 
 from __future__ import annotations
@@ -112,5 +118,9 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     CREATE TABLE write_probe (id INTEGER PRIMARY KEY, payload BLOB);
+    """,
+    """
+    CREATE INDEX generations_by_channel ON generations (team_id, channel_id, created_at);
+    CREATE INDEX generations_by_time ON generations (created_at, team_id);
     """,
 )

@@ -65,7 +65,8 @@ def help_message() -> Message:
         "*Flags*\n"
         + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
         + "• `/imagine show <job id>` reposts a result with its buttons here\n"
-        "• `/imagine usage` shows your images and this channel's today against the daily quota\n"
+        "• `/imagine usage` shows your images and this channel's today against the daily quota, and your "
+        "last 7 days; admins get the workspace report, with a 14-day chart in their DM\n"
         "• `/imagine -- <prompt>` is always a prompt, even one starting with `show`, `seed` or `history`\n\n"
         "Results arrive in a thread under the status message; every result records its seed. "
         "Reply in that thread to iterate, or react to a result:\n"
@@ -125,11 +126,6 @@ def cap_refusal(exc: CapReachedError, prompt: str) -> Message:
     if isinstance(exc, QuotaExceededError):
         return notice(f"{exc.message} Your prompt was:\n{_quote(prompt)}")
     return cap_reached(exc.queued, prompt)
-
-
-def usage_report(report: str | None) -> Message:
-    """`/imagine usage` (only the caller sees it); `report` from domain/quotas.py, None when uncapped."""
-    return notice(f":bar_chart: {report}" if report else ":bar_chart: No daily image quota is set here.")
 
 
 def quota_left(line: str) -> Message:
