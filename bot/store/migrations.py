@@ -15,7 +15,7 @@ result URL back. Images made before it have none and are fetched back from Slack
 Migration 8 is the table /healthz writes to (and empties again) to learn whether the database can
 take a write now (Store.writable).
 
-Migration 12 indexes jobs by team, channel and creation time, so the channel half of
+Migration 9 indexes jobs by team, channel and creation time, so the channel half of
 `Store.quota_usage` (team, user or channel, since) is a range search, as the user half already was
 (SQLite runs the OR as a MULTI-INDEX OR over both); and by creation time (then team), for the usage
 report's counts over the last days. Not (team_id, created_at): SQLite, without statistics, would then

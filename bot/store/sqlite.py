@@ -98,7 +98,7 @@ _COUNTED_IMAGE = (
 """The images that count against quotas and in the usage report (paid, or being paid), as a condition
 on `generation_images AS i JOIN generations AS g`."""
 _BY_TIME = "INDEXED BY generations_by_time"
-"""The usage report reads a team's last days: a range of creation times (migration 12). Named, because
+"""The usage report reads a team's last days: a range of creation times (migration 9). Named, because
 without statistics SQLite would rather walk a team's whole history in a (team_id, …) index."""
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))

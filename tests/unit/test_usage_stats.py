@@ -154,7 +154,7 @@ async def test_the_store_counts_images_by_the_quota_rule(store: Store) -> None:
 
 async def test_quota_usage_and_the_report_run_on_indexes(tmp_path: Path) -> None:
     """EXPLAIN QUERY PLAN of the statements the store really runs: the quota count is a MULTI-INDEX OR
-    over the user's and the channel's index (migration 12), and the report's counts search the team's
+    over the user's and the channel's index (migration 9), and the report's counts search the team's
     jobs by creation time instead of scanning the table."""
     path = tmp_path / "plans.sqlite3"
     await (await Store.open(path)).close()
