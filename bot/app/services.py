@@ -23,6 +23,7 @@ from bot.features.actions import Branching
 from bot.features.history import History
 from bot.features.intake import Intake
 from bot.features.iterations import Iterations
+from bot.features.kits import Kits
 from bot.features.reference_hosting import DataUriHost, OxenRepoHost, ReferenceHost, SignedUrlHost
 from bot.features.references import References
 from bot.jobs.pipeline import JobPipeline
@@ -64,6 +65,7 @@ class Services:
     branching: Branching
     history: History
     uploads: UploadMessages
+    kits: Kits
     tasks: Tasks = field(default_factory=lambda: Tasks("background task"))
     """Background work (App Home publishes, housekeeping): see `spawn`."""
     listeners: Tasks = field(default_factory=lambda: Tasks("listener"))
@@ -165,6 +167,7 @@ class Services:
             access=ChannelAccess(slack),
             backlog=lambda channel: pacer.backlog(channel) / pacer.unit,
             quotas=settings.quotas,
+            kits=store.kit,
         )
         iterations = Iterations(store=store, intake=intake, references=references, slack=gateway)
         grace = settings.slack_file_grace
@@ -172,6 +175,9 @@ class Services:
             store=store, intake=intake, runner=runner, slack=gateway, references=references, file_grace=grace
         )
         history = History(store=store, slack=gateway, spawn=tasks.spawn, file_grace=grace)
+        kits = Kits(
+            store=store, slack=gateway, references=references, admins=settings.kit_admins, file_grace=grace
+        )
         pipeline.on_finished.append(lambda job: history.refresh_after_job(job.team_id, job.user_id))
         return cls(
             settings,
@@ -190,6 +196,7 @@ class Services:
             branching,
             history,
             uploads,
+            kits,
             tasks,
         )
 

@@ -10,6 +10,8 @@ generate):
 - `history`, `history <N>`, `history export`, and `history <N> <text…>` with N from 1 to MAX_LISTED
   (a number outside that range followed by text is a prompt: `history 1984 propaganda poster`);
 - `usage` alone: today's images against the daily caps (`usage of colour` is a prompt).
+- `kit` and `kit clear` alone, and `kit set` followed by a flag: the channel's kit (`kit set` alone
+  explains itself; `kit of tools` and `kit set the table on fire` are prompts).
 
 A leading `--` (or the em or en dash Slack clients turn it into) forces the rest to be a prompt:
 `/imagine -- show me the money`.
@@ -60,6 +62,23 @@ class UsageReport:
 
 
 @dataclass(frozen=True)
+class KitShow:
+    """`/imagine kit`: show the channel's kit."""
+
+
+@dataclass(frozen=True)
+class KitSet:
+    """`/imagine kit set --flag value …`: `args` are the words after `set`, as typed."""
+
+    args: str
+
+
+@dataclass(frozen=True)
+class KitClear:
+    """`/imagine kit clear`: remove the channel's kit."""
+
+
+@dataclass(frozen=True)
 class Prompt:
     """Generate: `text` is request text for parse_request (prompt and flags)."""
 
@@ -73,7 +92,7 @@ class UsageError:
     message: str
 
 
-Command = Help | Show | Recipe | History | UsageReport | Prompt | UsageError
+Command = Help | Show | Recipe | History | UsageReport | KitShow | KitSet | KitClear | Prompt | UsageError
 
 
 def is_number(word: str) -> bool:
@@ -112,6 +131,10 @@ def parse_command(text: str) -> Command:
         return Prompt(f"{prompt} --seed {words[1]}")
     if first == "usage" and len(words) == 1:
         return UsageReport()
+    if first == "kit":
+        kit = _kit_command(text, words)
+        if kit is not None:
+            return kit
     if first == "history":
         rest = words[1:]
         if not rest or (len(rest) == 1 and (is_number(rest[0]) or rest[0].lower() == "export")):
@@ -119,3 +142,19 @@ def parse_command(text: str) -> Command:
         if listed_count(rest[0]) is not None:
             return History(tuple(rest))
     return Prompt(text)
+
+
+def _kit_command(text: str, words: list[str]) -> Command | None:
+    """The `kit …` shapes, or None when the text is a prompt that starts with "kit"."""
+    rest = [word.lower() for word in words[1:]]
+    if not rest:
+        return KitShow()
+    if rest == ["clear"]:
+        return KitClear()
+    if rest == ["set"]:
+        return UsageError(
+            'Say what the kit sets, like `/imagine kit set --ar 16:9 --size 2K --style "flat vector"`.'
+        )
+    if rest[0] == "set" and words[2].startswith(FORCE_PROMPT):
+        return KitSet(text.strip()[len(words[0]) :].strip()[len(words[1]) :].strip())
+    return None

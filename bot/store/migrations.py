@@ -14,6 +14,11 @@ result URL back. Images made before it have none and are fetched back from Slack
 
 Migration 8 is the table /healthz writes to (and empties again) to learn whether the database can
 take a write now (Store.writable).
+
+Migration 9 holds channel brand kits: `channel_kits` (default flags and style suffix per channel),
+`kit_pins` (at most 3 pinned references per channel, each from one message) and `kit_pin_reactions`
+(each person's :pushpin: on a message, with the event_ts of the last reaction event applied, so a
+repeated or late delivery changes nothing).
 """
 
 from __future__ import annotations
@@ -112,5 +117,31 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     CREATE TABLE write_probe (id INTEGER PRIMARY KEY, payload BLOB);
+    """,
+    """
+    CREATE TABLE channel_kits (
+        channel_id TEXT PRIMARY KEY,
+        aspect_ratio TEXT,
+        size TEXT,
+        style TEXT,
+        updated_by TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE kit_pins (
+        channel_id TEXT NOT NULL,
+        message_ts TEXT NOT NULL,
+        source TEXT NOT NULL,
+        ready_at REAL NOT NULL,
+        pinned_at REAL NOT NULL,
+        PRIMARY KEY (channel_id, message_ts)
+    );
+    CREATE TABLE kit_pin_reactions (
+        channel_id TEXT NOT NULL,
+        message_ts TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        event_ts REAL NOT NULL,
+        PRIMARY KEY (channel_id, message_ts, user_id)
+    );
     """,
 )
