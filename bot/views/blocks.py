@@ -322,7 +322,7 @@ def recipe(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -
     """Everything needed to make this again: prompt, seeds, parameters, model, lineage, a command line."""
     seeds = ", ".join(str(image.seed) for image in images) or str(job.seed)
     ratio = escape(job.aspect_ratio or "model default")
-    references = len(job.reference_sources)
+    references = len(job.params.get("references") or [])
     sent = sent_prompt(job.prompt, job.params)
     lines = [
         f"*Recipe of job `{job.id}`* by <@{job.user_id}>",
@@ -345,8 +345,8 @@ def recipe(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -
     command = escape(_clip(imagine_line(job), 2800))
     text = "\n".join(lines)
     blocks = [_section(text), _section(f"```{command}```")]
-    if references:
-        blocks.append(_context(_references_note(references)))
+    if job.reference_sources:
+        blocks.append(_context(_references_note(len(job.reference_sources))))
     return {"text": f"Recipe of job {job.id}", "blocks": blocks}
 
 
