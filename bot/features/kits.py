@@ -109,8 +109,9 @@ class Kits:
         if removed:
             kit = await self._store.kit(channel)
             pin = next((pin for pin in kit.pins if pin.message_ts == ts), None)
-            if pin is not None and await self._store.drop_pin(channel, ts):
-                await self._tell(channel, user, None, kit_views.unpinned(pin.name))
+            if pin is not None:
+                dropped = await self._store.drop_pin(channel, ts)
+                await self._tell(channel, user, None, kit_views.unpinned(pin.name, held=not dropped))
             return
         try:
             source, ready_at, thread = await self._pin_source(channel, ts)
@@ -121,9 +122,9 @@ class Kits:
         if added is None:
             kit = await self._store.kit(channel)
             await self._tell(channel, user, thread, kit_views.pins_full(kit.pins))
-        elif added:
+        else:
             count = len((await self._store.kit(channel)).pins)
-            await self._tell(channel, user, thread, kit_views.pinned(source.name, count))
+            await self._tell(channel, user, thread, kit_views.pinned(source.name, count, before=not added))
 
     async def _pin_source(self, channel: str, ts: str) -> tuple[ReferenceSource, float, str | None]:
         """The reference a message gives (its first image), when Slack had it, and the thread to answer

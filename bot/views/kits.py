@@ -99,16 +99,26 @@ def not_allowed(admins: frozenset[str]) -> Message:
     )
 
 
-def pinned(name: str, count: int) -> Message:
-    """A reference was pinned."""
+def pinned(name: str, count: int, *, before: bool = False) -> Message:
+    """A reference was pinned (`before`: someone else had pinned it already)."""
+    if before:
+        return notice(
+            f":pushpin: {escape(name)} was already pinned to this channel's kit ({count} of {MAX_PINS}); "
+            "your :pushpin: holds it too."
+        )
     return notice(
         f":pushpin: Pinned {escape(name)} to this channel's kit ({count} of {MAX_PINS}): every new prompt "
         "here sends it as a reference. Remove your :pushpin: to unpin it."
     )
 
 
-def unpinned(name: str) -> Message:
-    """A reference was unpinned."""
+def unpinned(name: str, *, held: bool = False) -> Message:
+    """A reference was unpinned, or (`held`) stays pinned by someone else's :pushpin:."""
+    if held:
+        return notice(
+            f":pushpin: {escape(name)} stays pinned to this channel's kit: someone else's :pushpin: on it "
+            "still holds it."
+        )
     return notice(f":pushpin: Unpinned {escape(name)} from this channel's kit.")
 
 

@@ -122,6 +122,10 @@ async def test_pins_follow_the_pushpin_reactions_once_each_and_at_most_three(har
     await pin(harness, text_only)
     await told(harness, "That message has no image")
 
+    await pin(harness, refs[1][0])
+    await told(harness, "ref1.png was already pinned to this channel's kit (3 of 3)")
+    await pin(harness, refs[1][0], user="U3", removed=True)
+    await told(harness, "ref1.png stays pinned")
     await pin(harness, refs[0][0], removed=True)
     await told(harness, "Unpinned ref0.png")
     await harness.slack.send_event(harness.events_url, first)  # a late copy of the first add
