@@ -11,7 +11,7 @@ from bot.store.sqlite import Store
 from tests.fakes.images import render_png
 from tests.fakes.recorder import Call
 from tests.scenarios.harness import Harness
-from tests.scenarios.test_actions import april, card, next_card, press  # noqa: F401 (april: fixture)
+from tests.scenarios.test_actions import april, card, next_card, parsed, press  # noqa: F401 (april: fixture)
 
 
 def upload(harness: Harness, name: str, *, seed: int = 1, text: str = "our reference") -> tuple[str, bytes]:
@@ -194,3 +194,28 @@ async def test_a_pin_without_reference_hosting_is_refused_like_a_reference(harne
     assert "pin logo.png to this channel's kit" in refusal.params["text"]
     assert "PUBLIC_BASE_URL or OXEN_REFERENCE_REPO" in refusal.params["text"]
     assert not (await stored_kit(harness)).pins
+
+
+async def edit(harness: Harness, job_id: str, prompt: str, opened: int) -> None:
+    """Press ✏️ Edit on a job's card and submit `prompt` (the `opened`-th modal of the test)."""
+    await press(harness, card(harness, job_id), "edit")
+    view = parsed((await harness.slack.wait_for("views.open", count=opened))[-1].params["view"])
+    values = {"prompt": {"value": {"type": "plain_text_input", "value": prompt}}}
+    await harness.slack.send_action(
+        harness.events_url, harness.slack.view_submission_payload(view, values, user_id="U2")
+    )
+
+
+async def test_an_edit_is_a_new_prompt_with_todays_kit_unless_its_job_said_nokit(april: Harness) -> None:  # noqa: F811
+    harness = april
+    await harness.generate("a lighthouse")
+    await harness.generate("a fox --nokit")
+    (lighthouse, _), (fox, _) = await harness.jobs()
+    await kit_command(harness, 'kit set --style "ink wash"')
+
+    await edit(harness, lighthouse.id, "a lighthouse at night", opened=1)
+    await next_card(harness, 3)
+    assert harness.oxen.submissions[-1]["prompt"] == "a lighthouse at night, ink wash"
+    await edit(harness, fox.id, "a red fox", opened=2)
+    await next_card(harness, 4)
+    assert harness.oxen.submissions[-1]["prompt"] == "a red fox"
