@@ -15,6 +15,7 @@ from bot.domain.commands import (
     KitClear,
     KitSet,
     KitShow,
+    KitUnpin,
     Recipe,
     Show,
     UsageError,
@@ -79,7 +80,7 @@ async def handle_imagine(
         report = await services.intake.usage_today(str(command["team_id"]), user_id, channel_id)
         await answer(services, respond, views.usage_report(report), user_id=user_id, channel_id=channel_id)
         return
-    if isinstance(parsed, KitShow | KitSet | KitClear):
+    if isinstance(parsed, KitShow | KitSet | KitClear | KitUnpin):
         await _kit(services, ack, parsed, command, respond)
         return
     text = parsed.text
@@ -170,11 +171,11 @@ async def _recipe(services: Services, job_id: str, command: dict[str, Any], resp
 async def _kit(
     services: Services,
     ack: AsyncAck,
-    parsed: KitShow | KitSet | KitClear,
+    parsed: KitShow | KitSet | KitClear | KitUnpin,
     command: dict[str, Any],
     respond: AsyncRespond,
 ) -> None:
-    """`/imagine kit`, `kit set …` and `kit clear` (answered only to the caller)."""
+    """`/imagine kit`, `kit set …`, `kit clear` and `kit unpin N` (answered only to the caller)."""
     user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
     if isinstance(parsed, KitSet):
         try:
@@ -187,6 +188,9 @@ async def _kit(
     elif isinstance(parsed, KitClear):
         await ack()
         message = await services.kits.clear(channel_id, user_id)
+    elif isinstance(parsed, KitUnpin):
+        await ack()
+        message = await services.kits.unpin(channel_id, user_id, parsed.number)
     else:
         await ack()
         message = await services.kits.show(channel_id)

@@ -10,8 +10,9 @@ generate):
 - `history`, `history <N>`, `history export`, and `history <N> <text…>` with N from 1 to MAX_LISTED
   (a number outside that range followed by text is a prompt: `history 1984 propaganda poster`);
 - `usage` alone: today's images against the daily caps (`usage of colour` is a prompt).
-- `kit` and `kit clear` alone, and `kit set` followed by a flag: the channel's kit (`kit set` alone
-  explains itself; `kit of tools` and `kit set the table on fire` are prompts).
+- `kit`, `kit clear`, `kit unpin <N>` (N from 1 to MAX_PINS) and `kit set` followed by a flag: the
+  channel's kit (`kit set` alone explains itself; `kit of tools` and `kit set the table on fire` are
+  prompts).
 
 A leading `--` (or the em or en dash Slack clients turn it into) forces the rest to be a prompt:
 `/imagine -- show me the money`.
@@ -23,6 +24,7 @@ import re
 from dataclasses import dataclass
 
 from bot.domain.controls import MAX_LISTED
+from bot.domain.kits import MAX_PINS
 
 JOB_ID = re.compile(r"^[0-9a-fA-F]{10}$")
 FORCE_PROMPT = ("--", "—", "–")
@@ -79,6 +81,13 @@ class KitClear:
 
 
 @dataclass(frozen=True)
+class KitUnpin:
+    """`/imagine kit unpin <N>`: drop the N-th pinned reference (as `/imagine kit` numbers them)."""
+
+    number: int
+
+
+@dataclass(frozen=True)
 class Prompt:
     """Generate: `text` is request text for parse_request (prompt and flags)."""
 
@@ -92,7 +101,19 @@ class UsageError:
     message: str
 
 
-Command = Help | Show | Recipe | History | UsageReport | KitShow | KitSet | KitClear | Prompt | UsageError
+Command = (
+    Help
+    | Show
+    | Recipe
+    | History
+    | UsageReport
+    | KitShow
+    | KitSet
+    | KitClear
+    | KitUnpin
+    | Prompt
+    | UsageError
+)
 
 
 def is_number(word: str) -> bool:
@@ -151,6 +172,8 @@ def _kit_command(text: str, words: list[str]) -> Command | None:
         return KitShow()
     if rest == ["clear"]:
         return KitClear()
+    if len(rest) == 2 and rest[0] == "unpin" and rest[1] in {str(n) for n in range(1, MAX_PINS + 1)}:
+        return KitUnpin(int(rest[1]))
     if rest == ["set"]:
         return UsageError(
             'Say what the kit sets, like `/imagine kit set --ar 16:9 --size 2K --style "flat vector"`.'

@@ -88,6 +88,19 @@ class Kits:
         log.info("kit of %s cleared by %s", channel_id, user_id)
         return kit_views.kit_changed(Kit(), cleared=True)
 
+    async def unpin(self, channel_id: str, user_id: str, number: int) -> views.Message:
+        """`/imagine kit unpin N`: drop the N-th pin, whoever's :pushpin: holds it (the way out when its
+        message was deleted, or under KIT_ADMINS for a pin someone else made)."""
+        if not self.may_change(user_id):
+            return kit_views.not_allowed(self._admins)
+        pins = (await self._store.kit(channel_id)).pins
+        if number > len(pins):
+            return kit_views.no_such_pin(number, len(pins))
+        pin = pins[number - 1]
+        await self._store.unpin(channel_id, pin.message_ts)
+        log.info("pin %s of %s removed by %s", pin.message_ts, channel_id, user_id)
+        return kit_views.unpinned(pin.name)
+
     async def react(self, event: Mapping[str, Any], *, removed: bool) -> None:
         """A :pushpin: added to (or, `removed`, taken off) a message: pin or unpin its image."""
         item = event.get("item") or {}

@@ -774,6 +774,13 @@ class Store:
         )
         return cursor.rowcount == 1
 
+    async def unpin(self, channel_id: str, message_ts: str) -> bool:
+        """Unpin a message's reference whatever holds it; whether it was pinned."""
+        cursor = await self._write(
+            "DELETE FROM kit_pins WHERE channel_id = ? AND message_ts = ?", (channel_id, message_ts)
+        )
+        return cursor.rowcount == 1
+
     async def is_pinned(self, channel_id: str, message_ts: str) -> bool:
         """Whether a message's reference is pinned to the channel's kit."""
         row = await self._one(

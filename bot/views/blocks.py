@@ -68,7 +68,8 @@ def help_message() -> Message:
         + "• `/imagine show <job id>` reposts a result with its buttons here\n"
         '• `/imagine kit` shows this channel\'s kit; `/imagine kit set --ar 16:9 --size 2K --style "…"` '
         "sets its default flags and a style added to every prompt; `/imagine kit clear` removes it; "
-        "react :pushpin: on an image to pin it as a reference (at most 3), remove it to unpin\n"
+        "react :pushpin: on an image to pin it as a reference (at most 3), remove it (or "
+        "`/imagine kit unpin N`) to unpin\n"
         "• `/imagine usage` shows your images and this channel's today against the daily quota\n"
         "• `/imagine -- <prompt>` is always a prompt, even one starting with `show`, `seed` or `history`\n\n"
         "Results arrive in a thread under the status message; every result records its seed. "

@@ -66,8 +66,8 @@ def kit_message(kit: Kit, *, admins: frozenset[str], ready_before: float) -> Mes
                 {
                     "type": "mrkdwn",
                     "text": f"Who may change it: {who_may_change(admins)}{changed}. `{KIT_USAGE}` · "
-                    "`/imagine kit clear` · react :pushpin: on an image to pin it, remove the reaction to "
-                    "unpin · `--nokit` on a prompt leaves the kit out",
+                    "`/imagine kit clear` · react :pushpin: on an image to pin it, remove the reaction (or "
+                    "`/imagine kit unpin N`) to unpin · `--nokit` on a prompt leaves the kit out",
                 }
             ],
         }
@@ -122,13 +122,22 @@ def unpinned(name: str, *, held: bool = False) -> Message:
     return notice(f":pushpin: Unpinned {escape(name)} from this channel's kit.")
 
 
+def no_such_pin(number: int, count: int) -> Message:
+    """`kit unpin N` past the pins there are."""
+    return notice(
+        f":pushpin: This channel's kit has {count} pinned reference{'s' if count != 1 else ''}, so there is "
+        f"no number {number} to unpin. `/imagine kit` lists them."
+    )
+
+
 def pins_full(pins: Iterable[Pin]) -> Message:
     """A pin over the limit: the limit, what holds the slots, and how to free one."""
     names = ", ".join(escape(_clip(pin.name, 200)) for pin in pins)
     return notice(
         f":pushpin: This channel's kit already has {MAX_PINS} pinned references, the most it holds "
         f"({names}), so this image was not pinned. To free a slot, remove :pushpin: from one of those "
-        "messages (or run `/imagine kit clear`), then add :pushpin: here again."
+        "messages (or run `/imagine kit unpin N`, numbered as `/imagine kit` lists them), then add :pushpin: "
+        "here again."
     )
 
 

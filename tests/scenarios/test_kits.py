@@ -129,8 +129,10 @@ async def test_pins_follow_the_pushpin_reactions_once_each_and_at_most_three(har
     await pin(harness, refs[0][0], removed=True)
     await told(harness, "Unpinned ref0.png")
     await harness.slack.send_event(harness.events_url, first)  # a late copy of the first add
+    unpinned = await kit_command(harness, "kit unpin 1")  # held by two :pushpin:s, still unpinned
+    assert "Unpinned ref1.png" in unpinned["text"]
     kit = await stored_kit(harness)
-    assert [p.message_ts for p in kit.pins] == [refs[1][0], refs[2][0]]
+    assert [p.message_ts for p in kit.pins] == [refs[2][0]]
     assert len(ephemerals(harness, "Pinned ref0.png")) == 1, "duplicates changed nothing and said nothing"
 
 
@@ -151,6 +153,9 @@ async def test_with_kit_admins_only_they_change_the_kit(harness: Harness) -> Non
     await pin(harness, logo_ts, user="U2", removed=True)
     await told(harness, "can be changed by only <@UBOSS>", count=2)
 
+    assert "only <@UBOSS>" in (await kit_command(harness, "kit unpin 1", user="U2"))["text"]
+    missing = await kit_command(harness, "kit unpin 2", user="UBOSS")
+    assert "has 1 pinned reference, so there is no number 2" in missing["text"]
     shown = await kit_command(harness, "kit", user="U2")
     blocks = str(shown["blocks"])
     assert "&lt;!channel&gt; *loud*" in blocks

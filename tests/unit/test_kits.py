@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import pytest
 
-from bot.domain.commands import KitClear, KitSet, KitShow, Prompt, UsageError, parse_command
+from bot.domain.commands import KitClear, KitSet, KitShow, KitUnpin, Prompt, UsageError, parse_command
 from bot.domain.kits import (
     STYLE_MAX,
     Kit,
@@ -148,6 +148,8 @@ def test_a_repeat_reuses_the_recorded_kit_refit_to_its_own_references() -> None:
                 'Say what the kit sets, like `/imagine kit set --ar 16:9 --size 2K --style "flat vector"`.'
             ),
         ),
+        ("kit unpin 3", KitUnpin(3)),
+        ("kit unpin 4", Prompt("kit unpin 4")),
         ("kit of tools", Prompt("kit of tools")),
         ("kit set the table on fire", Prompt("kit set the table on fire")),
         ("kit clear skies", Prompt("kit clear skies")),
