@@ -23,6 +23,7 @@ from bot.features.actions import Branching
 from bot.features.history import History
 from bot.features.intake import Intake
 from bot.features.iterations import Iterations
+from bot.features.kits import Kits
 from bot.features.reference_hosting import DataUriHost, OxenRepoHost, ReferenceHost, SignedUrlHost
 from bot.features.references import References
 from bot.features.usage import UsageReports
@@ -66,6 +67,7 @@ class Services:
     history: History
     uploads: UploadMessages
     usage: UsageReports
+    kits: Kits
     tasks: Tasks = field(default_factory=lambda: Tasks("background task"))
     """Background work (App Home publishes, housekeeping): see `spawn`."""
     listeners: Tasks = field(default_factory=lambda: Tasks("listener"))
@@ -167,6 +169,7 @@ class Services:
             access=ChannelAccess(slack),
             backlog=lambda channel: pacer.backlog(channel) / pacer.unit,
             quotas=settings.quotas,
+            kits=store.kit,
         )
         iterations = Iterations(store=store, intake=intake, references=references, slack=gateway)
         grace = settings.slack_file_grace
@@ -174,6 +177,9 @@ class Services:
             store=store, intake=intake, runner=runner, slack=gateway, references=references, file_grace=grace
         )
         history = History(store=store, slack=gateway, spawn=tasks.spawn, file_grace=grace)
+        kits = Kits(
+            store=store, slack=gateway, references=references, admins=settings.kit_admins, file_grace=grace
+        )
         pipeline.on_finished.append(lambda job: history.refresh_after_job(job.team_id, job.user_id))
         usage = UsageReports(
             store=store,
@@ -201,6 +207,7 @@ class Services:
             history,
             uploads,
             usage,
+            kits,
             tasks,
         )
 

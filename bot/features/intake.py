@@ -18,6 +18,7 @@ from typing import Any
 
 from bot.backends.base import ImageBackend
 from bot.domain.errors import CapReachedError
+from bot.domain.kits import Kit, KitApplication, apply_kit, reapply
 from bot.domain.quotas import QuotaExceededError, QuotaPolicy, Usage
 from bot.domain.requests import GenerationRequest, Limits
 from bot.features.references import Collected
@@ -82,10 +83,12 @@ class Intake:
         backlog: Callable[[str], float] | None = None,
         quotas: QuotaPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        kits: Callable[[str], Awaitable[Kit]] | None = None,
     ) -> None:
         """`access` checks a channel can take the images before anything is paid; `backlog(channel)`:
         Slack's seconds until a post there would be sent (the pacer's); `quotas`: the daily caps,
-        with `clock` the wall time they are counted at."""
+        with `clock` the wall time they are counted at; `kits(channel)`: the channel's kit."""
+        self._kits = kits
         self._quotas = quotas if quotas is not None and quotas.enabled else None
         self._clock = clock
         self._counting = asyncio.Lock()
@@ -133,8 +136,10 @@ class Intake:
         references: Collected | None = None,
         request_key: str | None = None,
         notify: Notify | None = None,
+        kit: KitApplication | None = None,
     ) -> Job:
-        """Store, announce and queue a job. Raises CapReachedError, NotInChannelError, StatusPostError,
+        """Store, announce and queue a job: with the channel's kit, or (`kit`) the one a job it repeats
+        recorded (see domain/kits.py). Raises CapReachedError, NotInChannelError, StatusPostError,
         QuotaExceededError (a CapReachedError: today's images are used up, or the job would not fit),
         or store.DuplicateRequestError when `request_key` already made a job. Nothing is stored or posted
         when the bot could not deliver the images into `channel_id` (see ChannelAccess). When the channel
@@ -144,8 +149,10 @@ class Intake:
                 await self._access.check(channel_id)
             except SlackError:
                 raise NotInChannelError() from None
+        request, applied = await self._kit_for(request, channel_id, references, kit)
         new_job = self._new_job(
             request,
+            kit=applied,
             team_id=team_id,
             channel_id=channel_id,
             user_id=user_id,
@@ -183,6 +190,23 @@ class Intake:
             await notify(views.quota_left(left_line))
         return accepted
 
+    async def _kit_for(
+        self,
+        request: GenerationRequest,
+        channel_id: str,
+        references: Collected | None,
+        recorded: KitApplication | None,
+    ) -> tuple[GenerationRequest, KitApplication | None]:
+        """The request with the kit's defaults, and what the kit gives the job (its pins after the job's
+        own references, within the model's limit)."""
+        own = len(references.sources) if references is not None else 0
+        limits = self.limits_for(self.model_for(request))
+        if recorded is not None:
+            return request, reapply(request, recorded, own_references=own, limits=limits)
+        if self._kits is None:
+            return request, None
+        return apply_kit(request, await self._kits(channel_id), own_references=own, limits=limits)
+
     async def _store_job(self, new_job: NewJob) -> tuple[Ticket, Job, list[JobImage]]:
         ticket = self._runner.admit(new_job.team_id, new_job.user_id)
         try:
@@ -202,6 +226,7 @@ class Intake:
         thread_ts: str | None,
         references: Collected | None,
         request_key: str | None,
+        kit: KitApplication | None,
     ) -> NewJob:
         model = self.model_for(request)
         aspect_ratio = request.aspect_ratio
@@ -212,6 +237,8 @@ class Intake:
             params["references"] = [source.to_json() for source in references.sources]
             params["left_out"] = references.left_out
             params["skipped"] = references.skipped
+        if kit is not None and kit.to_params():
+            params["kit"] = kit.to_params()
         if request.seed is None:
             low, high = self.limits_for(model).seed_range
             seed = random.randint(low, high - request.n + 1)

@@ -148,6 +148,12 @@ class SlackGateway:
         )
         return [message async for page in pages for message in page]
 
+    async def reacted_message(self, channel: str, ts: str) -> dict[str, Any]:
+        """The message a reaction is on, with its files: reactions.get with full=True, which works for
+        thread replies too and is not held to conversations.history's limits (slack.md §3.4)."""
+        response = await call(self._client.reactions_get(channel=channel, timestamp=ts, full=True))
+        return dict(response.get("message") or {})
+
     async def file_info(self, file_id: str) -> dict[str, Any]:
         """A file object (for events that carry a stub)."""
         return dict((await call(self._client.files_info(file=file_id)))["file"])

@@ -20,6 +20,11 @@ Migration 9 indexes jobs by team, channel and creation time, so the channel half
 (SQLite runs the OR as a MULTI-INDEX OR over both); and by creation time (then team), for the usage
 report's counts over the last days. Not (team_id, created_at): SQLite, without statistics, would then
 answer the quota count from that one index, reading the whole team's day.
+
+Migration 10 holds channel brand kits: `channel_kits` (default flags and style suffix per channel),
+`kit_pins` (at most 3 pinned references per channel, each from one message) and `kit_pin_reactions`
+(each person's :pushpin: on a message, with the event_ts of the last reaction event applied, so a
+repeated or late delivery changes nothing).
 """
 
 from __future__ import annotations
@@ -122,5 +127,31 @@ MIGRATIONS: tuple[str, ...] = (
     """
     CREATE INDEX generations_by_channel ON generations (team_id, channel_id, created_at);
     CREATE INDEX generations_by_time ON generations (created_at, team_id);
+    """,
+    """
+    CREATE TABLE channel_kits (
+        channel_id TEXT PRIMARY KEY,
+        aspect_ratio TEXT,
+        size TEXT,
+        style TEXT,
+        updated_by TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE kit_pins (
+        channel_id TEXT NOT NULL,
+        message_ts TEXT NOT NULL,
+        source TEXT NOT NULL,
+        ready_at REAL NOT NULL,
+        pinned_at REAL NOT NULL,
+        PRIMARY KEY (channel_id, message_ts)
+    );
+    CREATE TABLE kit_pin_reactions (
+        channel_id TEXT NOT NULL,
+        message_ts TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        event_ts REAL NOT NULL,
+        PRIMARY KEY (channel_id, message_ts, user_id)
+    );
     """,
 )

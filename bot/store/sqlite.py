@@ -16,6 +16,7 @@ from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
+from bot.domain.kits import Kit, Pin
 from bot.store.migrations import MIGRATIONS
 from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind, NewJob
 
@@ -753,6 +754,119 @@ class Store:
             (team_id, since, *([user_id] if user_id is not None else [])),
         )
         return [float(row[0]) for row in rows]
+
+    # -- kits ------------------------------------------------------------------------------------
+
+    async def kit(self, channel_id: str) -> Kit:
+        """The channel's kit (the empty kit when none was set), pins in the order they were pinned."""
+        row = await self._one("SELECT * FROM channel_kits WHERE channel_id = ?", (channel_id,))
+        pins = await self._all(
+            "SELECT message_ts, source, ready_at FROM kit_pins WHERE channel_id = ?"
+            " ORDER BY pinned_at, rowid",
+            (channel_id,),
+        )
+        found = tuple(Pin(row["message_ts"], json.loads(row["source"]), row["ready_at"]) for row in pins)
+        if row is None:
+            return Kit(pins=found)
+        return Kit(row["aspect_ratio"], row["size"], row["style"], found, row["updated_by"])
+
+    async def save_kit(self, channel_id: str, kit: Kit, *, user_id: str) -> None:
+        """Store the channel's flags and style (its pins are kept by add_pin and drop_pin)."""
+        await self._write(
+            "INSERT INTO channel_kits (channel_id, aspect_ratio, size, style, updated_by, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET"
+            " aspect_ratio = excluded.aspect_ratio, size = excluded.size, style = excluded.style,"
+            " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            (channel_id, kit.aspect_ratio, kit.size, kit.style, user_id, time.time()),
+        )
+
+    async def clear_kit(self, channel_id: str, *, user_id: str) -> None:
+        """Remove the channel's flags, style and pins (who cleared it is kept)."""
+
+        async def clear(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM kit_pins WHERE channel_id = ?", (channel_id,))
+            await db.execute(
+                "INSERT INTO channel_kits (channel_id, updated_by, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (channel_id) DO UPDATE SET aspect_ratio = NULL, size = NULL, style = NULL,"
+                " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                (channel_id, user_id, time.time()),
+            )
+
+        await self._in_transaction(clear)
+
+    async def record_pin_reaction(
+        self, channel_id: str, message_ts: str, user_id: str, *, active: bool, event_ts: float
+    ) -> bool:
+        """Record a person's :pushpin: added (`active`) or removed; False when the event changes nothing:
+        a repeated delivery, one older than the last applied, or the state the reaction already has."""
+
+        async def record(db: aiosqlite.Connection) -> bool:
+            async with db.execute(
+                "SELECT active, event_ts FROM kit_pin_reactions"
+                " WHERE channel_id = ? AND message_ts = ? AND user_id = ?",
+                (channel_id, message_ts, user_id),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is not None and row["event_ts"] >= event_ts:
+                return False
+            await db.execute(
+                "INSERT INTO kit_pin_reactions (channel_id, message_ts, user_id, active, event_ts)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel_id, message_ts, user_id) DO UPDATE SET"
+                " active = excluded.active, event_ts = excluded.event_ts",
+                (channel_id, message_ts, user_id, int(active), event_ts),
+            )
+            before = bool(row["active"]) if row is not None else False
+            return before != active
+
+        return await self._in_transaction(record)
+
+    async def add_pin(
+        self, channel_id: str, message_ts: str, source: dict[str, Any], *, ready_at: float, limit: int
+    ) -> bool | None:
+        """Pin a reference from a message: True when pinned now, False when it already was, None when the
+        channel already holds `limit` pins (nothing written)."""
+
+        async def add(db: aiosqlite.Connection) -> bool | None:
+            async with db.execute(
+                "SELECT message_ts FROM kit_pins WHERE channel_id = ?", (channel_id,)
+            ) as cursor:
+                pinned = [row["message_ts"] for row in await cursor.fetchall()]
+            if message_ts in pinned:
+                return False
+            if len(pinned) >= limit:
+                return None
+            await db.execute(
+                "INSERT INTO kit_pins (channel_id, message_ts, source, ready_at, pinned_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (channel_id, message_ts, json.dumps(source), ready_at, time.time()),
+            )
+            return True
+
+        return await self._in_transaction(add)
+
+    async def drop_pin(self, channel_id: str, message_ts: str) -> bool:
+        """Unpin a message's reference unless someone's :pushpin: still holds it; whether it was dropped."""
+        cursor = await self._write(
+            "DELETE FROM kit_pins WHERE channel_id = ? AND message_ts = ? AND NOT EXISTS ("
+            " SELECT 1 FROM kit_pin_reactions r WHERE r.channel_id = kit_pins.channel_id"
+            " AND r.message_ts = kit_pins.message_ts AND r.active = 1)",
+            (channel_id, message_ts),
+        )
+        return cursor.rowcount == 1
+
+    async def unpin(self, channel_id: str, message_ts: str) -> bool:
+        """Unpin a message's reference whatever holds it; whether it was pinned."""
+        cursor = await self._write(
+            "DELETE FROM kit_pins WHERE channel_id = ? AND message_ts = ?", (channel_id, message_ts)
+        )
+        return cursor.rowcount == 1
+
+    async def is_pinned(self, channel_id: str, message_ts: str) -> bool:
+        """Whether a message's reference is pinned to the channel's kit."""
+        row = await self._one(
+            "SELECT 1 FROM kit_pins WHERE channel_id = ? AND message_ts = ?", (channel_id, message_ts)
+        )
+        return row is not None
 
 
 def _job(row: sqlite3.Row) -> Job:
