@@ -10,6 +10,10 @@ generate):
 - `history`, `history <N>`, `history export`, and `history <N> <text…>` with N from 1 to MAX_LISTED
   (a number outside that range followed by text is a prompt: `history 1984 propaganda poster`);
 - `usage` alone: today's images against the daily caps (`usage of colour` is a prompt).
+- `top`, `top <today|week|all>`, `top <N>`, `top <period> <N>`: the most-voted results (N from 1 to
+  MAX_TOP; `top 20` and `top 0` are refused, `top secret lab` is a prompt);
+- `vote <duration>`: open a vote (`vote 15m`); a duration-shaped word that is out of range
+  (`vote 30s`, `vote 8d`) or `vote` alone is refused (`vote for pedro` is a prompt).
 
 A leading `--` (or the em or en dash Slack clients turn it into) forces the rest to be a prompt:
 `/imagine -- show me the money`.
@@ -21,6 +25,15 @@ import re
 from dataclasses import dataclass
 
 from bot.domain.controls import MAX_LISTED
+from bot.domain.votes import (
+    DEFAULT_TOP,
+    DURATION_HELP,
+    MAX_TOP,
+    DurationError,
+    Period,
+    looks_like_duration,
+    parse_duration,
+)
 
 JOB_ID = re.compile(r"^[0-9a-fA-F]{10}$")
 FORCE_PROMPT = ("--", "—", "–")
@@ -60,6 +73,21 @@ class UsageReport:
 
 
 @dataclass(frozen=True)
+class Top:
+    """`/imagine top [today|week|all] [N]`: post the most-voted results of this channel."""
+
+    period: Period = Period.WEEK
+    count: int = DEFAULT_TOP
+
+
+@dataclass(frozen=True)
+class Vote:
+    """`/imagine vote 15m`: open a vote of `seconds` on a thread's results."""
+
+    seconds: int
+
+
+@dataclass(frozen=True)
 class Prompt:
     """Generate: `text` is request text for parse_request (prompt and flags)."""
 
@@ -73,7 +101,7 @@ class UsageError:
     message: str
 
 
-Command = Help | Show | Recipe | History | UsageReport | Prompt | UsageError
+Command = Help | Show | Recipe | History | UsageReport | Top | Vote | Prompt | UsageError
 
 
 def is_number(word: str) -> bool:
@@ -112,6 +140,14 @@ def parse_command(text: str) -> Command:
         return Prompt(f"{prompt} --seed {words[1]}")
     if first == "usage" and len(words) == 1:
         return UsageReport()
+    if first == "top" and len(words) <= 3:
+        top = parse_top(words[1:])
+        if top is not None:
+            return top
+    if first == "vote" and len(words) <= 2:
+        vote = parse_vote(words[1:])
+        if vote is not None:
+            return vote
     if first == "history":
         rest = words[1:]
         if not rest or (len(rest) == 1 and (is_number(rest[0]) or rest[0].lower() == "export")):
@@ -119,3 +155,33 @@ def parse_command(text: str) -> Command:
         if listed_count(rest[0]) is not None:
             return History(tuple(rest))
     return Prompt(text)
+
+
+def parse_top(rest: list[str]) -> Top | UsageError | None:
+    """The words after `top`: `[today|week|all] [N]`; None when they are not that shape (a prompt)."""
+    words = [word.lower() for word in rest]
+    period = Period.WEEK
+    if words and words[0] in tuple(Period):
+        period = Period(words.pop(0))
+    if not words:
+        return Top(period)
+    if len(words) > 1 or not is_number(words[0]):
+        return None
+    count = int(words[0]) if len(words[0]) <= 3 else 0
+    if not 1 <= count <= MAX_TOP:
+        return UsageError(f"`/imagine top N`: N is 1 to {MAX_TOP}, like `/imagine top week {DEFAULT_TOP}`.")
+    return Top(period, count)
+
+
+def parse_vote(rest: list[str]) -> Vote | UsageError | None:
+    """The words after `vote`: one duration; None when they are not that shape (a prompt)."""
+    if not rest:
+        return UsageError(
+            f"`/imagine vote 15m` opens a vote on this channel's latest thread. {DURATION_HELP}"
+        )
+    if not looks_like_duration(rest[0]):
+        return None
+    try:
+        return Vote(parse_duration(rest[0]))
+    except DurationError as exc:
+        return UsageError(str(exc))
