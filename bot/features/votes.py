@@ -44,12 +44,18 @@ RETRY_AFTER_FAILURE = 60.0
 """Seconds the deadline task waits after a failed round (the store or Slack refused) before trying again."""
 
 
+async def _sleep_until(moment: float) -> None:
+    await asyncio.sleep(max(0.0, moment - time.time()))
+
+
 @dataclass(frozen=True)
 class Clock:
-    """Wall-clock time and sleeping, for deadlines (tests pass a clock they advance by hand)."""
+    """Wall-clock time and waiting for a moment of it, for deadlines (tests pass a clock they advance
+    by hand). Waiting is for a moment, not a duration, so advancing the clock while the waiter is about
+    to start waiting cannot be missed."""
 
     now: Callable[[], float] = time.time
-    sleep: Callable[[float], Coroutine[Any, Any, None]] = field(default=asyncio.sleep)
+    sleep_until: Callable[[float], Coroutine[Any, Any, None]] = field(default=_sleep_until)
 
 
 class Votes:
@@ -76,6 +82,8 @@ class Votes:
         self._task: asyncio.Task[None] | None = None
         self.on_reaction: list[Callable[[Mapping[str, Any]], None]] = []
         """Called with each voting reaction event on a result once it is handled (tests, metrics)."""
+        self.on_pass: list[Callable[[], None]] = []
+        """Called each time the deadline task has closed what was due and is about to wait (tests)."""
 
     # -- votes from reactions --
 
@@ -292,21 +300,22 @@ class Votes:
             log.exception("votes: settling earlier closed votes failed; retried at the next start")
         while True:
             self._wake.clear()
-            delay: float | None
+            deadline: float | None
             try:
                 await self.close_due()
                 deadline = await self._store.next_vote_deadline()
-                delay = None if deadline is None else max(0.0, deadline - self._clock.now())
             except Exception:
                 log.exception("votes: closing due votes failed; next try in %gs", RETRY_AFTER_FAILURE)
-                delay = RETRY_AFTER_FAILURE
-            await self._wait(delay)
+                deadline = self._clock.now() + RETRY_AFTER_FAILURE
+            for hook in self.on_pass:
+                hook()
+            await self._wait(deadline)
 
-    async def _wait(self, delay: float | None) -> None:
-        """Until `delay` seconds have passed on the clock (forever when None) or a vote opened."""
+    async def _wait(self, deadline: float | None) -> None:
+        """Until the clock reaches `deadline` (forever when None) or a vote opens."""
         waits: list[asyncio.Task[Any]] = [asyncio.create_task(self._wake.wait())]
-        if delay is not None:
-            waits.append(asyncio.create_task(self._clock.sleep(delay)))
+        if deadline is not None:
+            waits.append(asyncio.create_task(self._clock.sleep_until(deadline)))
         try:
             await asyncio.wait(waits, return_when=asyncio.FIRST_COMPLETED)
         finally:
