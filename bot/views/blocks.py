@@ -66,6 +66,10 @@ def help_message() -> Message:
         + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
         + "• `/imagine show <job id>` reposts a result with its buttons here\n"
         "• `/imagine usage` shows your images and this channel's today against the daily quota\n"
+        "• `/imagine top [today|week|all] [N]` posts this channel's most-voted results "
+        "(vote with :+1:, or :one:–:four: on several images)\n"
+        "• `/imagine vote 15m` opens a vote on this channel's latest thread "
+        "(in a thread: `@Dreamboard vote 15m`); the winner is posted at the deadline\n"
         "• `/imagine -- <prompt>` is always a prompt, even one starting with `show`, `seed` or `history`\n\n"
         "Results arrive in a thread under the status message; every result records its seed. "
         "Reply in that thread to iterate, or react to a result:\n"

@@ -131,7 +131,9 @@ async def _store_with_job(tmp_path: Path, n: int = 2) -> tuple[Store, str]:
     return store, job.id
 
 
-async def test_a_late_redelivery_never_undoes_a_newer_reaction_event(tmp_path: Path) -> None:
+async def test_votes_count_once_per_person_late_redeliveries_change_nothing_deleted_results_drop_out(
+    tmp_path: Path,
+) -> None:
     store, job_id = await _store_with_job(tmp_path)
     try:
 
@@ -156,6 +158,11 @@ async def test_a_late_redelivery_never_undoes_a_newer_reaction_event(tmp_path: P
         await event("U4", "one", 0, present=True, ts="1700000004.000001")
         [tally] = await store.thread_tallies("C1", "1.000001")
         assert (tally.idx, tally.votes) == (0, 2)
+        assert await store.image_tallies("T1", "C1", since=0.0) == [tally]
+        assert await store.image_tallies("T1", "C2", since=0.0) == []
+        await store.mark_deleted(job_id, "U1")
+        assert await store.thread_tallies("C1", "1.000001") == []
+        assert await store.image_tallies("T1", "C1", since=0.0) == []
     finally:
         await store.close()
 
