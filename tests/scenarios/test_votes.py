@@ -262,7 +262,9 @@ async def test_a_vote_survives_a_restart_and_its_winner_is_posted_once(harness: 
         assert db.execute("SELECT result_ts FROM vote_rounds").fetchall() == [(winner_ts(harness),)]
 
 
-async def test_a_vote_closed_before_a_crash_but_not_announced_is_posted_at_start(harness: Harness) -> None:
+async def test_a_vote_closed_but_its_winner_not_posted_before_a_crash_is_posted_at_start(
+    harness: Harness,
+) -> None:
     clock = ManualClock()
     await start(harness, clock)
     await harness.generate("a green heron --seed 8")
