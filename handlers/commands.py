@@ -72,9 +72,7 @@ async def handle_imagine(
         return
     if isinstance(parsed, UsageReport):
         await ack()
-        user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
-        report = await services.intake.usage_today(str(command["team_id"]), user_id, channel_id)
-        await answer(services, respond, views.usage_report(report), user_id=user_id, channel_id=channel_id)
+        await _usage(services, command, respond)
         return
     if isinstance(parsed, Top | Vote):
         await ack()
@@ -112,6 +110,18 @@ async def handle_imagine(
     except StatusPostError as exc:
         refused = views.notice(exc.user_message)
         await answer(services, respond, refused, user_id=user_id, channel_id=channel_id)
+
+
+async def _usage(services: Services, command: dict[str, Any], respond: AsyncRespond) -> None:
+    """`/imagine usage`: the caller's numbers (ephemeral); for admins the workspace report, and its chart
+    in their DM."""
+    user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
+    reply = await services.usage.answer(str(command["team_id"]), user_id, channel_id)
+    await answer(services, respond, reply.message, user_id=user_id, channel_id=channel_id)
+    if reply.chart is not None:
+        refused = await services.usage.send_chart(user_id, reply.chart)
+        if refused is not None:
+            await answer(services, respond, refused, user_id=user_id, channel_id=channel_id)
 
 
 async def _votes(

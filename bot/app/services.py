@@ -25,6 +25,7 @@ from bot.features.intake import Intake
 from bot.features.iterations import Iterations
 from bot.features.reference_hosting import DataUriHost, OxenRepoHost, ReferenceHost, SignedUrlHost
 from bot.features.references import References
+from bot.features.usage import UsageReports
 from bot.features.votes import Clock, Votes
 from bot.jobs.pipeline import JobPipeline
 from bot.jobs.positions import QueuePositions
@@ -67,6 +68,7 @@ class Services:
     history: History
     uploads: UploadMessages
     votes: Votes
+    usage: UsageReports
     tasks: Tasks = field(default_factory=lambda: Tasks("background task"))
     """Background work (App Home publishes, housekeeping): see `spawn`."""
     listeners: Tasks = field(default_factory=lambda: Tasks("listener"))
@@ -185,6 +187,14 @@ class Services:
             clock=vote_clock,
             file_grace=grace,
         )
+        usage = UsageReports(
+            store=store,
+            slack=gateway,
+            quotas=settings.quotas,
+            quota_line=intake.usage_today,
+            admins=settings.kit_admins,
+            price=settings.oxen_price_per_image,
+        )
         return cls(
             settings,
             metrics,
@@ -203,6 +213,7 @@ class Services:
             history,
             uploads,
             votes,
+            usage,
             tasks,
         )
 

@@ -9,7 +9,7 @@ generate):
 - `seed <N> <prompt…>`: a prompt with `--seed N` (N all digits, a prompt after it);
 - `history`, `history <N>`, `history export`, and `history <N> <text…>` with N from 1 to MAX_LISTED
   (a number outside that range followed by text is a prompt: `history 1984 propaganda poster`);
-- `usage` alone: today's images against the daily caps (`usage of colour` is a prompt).
+- `usage` alone: the caller's usage, or the workspace report for admins (`usage of colour` is a prompt).
 - `top`, `top <today|week|all>`, `top <N>`, `top <period> <N>`: the most-voted results (N from 1 to
   MAX_TOP; `top 20` and `top 0` are refused, `top secret lab` is a prompt);
 - `vote <duration>`: open a vote (`vote 15m`); a duration-shaped word that is out of range
@@ -69,7 +69,7 @@ class History:
 
 @dataclass(frozen=True)
 class UsageReport:
-    """`/imagine usage`: today's images against the daily caps."""
+    """`/imagine usage`: the caller's images (today against the caps, last 7 days), or the admin report."""
 
 
 @dataclass(frozen=True)

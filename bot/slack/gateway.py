@@ -123,6 +123,22 @@ class SlackGateway:
             )
         )
 
+    async def upload_image(
+        self, channel: str, *, content: bytes, filename: str, title: str, alt_text: str
+    ) -> None:
+        """Share an image the bot drew (the usage chart) in a conversation, with its alt text (at most
+        1000 characters, slack.md); raises SlackError."""
+        redact = self.redactor.redact
+        await call(
+            self._client.files_upload_v2(
+                channel=channel,
+                file=content,
+                filename=filename,
+                title=redact(title),
+                alt_txt=redact(alt_text),
+            )
+        )
+
     async def thread_messages(self, channel: str, ts: str) -> list[dict[str, Any]]:
         """Every message of a thread, oldest first, read 200 at a time."""
         pages = message_pages(

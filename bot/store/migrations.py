@@ -15,6 +15,12 @@ result URL back. Images made before it have none and are fetched back from Slack
 Migration 8 is the table /healthz writes to (and empties again) to learn whether the database can
 take a write now (Store.writable).
 
+Migration 9 indexes jobs by team, channel and creation time, so the channel half of
+`Store.quota_usage` (team, user or channel, since) is a range search, as the user half already was
+(SQLite runs the OR as a MULTI-INDEX OR over both); and by creation time (then team), for the usage
+report's counts over the last days. Not (team_id, created_at): SQLite, without statistics, would then
+answer the quota count from that one index, reading the whole team's day.
+
 Migration 10 is vote-to-pick. `vote_reactions` holds the state of each voting reaction as the latest
 reaction event left it (one row per message, person and reaction name; `event_ts` keeps a late
 redelivery from undoing a newer event); a person's votes for an image are the rows present for it,
@@ -119,6 +125,10 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     CREATE TABLE write_probe (id INTEGER PRIMARY KEY, payload BLOB);
+    """,
+    """
+    CREATE INDEX generations_by_channel ON generations (team_id, channel_id, created_at);
+    CREATE INDEX generations_by_time ON generations (created_at, team_id);
     """,
     """
     CREATE TABLE vote_reactions (

@@ -65,7 +65,8 @@ def help_message() -> Message:
         "*Flags*\n"
         + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
         + "• `/imagine show <job id>` reposts a result with its buttons here\n"
-        "• `/imagine usage` shows your images and this channel's today against the daily quota\n"
+        "• `/imagine usage` shows your images and this channel's today against the daily quota, and your "
+        "last 7 days; admins get the workspace report, with a 14-day chart in their DM\n"
         "• `/imagine top [today|week|all] [N]` posts this channel's most-voted results "
         "(vote with :+1:, or :one:–:four: on several images)\n"
         "• `/imagine vote 15m` opens a vote on this channel's latest thread "
@@ -129,11 +130,6 @@ def cap_refusal(exc: CapReachedError, prompt: str) -> Message:
     if isinstance(exc, QuotaExceededError):
         return notice(f"{exc.message} Your prompt was:\n{_quote(prompt)}")
     return cap_reached(exc.queued, prompt)
-
-
-def usage_report(report: str | None) -> Message:
-    """`/imagine usage` (only the caller sees it); `report` from domain/quotas.py, None when uncapped."""
-    return notice(f":bar_chart: {report}" if report else ":bar_chart: No daily image quota is set here.")
 
 
 def quota_left(line: str) -> Message:
