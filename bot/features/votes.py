@@ -364,9 +364,18 @@ class Votes:
             _, ts = await self._slack.post(closed.channel_id, message)
         except SlackError as exc:
             log.warning("vote %d: posting its winner failed (%s); settled at the next start", closed.id, exc)
+            if not exc.maybe_done:
+                await self._tell_opener(closed, message, exc.code)
             return
         await self._store.set_vote_result(closed.id, ts)
         log.info("vote %d closed: winner posted", closed.id)
+
+    async def _tell_opener(self, closed: VoteRound, winner: views.Message, code: str) -> None:
+        """DM whoever opened the vote its outcome when Slack refused it in the channel."""
+        try:
+            await self._slack.post(closed.opened_by, vote_views.winner_not_posted(closed, winner, code))
+        except SlackError as exc:
+            log.warning("vote %d: telling %s its outcome failed too (%s)", closed.id, closed.opened_by, exc)
 
     # -- helpers --
 

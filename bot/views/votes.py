@@ -159,6 +159,17 @@ def winner(round: VoteRound, picks: list[Pick], *, thread_link: str, ready_befor
     }
 
 
+def winner_not_posted(round: VoteRound, winner_message: Message, code: str) -> Message:
+    """The DM to whoever opened a vote when Slack refused its winner message in the channel: why, and
+    the outcome itself (without the channel message's metadata)."""
+    why = (
+        f":warning: Your vote closed, but Slack refused its result in <#{round.channel_id}> "
+        f"({escape(code)}). Dreamboard posts it there when it next starts. The result:"
+    )
+    blocks = [{"type": "section", "text": {"type": "mrkdwn", "text": why}}, *winner_message["blocks"]]
+    return {"text": f"Your vote closed; its result could not be posted ({escape(code)})", "blocks": blocks}
+
+
 def already_open(round: VoteRound) -> Message:
     """The refusal of a second vote on a thread."""
     return notice(

@@ -284,6 +284,24 @@ async def test_a_vote_closed_but_its_winner_not_posted_before_a_crash_is_posted_
     assert len([call for call in harness.slack.calls if is_winner(call)]) == 1
 
 
+async def test_a_winner_slack_refuses_in_the_channel_reaches_the_opener_by_dm(harness: Harness) -> None:
+    clock = ManualClock()
+    await start(harness, clock)
+    await harness.generate("a grey seal --seed 9")
+    await harness.command("vote 1m", user_id="U4")
+    await harness.slack.wait_for("chat.postMessage", where=is_announcement)
+    harness.slack.set_channel_error("C1", "is_archived")
+    await clock.advance(60)
+    [dm] = await harness.slack.wait_for("chat.postMessage", where=lambda call: call.params["channel"] == "U4")
+    texts = [block["text"]["text"] for block in blocks_of(dm)]
+    assert "refused its result in <#C1> (is_archived)" in texts[0]
+    assert "closed with no votes" in texts[1]
+    with database(harness) as db:
+        assert db.execute("SELECT closed_at IS NOT NULL, result_ts FROM vote_rounds").fetchall() == [
+            (1, None)
+        ]
+
+
 @pytest.mark.parametrize(
     ("text", "answer"),
     [

@@ -249,6 +249,9 @@ def test_vote_views_pass_block_kit_validation() -> None:
         vote_views.not_a_dreamboard_thread(),
         vote_views.bad_duration("`<x>` is bad"),
         vote_views.not_posted("the digest", "internal_error"),
+        vote_views.winner_not_posted(
+            _round(), vote_views.winner(_round(), [], thread_link="", ready_before=0), "x"
+        ),
     ]
     for message in messages:
         assert message_errors(message["blocks"], lambda ref: None) == []
