@@ -4,15 +4,16 @@ thread whose winner is posted to the channel at the deadline.
 Votes come from `reaction_added` / `reaction_removed` events only (never recounted through history
 APIs) and cost no Slack call, except a hint when a reaction cannot count (👍 on a result with several
 images, a number beyond its images), at most once per person and message (the claim is a dedupe key, so
-"once" lasts as long as dedupe keys are kept). The rules are in bot/domain/votes.py.
+"once" lasts as long as housekeeping keeps those: a day). The rules are in bot/domain/votes.py.
 
 A timed vote is stored with its deadline before it is announced. The deadline task (`start`) closes
 due votes at once at start-up and then sleeps until the next deadline, woken early when a vote opens.
 Closing writes `closed_at` before the winner is posted and `result_ts` after. A vote closed but without
 `result_ts` (a crash or a lost answer in between) is settled at the next start: the channel's newest
 messages are searched for the winner message tagged with the vote's id, and it is posted only when not
-found, so no winner is posted twice. The winner is counted from the votes present when the vote closes
-(at the deadline, or at start-up when the bot was down then).
+found, so no winner is posted twice. When Slack refuses the winner in the channel, the vote's opener
+gets it by DM. The winner is counted from the votes present when the vote closes (at the deadline, or at
+start-up when the bot was down then).
 """
 
 from __future__ import annotations
