@@ -18,8 +18,10 @@ from bot.domain.commands import (
     KitUnpin,
     Recipe,
     Show,
+    Top,
     UsageError,
     UsageReport,
+    Vote,
     is_number,
     listed_count,
     parse_command,
@@ -81,6 +83,10 @@ async def handle_imagine(
     if isinstance(parsed, KitShow | KitSet | KitClear | KitUnpin):
         await _kit(services, ack, parsed, command, respond)
         return
+    if isinstance(parsed, Top | Vote):
+        await ack()
+        await _votes(services, parsed, command, respond, context)
+        return
     text = parsed.text
     intake = services.intake
     try:
@@ -125,6 +131,43 @@ async def _usage(services: Services, command: dict[str, Any], respond: AsyncResp
         refused = await services.usage.send_chart(user_id, reply.chart)
         if refused is not None:
             await answer(services, respond, refused, user_id=user_id, channel_id=channel_id)
+
+
+async def _votes(
+    services: Services,
+    parsed: Top | Vote,
+    command: dict[str, Any],
+    respond: AsyncRespond,
+    context: AsyncBoltContext,
+) -> None:
+    """`/imagine top …` posts the digest here; `/imagine vote 15m` opens a vote on this channel's latest
+    thread. Refusals (and "nothing voted yet") go to the caller only."""
+    user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
+    request_key = f"command:{command.get('trigger_id') or command.get('response_url')}"
+    try:
+        if isinstance(parsed, Top):
+            refused = await services.votes.top(
+                team_id=str(command["team_id"]),
+                channel_id=channel_id,
+                period=parsed.period,
+                count=parsed.count,
+                request_key=request_key,
+            )
+        else:
+            refused = await services.votes.open(
+                team_id=str(command["team_id"]),
+                channel_id=channel_id,
+                user_id=user_id,
+                seconds=parsed.seconds,
+                thread_ts=None,
+                request_key=request_key,
+            )
+    except NotInChannelError as exc:
+        notice = views.not_in_channel(context.bot_user_id, archived=exc.archived)
+        await answer(services, respond, notice, user_id=user_id, channel_id=None)
+        return
+    if refused is not None:
+        await answer(services, respond, refused, user_id=user_id, channel_id=channel_id)
 
 
 async def _show(

@@ -1,5 +1,5 @@
 """Reactions: on results they iterate, DM the recipe, cancel or delete (the table is
-bot/domain/controls.py).
+bot/domain/controls.py), and 👍 / 1️⃣–4️⃣ vote (bot/features/votes.py).
 
 Bolt runs only the first listener that matches an event, so each reaction event has exactly one
 listener here, and it hands the event to every feature that reads reactions.
@@ -19,6 +19,7 @@ def register(app: Listeners, services: Services) -> None:
     """Register the `reaction_added` and `reaction_removed` listeners."""
 
     async def on_reaction_added(event: dict[str, Any], context: AsyncBoltContext) -> None:
+        await services.votes.reacted(event, bot_user_id=context.bot_user_id, removed=False)
         await services.branching.react(event, team_id=str(context.team_id), bot_user_id=context.bot_user_id)
         # Pins come from any image message (a person's upload too), so not only the bot's own.
         await services.kits.react(event, removed=False)
@@ -26,6 +27,7 @@ def register(app: Listeners, services: Services) -> None:
     async def on_reaction_removed(event: dict[str, Any], context: AsyncBoltContext) -> None:
         """Nothing undoes an iteration; features whose state a reaction holds act on its removal."""
         await services.kits.react(event, removed=True)
+        await services.votes.reacted(event, bot_user_id=context.bot_user_id, removed=True)
 
     app.event("reaction_added")(on_reaction_added)
     app.event("reaction_removed")(on_reaction_removed)

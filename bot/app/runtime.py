@@ -17,6 +17,7 @@ from bot.app.services import Services
 from bot.app.socket_mode import SocketModeTransport
 from bot.backends.base import BackendError
 from bot.backends.oxen import RetryPolicy
+from bot.features.votes import Clock
 from bot.jobs.uploads import ShareTiming
 
 log = logging.getLogger(__name__)
@@ -60,10 +61,14 @@ async def start(
     oxen_retry: RetryPolicy | None = None,
     housekeeping_interval: float = HOUSEKEEPING_INTERVAL,
     share_timing: ShareTiming | None = None,
+    vote_clock: Clock | None = None,
 ) -> Runtime:
     """Build everything, wire the listeners with `register`, resume unfinished jobs and start listening;
-    housekeeping runs at once and then every `housekeeping_interval` seconds."""
-    services = await Services.build(settings, oxen_retry=oxen_retry, share_timing=share_timing)
+    housekeeping runs at once and then every `housekeeping_interval` seconds. The vote deadline task
+    starts with the runner (overdue votes close at once), on `vote_clock` (tests pass their own)."""
+    services = await Services.build(
+        settings, oxen_retry=oxen_retry, share_timing=share_timing, vote_clock=vote_clock
+    )
     socket: SocketModeTransport | None = None
     web_runner: web.AppRunner | None = None
     try:
@@ -80,6 +85,7 @@ async def start(
         web_runner, port = await start_server(app, settings.host, settings.port)
         services.backend.start()
         await services.runner.start()
+        services.votes.start(services.spawn)
         if socket is not None:
             await socket.start()
     except BaseException:

@@ -27,11 +27,13 @@ from bot.features.kits import Kits
 from bot.features.reference_hosting import DataUriHost, OxenRepoHost, ReferenceHost, SignedUrlHost
 from bot.features.references import References
 from bot.features.usage import UsageReports
+from bot.features.votes import Clock, Votes
 from bot.jobs.pipeline import JobPipeline
 from bot.jobs.positions import QueuePositions
 from bot.jobs.runner import JobRunner
 from bot.jobs.scheduler import FairScheduler
 from bot.jobs.uploads import ShareTiming, UploadMessages
+from bot.slack.channel_history import ChannelHistory
 from bot.slack.files import SlackFileReader, SlackFiles
 from bot.slack.gateway import SlackGateway
 from bot.slack.membership import ChannelAccess
@@ -66,6 +68,7 @@ class Services:
     branching: Branching
     history: History
     uploads: UploadMessages
+    votes: Votes
     usage: UsageReports
     kits: Kits
     tasks: Tasks = field(default_factory=lambda: Tasks("background task"))
@@ -80,9 +83,10 @@ class Services:
         *,
         oxen_retry: RetryPolicy | None = None,
         share_timing: ShareTiming | None = None,
+        vote_clock: Clock | None = None,
     ) -> Services:
         """Open the store and create the clients (inside the running event loop); `share_timing` bounds
-        the wait for each upload message's ts (tests shorten it)."""
+        the wait for each upload message's ts (tests shorten it); `vote_clock` times vote deadlines."""
         metrics = Metrics()
         tasks = Tasks("background task")
         store = await Store.open(settings.database_path)
@@ -181,6 +185,14 @@ class Services:
             store=store, slack=gateway, references=references, admins=settings.kit_admins, file_grace=grace
         )
         pipeline.on_finished.append(lambda job: history.refresh_after_job(job.team_id, job.user_id))
+        votes = Votes(
+            store=store,
+            slack=gateway,
+            history=ChannelHistory(slack),
+            tz=settings.quotas.tz,
+            clock=vote_clock,
+            file_grace=grace,
+        )
         usage = UsageReports(
             store=store,
             slack=gateway,
@@ -206,6 +218,7 @@ class Services:
             branching,
             history,
             uploads,
+            votes,
             usage,
             kits,
             tasks,
@@ -227,6 +240,7 @@ class Services:
         await self.uploads.close()
         await self.backend.stop()
         await self.history.close(min(grace, HOME_PUBLISH_GRACE))
+        await self.votes.stop()
         await self.tasks.drain(min(grace, HOME_PUBLISH_GRACE))
         await self.oxen.aclose()
         await self.http.close()

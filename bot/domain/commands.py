@@ -13,6 +13,10 @@ generate):
 - `kit`, `kit clear`, `kit unpin <N>` (N from 1 to MAX_PINS) and `kit set` followed by a flag: the
   channel's kit (`kit set` alone explains itself; `kit of tools` and `kit set the table on fire` are
   prompts).
+- `top`, `top <today|week|all>`, `top <N>`, `top <period> <N>`: the most-voted results (N from 1 to
+  MAX_TOP; `top 20` and `top 0` are refused, `top secret lab` is a prompt);
+- `vote <duration>`: open a vote (`vote 15m`); a duration-shaped word that is out of range
+  (`vote 30s`, `vote 8d`) or `vote` alone is refused (`vote for pedro` is a prompt).
 
 A leading `--` (or the em or en dash Slack clients turn it into) forces the rest to be a prompt:
 `/imagine -- show me the money`.
@@ -25,6 +29,15 @@ from dataclasses import dataclass
 
 from bot.domain.controls import MAX_LISTED
 from bot.domain.kits import MAX_PINS
+from bot.domain.votes import (
+    DEFAULT_TOP,
+    DURATION_HELP,
+    MAX_TOP,
+    DurationError,
+    Period,
+    looks_like_duration,
+    parse_duration,
+)
 
 JOB_ID = re.compile(r"^[0-9a-fA-F]{10}$")
 FORCE_PROMPT = ("--", "—", "–")
@@ -88,6 +101,21 @@ class KitUnpin:
 
 
 @dataclass(frozen=True)
+class Top:
+    """`/imagine top [today|week|all] [N]`: post the most-voted results of this channel."""
+
+    period: Period = Period.WEEK
+    count: int = DEFAULT_TOP
+
+
+@dataclass(frozen=True)
+class Vote:
+    """`/imagine vote 15m`: open a vote of `seconds` on a thread's results."""
+
+    seconds: int
+
+
+@dataclass(frozen=True)
 class Prompt:
     """Generate: `text` is request text for parse_request (prompt and flags)."""
 
@@ -111,6 +139,8 @@ Command = (
     | KitSet
     | KitClear
     | KitUnpin
+    | Top
+    | Vote
     | Prompt
     | UsageError
 )
@@ -156,6 +186,14 @@ def parse_command(text: str) -> Command:
         kit = _kit_command(text, words)
         if kit is not None:
             return kit
+    if first == "top" and len(words) <= 3:
+        top = parse_top(words[1:])
+        if top is not None:
+            return top
+    if first == "vote" and len(words) <= 2:
+        vote = parse_vote(words[1:])
+        if vote is not None:
+            return vote
     if first == "history":
         rest = words[1:]
         if not rest or (len(rest) == 1 and (is_number(rest[0]) or rest[0].lower() == "export")):
@@ -181,3 +219,33 @@ def _kit_command(text: str, words: list[str]) -> Command | None:
     if rest[0] == "set" and words[2].startswith(FORCE_PROMPT):
         return KitSet(text.strip()[len(words[0]) :].strip()[len(words[1]) :].strip())
     return None
+
+
+def parse_top(rest: list[str]) -> Top | UsageError | None:
+    """The words after `top`: `[today|week|all] [N]`; None when they are not that shape (a prompt)."""
+    words = [word.lower() for word in rest]
+    period = Period.WEEK
+    if words and words[0] in tuple(Period):
+        period = Period(words.pop(0))
+    if not words:
+        return Top(period)
+    if len(words) > 1 or not is_number(words[0]):
+        return None
+    count = int(words[0]) if len(words[0]) <= 3 else 0
+    if not 1 <= count <= MAX_TOP:
+        return UsageError(f"`/imagine top N`: N is 1 to {MAX_TOP}, like `/imagine top week {DEFAULT_TOP}`.")
+    return Top(period, count)
+
+
+def parse_vote(rest: list[str]) -> Vote | UsageError | None:
+    """The words after `vote`: one duration; None when they are not that shape (a prompt)."""
+    if not rest:
+        return UsageError(
+            f"`/imagine vote 15m` opens a vote on this channel's latest thread. {DURATION_HELP}"
+        )
+    if not looks_like_duration(rest[0]):
+        return None
+    try:
+        return Vote(parse_duration(rest[0]))
+    except DurationError as exc:
+        return UsageError(str(exc))

@@ -25,6 +25,13 @@ Migration 10 holds channel brand kits: `channel_kits` (default flags and style s
 `kit_pins` (at most 3 pinned references per channel, each from one message) and `kit_pin_reactions`
 (each person's :pushpin: on a message, with the event_ts of the last reaction event applied, so a
 repeated or late delivery changes nothing).
+
+Migration 11 is vote-to-pick. `vote_reactions` holds the state of each voting reaction as the latest
+reaction event left it (one row per message, person and reaction name; `event_ts` keeps a late
+redelivery from undoing a newer event); a person's votes for an image are the rows present for it,
+counted once however many reactions carry them. `vote_rounds` are timed votes on a thread: at most one
+open per thread (a unique index), `closed_at` is written before the winner is posted and `result_ts`
+after, so a restart knows whether the post may exist.
 """
 
 from __future__ import annotations
@@ -153,5 +160,35 @@ MIGRATIONS: tuple[str, ...] = (
         event_ts REAL NOT NULL,
         PRIMARY KEY (channel_id, message_ts, user_id)
     );
+    """,
+    """
+    CREATE TABLE vote_reactions (
+        channel_id TEXT NOT NULL,
+        message_ts TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        reaction TEXT NOT NULL,
+        job_id TEXT NOT NULL REFERENCES generations(id) ON DELETE CASCADE,
+        idx INTEGER NOT NULL,
+        present INTEGER NOT NULL,
+        event_ts TEXT NOT NULL,
+        PRIMARY KEY (channel_id, message_ts, user_id, reaction)
+    );
+    CREATE INDEX vote_reactions_by_image ON vote_reactions (job_id, idx) WHERE present = 1;
+    CREATE TABLE vote_rounds (
+        id INTEGER PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        thread_ts TEXT NOT NULL,
+        opened_by TEXT NOT NULL,
+        request_key TEXT NOT NULL UNIQUE,
+        opened_at REAL NOT NULL,
+        deadline REAL NOT NULL,
+        announce_ts TEXT,
+        closed_at REAL,
+        result_ts TEXT
+    );
+    CREATE UNIQUE INDEX vote_rounds_open ON vote_rounds (channel_id, thread_ts) WHERE closed_at IS NULL;
+    CREATE INDEX vote_rounds_due ON vote_rounds (deadline) WHERE closed_at IS NULL;
+    CREATE INDEX vote_rounds_unposted ON vote_rounds (closed_at) WHERE result_ts IS NULL;
     """,
 )

@@ -17,6 +17,7 @@ from typing import Any, Literal, TypeVar
 import aiosqlite
 
 from bot.domain.kits import Kit, Pin
+from bot.domain.votes import Tally, VoteRound
 from bot.store.migrations import MIGRATIONS
 from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind, NewJob
 
@@ -57,6 +58,14 @@ class StoreUnavailableError(Exception):
     def __init__(self, reason: str) -> None:
         super().__init__(reason)
         self.reason = reason
+
+
+class VoteOpenError(Exception):
+    """The thread already has an open vote (`round` is that vote)."""
+
+    def __init__(self, round: VoteRound) -> None:
+        super().__init__(round.id)
+        self.round = round
 
 
 class StoreOpenError(Exception):
@@ -104,6 +113,7 @@ without statistics SQLite would rather walk a team's whole history in a (team_id
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _IMAGE_FIELDS = tuple(f.name for f in fields(JobImage))
+_ROUND_FIELDS = tuple(f.name for f in fields(VoteRound))
 
 
 class Store:
@@ -868,6 +878,141 @@ class Store:
         )
         return row is not None
 
+    # -- votes --
+
+    async def record_vote_reaction(
+        self,
+        *,
+        channel_id: str,
+        message_ts: str,
+        user_id: str,
+        reaction: str,
+        job_id: str,
+        idx: int,
+        present: bool,
+        event_ts: str,
+    ) -> None:
+        """Record what a reaction event says about one voting reaction, unless a newer event for it was
+        recorded already (so a redelivery, however late, changes nothing)."""
+        await self._write(
+            "INSERT INTO vote_reactions (channel_id, message_ts, user_id, reaction, job_id, idx, present,"
+            " event_ts) VALUES (?, ?, ?, ?, ?, ?, ?, ?)"
+            " ON CONFLICT (channel_id, message_ts, user_id, reaction)"
+            " DO UPDATE SET present = excluded.present, event_ts = excluded.event_ts"
+            " WHERE excluded.event_ts > vote_reactions.event_ts",
+            (channel_id, message_ts, user_id, reaction, job_id, idx, int(present), event_ts),
+        )
+
+    async def image_tallies(self, team_id: str, channel_id: str, since: float) -> list[Tally]:
+        """Votes per image of the channel's results made since `since` (deleted results left out)."""
+        return await self._tallies(
+            "g.team_id = ? AND g.channel_id = ? AND g.created_at >= ?", (team_id, channel_id, since)
+        )
+
+    async def thread_tallies(self, channel_id: str, thread_ts: str) -> list[Tally]:
+        """Votes per image of a thread's results (deleted results left out)."""
+        return await self._tallies("g.channel_id = ? AND g.thread_ts = ?", (channel_id, thread_ts))
+
+    async def _tallies(self, where: str, parameters: Sequence[Any]) -> list[Tally]:
+        rows = await self._all(
+            "SELECT r.job_id, r.idx, COUNT(DISTINCT r.user_id) AS votes, g.created_at"  # noqa: S608
+            " FROM vote_reactions r JOIN generations g ON g.id = r.job_id"
+            " JOIN generation_images i ON i.job_id = r.job_id AND i.idx = r.idx"
+            " WHERE r.present = 1 AND g.deleted_at IS NULL AND g.state = 'uploaded'"
+            f" AND i.state = 'succeeded' AND i.file_id IS NOT NULL AND {where}"
+            " GROUP BY r.job_id, r.idx",
+            parameters,
+        )
+        return [Tally(str(row[0]), int(row[1]), int(row[2]), float(row[3])) for row in rows]
+
+    async def latest_thread(self, channel_id: str) -> str | None:
+        """The root of the channel's most recent Dreamboard thread (by its newest job), if any."""
+        row = await self._one(
+            "SELECT thread_ts FROM generations WHERE channel_id = ? AND thread_ts IS NOT NULL"
+            " ORDER BY created_at DESC, rowid DESC LIMIT 1",
+            (channel_id,),
+        )
+        return str(row[0]) if row else None
+
+    async def open_vote_round(
+        self,
+        *,
+        team_id: str,
+        channel_id: str,
+        thread_ts: str,
+        opened_by: str,
+        request_key: str,
+        deadline: float,
+        now: float,
+    ) -> VoteRound:
+        """Store an open vote on a thread; raises VoteOpenError when the thread has one open already,
+        DuplicateRequestError when this Slack request opened one before."""
+
+        async def insert(db: aiosqlite.Connection) -> VoteRound:
+            async with db.execute(
+                "SELECT * FROM vote_rounds WHERE request_key = ?", (request_key,)
+            ) as cursor:
+                if await cursor.fetchone() is not None:
+                    raise DuplicateRequestError(request_key)
+            async with db.execute(
+                "SELECT * FROM vote_rounds WHERE channel_id = ? AND thread_ts = ? AND closed_at IS NULL",
+                (channel_id, thread_ts),
+            ) as cursor:
+                existing = await cursor.fetchone()
+            if existing is not None:
+                raise VoteOpenError(_round(existing))
+            async with db.execute(
+                "INSERT INTO vote_rounds (team_id, channel_id, thread_ts, opened_by, request_key, opened_at,"
+                " deadline) VALUES (?, ?, ?, ?, ?, ?, ?) RETURNING *",
+                (team_id, channel_id, thread_ts, opened_by, request_key, now, deadline),
+            ) as cursor:
+                row = await cursor.fetchone()
+            assert row is not None
+            return _round(row)
+
+        return await self._in_transaction(insert)
+
+    async def discard_vote_round(self, round_id: int) -> None:
+        """Forget a vote that was never announced (Slack refused the announcement)."""
+        await self._write("DELETE FROM vote_rounds WHERE id = ? AND announce_ts IS NULL", (round_id,))
+
+    async def set_vote_announcement(self, round_id: int, ts: str) -> None:
+        """Remember the message that announced a vote."""
+        await self._write("UPDATE vote_rounds SET announce_ts = ? WHERE id = ?", (ts, round_id))
+
+    async def next_vote_deadline(self) -> float | None:
+        """The earliest deadline of the open votes, if any."""
+        row = await self._one("SELECT MIN(deadline) FROM vote_rounds WHERE closed_at IS NULL", ())
+        return float(row[0]) if row and row[0] is not None else None
+
+    async def due_vote_rounds(self, now: float) -> list[VoteRound]:
+        """Open votes whose deadline is at or before `now`, earliest first."""
+        rows = await self._all(
+            "SELECT * FROM vote_rounds WHERE closed_at IS NULL AND deadline <= ? ORDER BY deadline, id",
+            (now,),
+        )
+        return [_round(row) for row in rows]
+
+    async def close_vote_round(self, round_id: int, now: float) -> VoteRound | None:
+        """Record that a vote closed (before its winner is posted); None when it was closed already."""
+        row = await self._write_returning(
+            "UPDATE vote_rounds SET closed_at = ? WHERE id = ? AND closed_at IS NULL RETURNING *",
+            (now, round_id),
+        )
+        return _round(row) if row else None
+
+    async def unposted_vote_rounds(self) -> list[VoteRound]:
+        """Closed votes whose winner message is not recorded (the post may or may not exist)."""
+        rows = await self._all(
+            "SELECT * FROM vote_rounds WHERE closed_at IS NOT NULL AND result_ts IS NULL ORDER BY closed_at",
+            (),
+        )
+        return [_round(row) for row in rows]
+
+    async def set_vote_result(self, round_id: int, ts: str) -> None:
+        """Remember the message that announced a vote's winner."""
+        await self._write("UPDATE vote_rounds SET result_ts = ? WHERE id = ?", (ts, round_id))
+
 
 def _job(row: sqlite3.Row) -> Job:
     values = {name: row[name] for name in _JOB_FIELDS}
@@ -878,6 +1023,10 @@ def _job(row: sqlite3.Row) -> Job:
         state=JobState(values["state"]),
     )
     return Job(**values)
+
+
+def _round(row: sqlite3.Row) -> VoteRound:
+    return VoteRound(**{name: row[name] for name in _ROUND_FIELDS})
 
 
 def _image(row: sqlite3.Row) -> JobImage:

@@ -18,6 +18,7 @@ import handlers
 from bot.app import runtime
 from bot.app.config import Settings, load_settings
 from bot.backends.oxen import RetryPolicy
+from bot.features.votes import Clock
 from bot.jobs.uploads import ShareTiming
 from bot.store.model import Job, JobImage
 from bot.store.sqlite import Store
@@ -87,6 +88,8 @@ class Harness:
     """Upload message ts by job id, as the bot recorded them (see `wait_upload_ts`)."""
     finished: set[str] = field(default_factory=set)
     """Ids of the jobs the running bot has taken to their end (its pipeline's on_finished hook)."""
+    vote_clock: Clock | None = None
+    """The clock vote deadlines run on (None: the wall clock)."""
     _notifying: set[asyncio.Task[None]] = field(default_factory=set)
 
     def settings(self, **overrides: Any) -> Settings:
@@ -121,6 +124,7 @@ class Harness:
             register=handlers.register,
             oxen_retry=FAST_RETRIES,
             share_timing=self.share_timing,
+            vote_clock=self.vote_clock,
         )
         self.running.services.uploads.on_recorded.append(self._recorded)
         self.finished.clear()

@@ -11,9 +11,12 @@ from bot.domain.commands import (
     Prompt,
     Recipe,
     Show,
+    Top,
     UsageError,
+    Vote,
     parse_command,
 )
+from bot.domain.votes import Period
 
 
 @pytest.mark.parametrize(
@@ -32,6 +35,8 @@ from bot.domain.commands import (
         ("history export", History(("export",))),
         ("History Export", History(("export",))),
         ("history 15 red fox", History(("15", "red", "fox"))),
+        ("top week 3", Top(Period.WEEK, 3)),
+        ("vote 90m", Vote(5400)),
     ],
 )
 def test_subcommands_on_their_exact_shapes(text: str, expected: Command) -> None:
