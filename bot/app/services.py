@@ -23,6 +23,7 @@ from bot.features.actions import Branching
 from bot.features.history import History
 from bot.features.intake import Intake
 from bot.features.iterations import Iterations
+from bot.features.permutations import Permutations
 from bot.features.reference_hosting import DataUriHost, OxenRepoHost, ReferenceHost, SignedUrlHost
 from bot.features.references import References
 from bot.jobs.pipeline import JobPipeline
@@ -64,6 +65,7 @@ class Services:
     branching: Branching
     history: History
     uploads: UploadMessages
+    permutations: Permutations
     tasks: Tasks = field(default_factory=lambda: Tasks("background task"))
     """Background work (App Home publishes, housekeeping): see `spawn`."""
     listeners: Tasks = field(default_factory=lambda: Tasks("listener"))
@@ -173,6 +175,15 @@ class Services:
         )
         history = History(store=store, slack=gateway, spawn=tasks.spawn, file_grace=grace)
         pipeline.on_finished.append(lambda job: history.refresh_after_job(job.team_id, job.user_id))
+        permutations = Permutations(
+            store=store,
+            intake=intake,
+            slack=gateway,
+            files=files,
+            references=references,
+            spawn=lambda coro: tasks.spawn(coro, name="contact sheet"),
+        )
+        pipeline.on_finished.append(permutations.job_finished)
         return cls(
             settings,
             metrics,
@@ -190,6 +201,7 @@ class Services:
             branching,
             history,
             uploads,
+            permutations,
             tasks,
         )
 

@@ -14,6 +14,11 @@ result URL back. Images made before it have none and are fetched back from Slack
 
 Migration 8 is the table /healthz writes to (and empties again) to learn whether the database can
 take a write now (Store.writable).
+
+Migration 11 holds prompt permutations (bot/features/permutations.py): a set per `/imagine` with braces
+(its thread root, and its contact sheet's file id, message ts and posting time: the sheet's step log),
+the set's variants with the job each became, and the sheet's tiles (which image each numbered tile
+shows, for votes on the sheet).
 """
 
 from __future__ import annotations
@@ -112,5 +117,40 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     CREATE TABLE write_probe (id INTEGER PRIMARY KEY, payload BLOB);
+    """,
+    """
+    CREATE TABLE permutation_sets (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        template TEXT NOT NULL,
+        request_key TEXT UNIQUE,
+        root_ts TEXT,
+        abandoned_at REAL,
+        sheet_file_id TEXT,
+        sheet_ts TEXT,
+        sheet_posted_at REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX permutation_sets_open ON permutation_sets (created_at)
+        WHERE sheet_posted_at IS NULL AND abandoned_at IS NULL;
+    CREATE INDEX permutation_sets_by_sheet ON permutation_sets (channel_id, sheet_ts);
+    CREATE TABLE permutation_variants (
+        set_id TEXT NOT NULL REFERENCES permutation_sets(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        job_id TEXT REFERENCES generations(id) ON DELETE SET NULL,
+        PRIMARY KEY (set_id, number)
+    );
+    CREATE TABLE permutation_tiles (
+        set_id TEXT NOT NULL REFERENCES permutation_sets(id) ON DELETE CASCADE,
+        tile INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        job_id TEXT,
+        image_idx INTEGER,
+        label TEXT NOT NULL,
+        PRIMARY KEY (set_id, tile)
+    );
     """,
 )

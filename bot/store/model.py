@@ -128,3 +128,48 @@ class Job:
     def reference_sources(self) -> list[dict[str, Any]]:
         """The stored reference descriptions (see features/references.ReferenceSource)."""
         return list(self.params.get("references") or [])
+
+
+# -- permutation sets --
+
+
+@dataclass(frozen=True)
+class PermutationSet:
+    """One `/imagine` with braces: its jobs share a thread, and a contact sheet is posted there once."""
+
+    id: str
+    team_id: str
+    channel_id: str
+    user_id: str
+    template: str
+    request_key: str | None
+    root_ts: str | None
+    """The set's status message, the thread root of its jobs (None until it is posted)."""
+    abandoned_at: float | None
+    sheet_file_id: str | None
+    """The sheet's Slack file, recorded before its upload is completed (the step log's marker)."""
+    sheet_ts: str | None
+    sheet_posted_at: float | None
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SetVariant:
+    """One combination of a set, its label, and its job (None once the job was discarded unstarted)."""
+
+    set_id: str
+    number: int
+    label: str
+    job_id: str | None
+
+
+@dataclass(frozen=True)
+class SheetTile:
+    """A numbered tile of a contact sheet: which variant, job and image it shows (None: a missing tile)."""
+
+    set_id: str
+    tile: int
+    number: int
+    job_id: str | None
+    image_idx: int | None
+    label: str

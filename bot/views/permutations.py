@@ -1,0 +1,83 @@
+"""Block Kit and text for permutation sets: the set's status message (its thread root), the contact
+sheet's comment, and the answers about a set. User text is escaped."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+
+from bot.views.blocks import Message, escape, notice
+
+SET_LIST_LIMIT = 2500
+"""How much of the variants list the status message shows (a section holds 3000 characters)."""
+
+
+def _listed(labels: Sequence[str]) -> str:
+    text = "\n".join(f"• {escape(label)}" for label in labels)
+    return text if len(text) <= SET_LIST_LIMIT else text[: SET_LIST_LIMIT - 1] + "…"
+
+
+def set_status(
+    template: str, labels: Sequence[str], *, user_id: str, images: int, sheet: bool = False
+) -> Message:
+    """The set's thread root: the prompt as written, its variants, who asked, and what comes next."""
+    count = len(labels)
+    headline = (
+        f":frame_with_picture: *{count} variants* · the contact sheet is in the thread"
+        if sheet
+        else f":twisted_rightwards_arrows: *{count} variants* · {images} images, one job per variant below"
+    )
+    quoted = "> " + escape(template[:1500]).replace("\n", "\n> ")
+    return {
+        "text": f"{count} variants of: {escape(template[:200])}",
+        "blocks": [
+            {"type": "section", "text": {"type": "mrkdwn", "text": f"{headline}\n{quoted}"}},
+            {"type": "section", "text": {"type": "mrkdwn", "text": _listed(labels)}},
+            {
+                "type": "context",
+                "elements": [
+                    {
+                        "type": "mrkdwn",
+                        "text": f"<@{user_id}> · a contact sheet of every variant follows when all are done",
+                    }
+                ],
+            },
+        ],
+    }
+
+
+def sheet_comment(template: str, *, user_id: str, tiles: int) -> str:
+    """The contact sheet's message: what it shows, and an invitation to vote on it."""
+    return (
+        f"<@{user_id}> *Contact sheet* · {tiles} tiles of “{escape(template[:300])}”, numbered as "
+        "labelled. Which one wins? Vote with a reaction on this message."
+    )
+
+
+def sheet_title(template: str) -> str:
+    """The sheet file's title."""
+    return f"Contact sheet · {template[:80]}"
+
+
+def not_all_started(problems: Sequence[str]) -> Message:
+    """Some variants could not be started (their status messages were refused)."""
+    listed = "\n".join(f"• {escape(problem)}" for problem in problems[:8])
+    return notice(
+        ":warning: Some variants were not started (nothing was sent to Oxen.ai for them); the contact "
+        f"sheet shows them as not started:\n{listed}"
+    )
+
+
+def sheet_not_posted(code: str) -> Message:
+    """The contact sheet could not be posted now."""
+    return notice(
+        f":warning: Slack refused the contact sheet ({escape(code)}). Your variants' images are in the "
+        "thread; Dreamboard tries the sheet again at its next start."
+    )
+
+
+def set_abandoned(template: str) -> Message:
+    """A set was stored but Dreamboard stopped before it could post its status message."""
+    return notice(
+        ":warning: Dreamboard restarted before your permutations could start, so none of them ran and "
+        f"nothing was paid. Send the command again:\n> {escape(template[:1500])}"
+    )
