@@ -180,9 +180,11 @@ class QueueRoomError(CapReachedError):
         )
 
 
-def quota_refusal(policy: QuotaPolicy, usage: Usage, costs: Sequence[int], *, now: float) -> str | None:
-    """Why a set whose combinations cost `costs` (weighted images each) does not fit today's quota, naming
-    how many of its first combinations would; None when the whole set fits."""
+def quota_refusal(
+    policy: QuotaPolicy, usage: Usage, costs: Sequence[int], *, now: float, has_4k: bool = False
+) -> str | None:
+    """Why a set whose combinations cost `costs` (weighted images each; `has_4k` when some are 4K) does
+    not fit today's quota, naming how many of its first combinations would; None when the whole set fits."""
     total = sum(costs)
     caps = [
         (cap - used, cap, whose)
@@ -203,13 +205,13 @@ def quota_refusal(policy: QuotaPolicy, usage: Usage, costs: Sequence[int], *, no
         used_up = "You have used your" if whose == "you have" else "This channel has used its"
         return f":no_entry: {used_up} {cap} images for today; nothing was queued. The quota {reset}."
     fits = len(list(itertools.takewhile(lambda spent: spent <= left, itertools.accumulate(costs))))
-    weight = f" (a 4K image counts as {policy.weight_4k})" if policy.weight_4k > 1 else ""
+    weight = f" (a 4K image counts as {policy.weight_4k})" if has_4k and policy.weight_4k > 1 else ""
     unit = "image" if left == 1 else "images"
-    hint = (
-        f"the first {fits} would fit: remove some options or lower `--n`"
-        if fits
-        else "not even the first would fit: lower `--n` or `--size`"
-    )
+    if fits == 0:
+        hint = "not even the first would fit: lower `--n` or `--size`"
+    else:
+        first = "only the first" if fits == 1 else f"the first {fits}"
+        hint = f"{first} would fit: remove some options or lower `--n`"
     return (
         f":no_entry: These {len(costs)} combinations need {total} images{weight} but {whose} {left} {unit} "
         f"left today; {hint}. Nothing was queued; the quota {reset}."

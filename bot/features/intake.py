@@ -247,7 +247,8 @@ class Intake:
                 now = self._clock()
                 usage = await self._usage(self._quotas, team_id, user_id, channel_id, now)
                 costs = [job.n * self._quotas.weight(job.size) for job in new_jobs]
-                refusal = quota_refusal(self._quotas, usage, costs, now=now)
+                has_4k = any(self._quotas.weight(job.size) > 1 for job in new_jobs)
+                refusal = quota_refusal(self._quotas, usage, costs, now=now, has_4k=has_4k)
                 if refusal is not None:
                     raise QuotaExceededError(refusal)
                 # The costs are already weighted: asked as that many 2K images (weight 1), for the line.

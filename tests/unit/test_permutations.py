@@ -158,3 +158,13 @@ def test_a_set_refusal_at_zero_and_when_not_even_one_fits() -> None:
 def test_the_queue_refusal_says_how_much_room_there_was() -> None:
     assert "These 8 combinations are 8 jobs, and your queue has room for 3 more" in str(QueueRoomError(3, 8))
     assert "has no room for more" in str(QueueRoomError(0, 2))
+
+
+def test_the_4k_weight_is_named_only_when_the_set_has_4k_images() -> None:
+    weighted = quota_refusal(policy(), Usage(user=5, channel=0), [2, 2, 2], now=NOON_UTC, has_4k=True)
+    assert weighted is not None
+    assert "These 3 combinations need 6 images (a 4K image counts as 2) but you have 5" in weighted
+    assert "the first 2 would fit" in weighted
+    plain = quota_refusal(policy(), Usage(user=5, channel=0), [2, 2, 2], now=NOON_UTC)
+    assert plain is not None
+    assert "counts as" not in plain
