@@ -25,9 +25,9 @@ def mean(image: Image.Image, box: tuple[int, int, int, int]) -> tuple[float, ...
 
 def brightest(image: Image.Image) -> int:
     """The largest value of a single-band image."""
-    low_high = image.convert("L").getextrema()
-    assert isinstance(low_high, tuple)
-    return int(low_high[1])
+    high = image.convert("L").getextrema()[1]
+    assert isinstance(high, int | float)
+    return int(high)
 
 
 def close(found: tuple[float, ...], expected: tuple[float, ...], tolerance: float = 12) -> bool:
