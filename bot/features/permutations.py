@@ -79,6 +79,8 @@ class Permutations:
         self._locks: dict[str, asyncio.Lock] = {}
         self.on_sheet: list[Callable[[str], None]] = []
         """Hooks called with a set's id once its contact sheet is recorded as posted."""
+        self.on_sheet_message: list[Callable[[str, str], None]] = []
+        """Hooks called with (set id, ts) once the sheet's message ts is recorded."""
 
     async def start(
         self,
@@ -201,6 +203,8 @@ class Permutations:
         if file_ids and channel and ts:
             for set_id in await self._store.set_sheet_ts_for_files(channel, file_ids, ts):
                 log.info("set %s: contact sheet message %s", set_id, ts)
+                for hook in self.on_sheet_message:
+                    hook(set_id, ts)
 
     async def settle(self, set_id: str) -> None:
         """Post the set's contact sheet unless it is posted, or some job of the set has not ended."""

@@ -49,7 +49,9 @@ async def sheet_posted(harness: Harness, count: int = 1, timeout: float = 15.0) 
 async def test_a_set_runs_in_one_thread_with_one_seed_and_its_sheet_shows_each_variant(
     harness: Harness,
 ) -> None:
-    await harness.start()
+    running = await harness.start()
+    sheet_messages: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    running.services.permutations.on_sheet_message.append(lambda *seen: sheet_messages.put_nowait(seen))
     payload = harness.slack.command_payload("a {red|blue} fox in {snow|rain} --ar 1:1")
     await harness.slack.send_command_payload(harness.events_url, payload)
     await harness.slack.send_command_payload(harness.events_url, payload)  # delivered twice: one set
@@ -100,7 +102,11 @@ async def test_a_set_runs_in_one_thread_with_one_seed_and_its_sheet_shows_each_v
         found = ImageStat.Stat(tile).mean
         assert all(abs(a - b) < 16 for a, b in zip(found, expected, strict=True)), (prompt, found, expected)
 
+    set_id, sheet_ts = await asyncio.wait_for(sheet_messages.get(), timeout=10)
     [stored] = set_rows(harness)
+    assert (stored["id"], stored["sheet_ts"]) == (set_id, sheet_ts)
+    [shared] = [m for m in harness.slack.messages("C1") if m.get("files") == [sheet.id]]
+    assert shared["ts"] == sheet_ts, "the sheet's message is recorded, for votes on it"
     assert stored["sheet_file_id"] == sheet.id
     assert stored["sheet_posted_at"] is not None
     updates = [c for c in harness.slack.calls_to("chat.update") if c.params.get("ts") == root["ts"]]
