@@ -9,6 +9,7 @@ import io
 import json
 import sqlite3
 from contextlib import closing
+from typing import Any
 
 from PIL import Image, ImageStat
 
@@ -191,3 +192,56 @@ async def test_restarts_mid_set_and_mid_sheet_post_exactly_one_sheet(harness: Ha
     assert len(harness.oxen.submissions) == 2
     assert set_rows(harness)[0]["sheet_posted_at"] is not None
     assert [label for *_, label in tile_rows(harness)] == ["1 · red", "2 · blue"]
+
+
+def set_roots(harness: Harness) -> list[dict[str, Any]]:
+    """The set status messages Slack holds in C1."""
+    return [
+        message
+        for message in harness.slack.messages("C1")
+        if (message.get("metadata") or {}).get("event_type") == "dreamboard_set"
+    ]
+
+
+async def test_a_lost_answer_to_the_set_status_is_found_by_its_metadata_not_posted_twice(
+    harness: Harness,
+) -> None:
+    await harness.start()
+    harness.slack.fault("chat.postMessage", status=500, after=True)
+    await harness.command("a {red|blue} boat")
+    await sheet_posted(harness)
+    [root] = set_roots(harness)
+    assert {job.thread_ts for job, _ in await harness.jobs()} == {root["ts"]}
+
+
+async def test_a_refused_set_status_runs_nothing_and_says_so(harness: Harness) -> None:
+    await harness.start()
+    harness.slack.fault("chat.postMessage", error="msg_too_long")
+    await harness.command("a {red|blue} boat")
+    [told] = await harness.slack.wait_for("response_url")
+    assert "so the job was not started and nothing was sent to Oxen.ai" in told.params["text"]
+    assert not await harness.jobs()
+    [stored] = set_rows(harness)
+    assert stored["abandoned_at"] is not None
+    assert not harness.oxen.submissions
+
+
+async def test_a_set_whose_status_was_never_posted_is_abandoned_at_restart_and_its_user_told(
+    harness: Harness,
+) -> None:
+    await harness.start()
+    harness.slack.fault("chat.postMessage", delay=30.0)
+    await harness.command("a {red|blue} boat")
+    await harness.slack.wait_for("chat.postMessage")
+    await harness.stop(grace=0.05)
+    assert len(await harness.jobs()) == 2, "stored, never announced"
+
+    await harness.start()
+    [ephemeral] = await harness.slack.wait_for("chat.postEphemeral")
+    assert ephemeral.params["user"] == "U1"
+    assert "restarted before your permutations could start" in ephemeral.params["text"]
+    assert "a {red|blue} boat" in ephemeral.params["text"]
+    assert not await harness.jobs()
+    assert set_rows(harness)[0]["abandoned_at"] is not None
+    assert not harness.oxen.submissions
+    assert not set_roots(harness)
