@@ -64,7 +64,9 @@ def help_message() -> Message:
         "• `/imagine watercolour lighthouse --seed 42 --n 4`\n\n"
         "*Flags*\n"
         + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
-        + "• `/imagine show <job id>` reposts a result with its buttons here\n"
+        + "• `/imagine a {red|blue} fox in {snow|rain}` runs every combination (at most 8) in one thread, "
+        "then posts a contact sheet of them all\n"
+        "• `/imagine show <job id>` reposts a result with its buttons here\n"
         "• `/imagine usage` shows your images and this channel's today against the daily quota\n"
         "• `/imagine -- <prompt>` is always a prompt, even one starting with `show`, `seed` or `history`\n\n"
         "Results arrive in a thread under the status message; every result records its seed. "
