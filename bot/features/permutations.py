@@ -116,9 +116,11 @@ class Permutations:
         status = set_views.set_status(expansion.template, labels, user_id=user_id, images=images)
         try:
             root_ts = await self._post_root(new_set, status)
-        except SlackError as exc:
+        except BaseException as exc:
             for ticket in admitted.tickets:
                 ticket.withdraw()
+            if not isinstance(exc, SlackError):
+                raise  # the set stays stored without its status message: the next start settles it
             await self._store.abandon_permutation_set(new_set.id)
             if exc.kind in (SlackErrorKind.NOT_IN_CHANNEL, SlackErrorKind.ARCHIVED):
                 raise NotInChannelError(archived=exc.kind is SlackErrorKind.ARCHIVED) from None
@@ -300,6 +302,8 @@ class Permutations:
         """A tile per image of each variant, in order: the picture, or a grey tile saying why not."""
         tiles: list[contact_sheet.Tile] = []
         rows: list[SheetTile] = []
+        count = sum(max(1, len(images.get(v.job_id or "", []))) for v in variants)
+        side = contact_sheet.geometry(count).cell
         for variant in variants:
             job = jobs.get(variant.job_id or "")
             shown: list[JobImage | None] = list(images.get(job.id, [])) if job is not None else []
@@ -308,7 +312,7 @@ class Permutations:
                 label = f"{number} · {variant.label}"
                 if image is not None and job is not None and job.n > 1:
                     label += f" · seed {image.seed}"
-                data, missing = await self._tile_bytes(job, image)
+                data, missing = await self._tile_bytes(job, image, side)
                 tiles.append(contact_sheet.Tile(label, data, missing))
                 rows.append(
                     SheetTile(set_id, number, variant.number, job.id if job else None,
@@ -316,7 +320,11 @@ class Permutations:
                 )  # fmt: skip
         return tiles, rows
 
-    async def _tile_bytes(self, job: Job | None, image: JobImage | None) -> tuple[bytes | None, str]:
+    async def _tile_bytes(
+        self, job: Job | None, image: JobImage | None, side: int
+    ) -> tuple[bytes | None, str]:
+        """A tile's picture, shrunk to `side` pixels at most (so a sheet of 4K results is not held in
+        memory at full size), or None and the note its grey tile shows."""
         if job is None or image is None:
             return None, "not started"
         if job.state is not JobState.UPLOADED:
@@ -324,7 +332,8 @@ class Permutations:
         if image.state is not ImageState.SUCCEEDED:
             return None, "failed"
         try:
-            return await self._references.result_bytes(image), ""
+            data = await self._references.result_bytes(image)
         except ReferenceError as exc:
             log.warning("set tile for job %s image %d left blank: %s", job.id, image.idx, exc)
             return None, "unavailable"
+        return await asyncio.to_thread(contact_sheet.shrink, data, side), "unreadable"

@@ -212,7 +212,7 @@ class References:
         name = f"image {image.idx + 1} of job {image.job_id}"
         fetched = await self._download({"id": image.file_id, "name": name}, outcome="it was left out")
         key = hashlib.sha256(fetched.data).hexdigest()[:32]
-        self._cache_write(key, fetched)
+        await asyncio.to_thread(self._cache_write, key, fetched)
         await self._store.set_reference(image.job_id, image.idx, key, fetched.mimetype)
         return fetched.data
 

@@ -23,7 +23,8 @@ JPEG_QUALITY = 85
 
 @dataclass(frozen=True)
 class Tile:
-    """One image of the sheet and its label; `image` None draws a grey tile saying `missing` instead."""
+    """One image of the sheet and its label; `image` None draws a grey tile saying `missing` instead
+    (`missing` is ignored when there is an image, and "unreadable" shown when it cannot be decoded)."""
 
     label: str
     image: bytes | None
@@ -100,6 +101,16 @@ def compose(tiles: list[Tile]) -> bytes:
         )
     output = io.BytesIO()
     sheet.save(output, format="JPEG", quality=JPEG_QUALITY)
+    return output.getvalue()
+
+
+def shrink(data: bytes, side: int) -> bytes | None:
+    """The picture scaled to fit a `side`-pixel square, as PNG bytes (None: not a readable image)."""
+    picture = _decoded(data)
+    if picture is None:
+        return None
+    output = io.BytesIO()
+    ImageOps.contain(picture, (side, side)).save(output, format="PNG")
     return output.getvalue()
 
 

@@ -8,7 +8,7 @@ import io
 import pytest
 from PIL import Image, ImageStat
 
-from bot.views.contact_sheet import BACKGROUND, GAP, MISSING_FILL, Tile, compose, geometry
+from bot.views.contact_sheet import BACKGROUND, GAP, MISSING_FILL, Tile, compose, geometry, shrink
 
 COLOURS = [(200, 30, 30), (30, 200, 30), (30, 30, 200), (220, 200, 40), (200, 40, 200)]
 
@@ -94,3 +94,10 @@ def test_unreadable_bytes_become_a_missing_tile_and_long_labels_are_cut() -> Non
     _left, top, right, bottom = grid.label_box(0)
     gap = sheet.crop((right + 1, top, right + GAP - 1, bottom))
     assert brightest(gap) < 100, "the cut label stays inside its band"
+
+
+def test_a_picture_is_shrunk_to_its_cell_before_it_waits_for_the_sheet() -> None:
+    small = shrink(png((10, 120, 240), (2048, 1152)), 256)
+    assert small is not None
+    assert Image.open(io.BytesIO(small)).size == (256, 144)
+    assert shrink(b"<html>sign in</html>", 256) is None
