@@ -259,6 +259,10 @@ class Permutations:
                 return
         images = await self._store.images_of(list(jobs))
         tiles, rows = await self._tiles(found.id, variants, jobs, images)
+        if not any(tile.image for tile in tiles):
+            log.info("set %s: no variant made an image; no contact sheet", found.id)
+            await self._posted(found, variants, None, sheet=False)
+            return
         data = await asyncio.to_thread(contact_sheet.compose, tiles)
         with tempfile.TemporaryDirectory(prefix=f"dreamboard-set-{found.id}-") as folder:
             path = Path(folder) / f"contact-sheet-{found.id}.jpg"
@@ -285,11 +289,16 @@ class Permutations:
             ):
                 raise
 
-    async def _posted(self, found: PermutationSet, variants: list[SetVariant], ts: str | None) -> None:
+    async def _posted(
+        self, found: PermutationSet, variants: list[SetVariant], ts: str | None, *, sheet: bool = True
+    ) -> None:
+        """Close the set (its sheet posted, or none to post) and say so in its status message."""
         await self._store.mark_sheet_posted(found.id, ts)
-        log.info("set %s: contact sheet posted", found.id)
+        log.info("set %s: %s", found.id, "contact sheet posted" if sheet else "closed without a sheet")
         labels = [f"{variant.number} · {variant.label}" for variant in variants]
-        done = set_views.set_status(found.template, labels, user_id=found.user_id, images=0, sheet=True)
+        done = set_views.set_status(
+            found.template, labels, user_id=found.user_id, images=0, outcome="sheet" if sheet else "empty"
+        )
         await self._slack.update(found.channel_id, str(found.root_ts), done)
 
     async def _tiles(
@@ -327,6 +336,8 @@ class Permutations:
         memory at full size), or None and the note its grey tile shows."""
         if job is None or image is None:
             return None, "not started"
+        if job.deleted_at is not None:
+            return None, "deleted"
         if job.state is not JobState.UPLOADED:
             return None, MISSING_NOTES.get(job.state, "failed")
         if image.state is not ImageState.SUCCEEDED:

@@ -4,6 +4,7 @@ sheet's comment, and the answers about a set. User text is escaped."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from typing import Literal
 
 from bot.views.blocks import Message, escape, notice
 
@@ -17,15 +18,21 @@ def _listed(labels: Sequence[str]) -> str:
 
 
 def set_status(
-    template: str, labels: Sequence[str], *, user_id: str, images: int, sheet: bool = False
+    template: str,
+    labels: Sequence[str],
+    *,
+    user_id: str,
+    images: int,
+    outcome: Literal["running", "sheet", "empty"] = "running",
 ) -> Message:
-    """The set's thread root: the prompt as written, its variants, who asked, and what comes next."""
+    """The set's thread root: the prompt as written, its variants, who asked, and how the set stands
+    (running, its contact sheet posted, or ended without any image)."""
     count = len(labels)
-    headline = (
-        f":frame_with_picture: *{count} variants* · the contact sheet is in the thread"
-        if sheet
-        else f":twisted_rightwards_arrows: *{count} variants* · {images} images, one job per variant below"
-    )
+    headline = {
+        "running": f":twisted_rightwards_arrows: *{count} variants* · {images} images, one job each below",
+        "sheet": f":frame_with_picture: *{count} variants* · the contact sheet is in the thread",
+        "empty": f":x: *{count} variants* · none of them made an image, so there is no contact sheet",
+    }[outcome]
     quoted = "> " + escape(template[:1500]).replace("\n", "\n> ")
     return {
         "text": f"{count} variants of: {escape(template[:200])}",

@@ -14,7 +14,7 @@ from typing import Any
 from PIL import Image, ImageStat
 
 from bot.store.model import Job, JobState
-from bot.views.contact_sheet import geometry
+from bot.views.contact_sheet import MISSING_FILL, geometry
 from tests.fakes.slack import FakeFile
 from tests.scenarios.harness import Harness
 from tests.scenarios.test_quotas import zone_at_noon
@@ -245,3 +245,27 @@ async def test_a_set_whose_status_was_never_posted_is_abandoned_at_restart_and_i
     assert set_rows(harness)[0]["abandoned_at"] is not None
     assert not harness.oxen.submissions
     assert not set_roots(harness)
+
+
+async def test_a_failed_variant_is_a_grey_tile_and_a_set_without_any_image_posts_no_sheet(
+    harness: Harness,
+) -> None:
+    await harness.start()
+    harness.oxen.fail_generations("Content policy violation", times=1)
+    await harness.command("a {red|blue} bird")
+    await sheet_posted(harness)
+    [failed] = [job for job, _ in await harness.jobs() if job.state is JobState.FAILED]
+    [grey] = [tile for tile, _, job_id, _, _ in tile_rows(harness) if job_id == failed.id]
+    [sheet] = sheets(harness)
+    picture = Image.open(io.BytesIO(sheet.content))
+    left, top, right, _bottom = geometry(2).image_box(grey - 1)
+    found = ImageStat.Stat(picture.crop((left + 4, top + 4, right - 4, top + 100))).mean
+    assert all(abs(a - b) < 20 for a, b in zip(found, MISSING_FILL, strict=True)), found
+
+    harness.oxen.fail_generations("Content policy violation", times=2)
+    await harness.command("a {green|gold} bird")
+    await harness.slack.wait_for(
+        "chat.update", where=lambda call: "none of them made an image" in str(call.params.get("blocks"))
+    )
+    assert len(sheets(harness)) == 1, "no sheet of grey tiles"
+    assert all(row["sheet_posted_at"] is not None for row in set_rows(harness)), "both sets are closed"
