@@ -150,12 +150,14 @@ class PermutationSet:
     """The sheet's Slack file, recorded before its upload is completed (the step log's marker)."""
     sheet_ts: str | None
     sheet_posted_at: float | None
+    """When the sheet's upload was completed, or the set closed without one (no variant made an image)."""
     created_at: float
 
 
 @dataclass(frozen=True)
 class SetVariant:
-    """One combination of a set, its label, and its job (None once the job was discarded unstarted)."""
+    """One combination of a set, its label (the chosen options, "red, rain"), and its job (None once the
+    job was discarded unstarted)."""
 
     set_id: str
     number: int

@@ -269,3 +269,16 @@ async def test_a_failed_variant_is_a_grey_tile_and_a_set_without_any_image_posts
     )
     assert len(sheets(harness)) == 1, "no sheet of grey tiles"
     assert all(row["sheet_posted_at"] is not None for row in set_rows(harness)), "both sets are closed"
+
+
+async def test_a_set_that_does_not_fit_the_queue_cap_queues_none_of_its_jobs(harness: Harness) -> None:
+    await harness.start(max_queued_per_user=3)
+    await harness.command("a {red|blue|green|gold} kite")
+    [told] = await harness.slack.wait_for("response_url")
+    assert "These 4 combinations are 4 jobs, and your queue has room for 3 more" in told.params["text"]
+    assert "> a {red|blue|green|gold} kite" in told.params["text"]
+    assert not await harness.jobs()
+    assert not set_rows(harness)
+    await harness.command("a {red|blue|green} kite")
+    await sheet_posted(harness)
+    assert len(await harness.jobs()) == 3, "the places the refused set held were given back"
