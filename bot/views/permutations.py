@@ -4,12 +4,18 @@ sheet's comment, and the answers about a set. User text is escaped."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Literal
+from typing import Any, Literal
 
-from bot.views.blocks import Message, escape, notice
+from bot.views.blocks import SECTION_LIMIT, Message, escape, notice
 
 SET_LIST_LIMIT = 2500
 """How much of the variants list the status message shows (a section holds 3000 characters)."""
+
+
+def _section(text: str) -> dict[str, Any]:
+    """A mrkdwn section, cut to Slack's limit (escaping can lengthen the text it was given)."""
+    clipped = text if len(text) <= SECTION_LIMIT else text[: SECTION_LIMIT - 1] + "…"
+    return {"type": "section", "text": {"type": "mrkdwn", "text": clipped}}
 
 
 def _listed(labels: Sequence[str]) -> str:
@@ -37,8 +43,8 @@ def set_status(
     return {
         "text": f"{count} variants of: {escape(template[:200])}",
         "blocks": [
-            {"type": "section", "text": {"type": "mrkdwn", "text": f"{headline}\n{quoted}"}},
-            {"type": "section", "text": {"type": "mrkdwn", "text": _listed(labels)}},
+            _section(f"{headline}\n{quoted}"),
+            _section(_listed(labels)),
             {
                 "type": "context",
                 "elements": [

@@ -21,6 +21,7 @@ from bot.domain.permutations import (
 )
 from bot.domain.quotas import QuotaPolicy, Usage
 from bot.domain.requests import parse_request
+from bot.views.permutations import set_status
 
 NOON_UTC = datetime(2026, 3, 2, 12, 0, tzinfo=UTC).timestamp()
 
@@ -168,3 +169,13 @@ def test_the_4k_weight_is_named_only_when_the_set_has_4k_images() -> None:
     plain = quota_refusal(policy(), Usage(user=5, channel=0), [2, 2, 2], now=NOON_UTC)
     assert plain is not None
     assert "counts as" not in plain
+
+
+def test_the_set_status_escapes_user_text_and_stays_within_slacks_limits() -> None:
+    template = "<!channel> & " * 300 + "{a|b}"
+    message = set_status(template, ["1 · <!here>", "2 · b"], user_id="U1", images=2)
+    sections = [block["text"]["text"] for block in message["blocks"] if block["type"] == "section"]
+    assert all(len(text) <= 3000 for text in sections)
+    assert "<!channel>" not in str(message)
+    assert "<!here>" not in str(message)
+    assert "&lt;!here&gt;" in sections[1]
