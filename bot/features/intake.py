@@ -188,14 +188,8 @@ class Intake:
                 usage = await self._usage(self._quotas, team_id, user_id, channel_id, now)
                 left_line = self._quotas.admit(usage, n=new_job.n, size=new_job.size, now=now)
                 ticket, job, images = await self._store_job(new_job)
-        wait = self._backlog(channel_id) if self._backlog is not None else 0.0
-        if notify is not None and wait > BUSY_AFTER:
-            await notify(
-                views.notice(
-                    f"{BUSY_NOTICE}: Slack lets Dreamboard post about once a second here, so your request's "
-                    f"status message will appear in about {wait:.0f} s. No need to send it again."
-                )
-            )
+        if notify is not None:
+            await self.tell_if_busy(channel_id, notify)
         accepted = await self.accept(ticket, job, images)
         if notify is not None and left_line is not None:
             await notify(views.quota_left(left_line))
@@ -278,6 +272,18 @@ class Intake:
             if exc.kind in (SlackErrorKind.NOT_IN_CHANNEL, SlackErrorKind.ARCHIVED):
                 raise NotInChannelError(archived=exc.kind is SlackErrorKind.ARCHIVED) from None
             raise StatusPostError(exc) from None
+
+    async def tell_if_busy(self, channel_id: str, notify: Notify) -> None:
+        """When a new status message in `channel_id` would wait longer than BUSY_AFTER for its turn,
+        tell the user at once that it is coming."""
+        wait = self._backlog(channel_id) if self._backlog is not None else 0.0
+        if wait > BUSY_AFTER:
+            await notify(
+                views.notice(
+                    f"{BUSY_NOTICE}: Slack lets Dreamboard post about once a second here, so your request's "
+                    f"status message will appear in about {wait:.0f} s. No need to send it again."
+                )
+            )
 
     async def _store_job(self, new_job: NewJob) -> tuple[Ticket, Job, list[JobImage]]:
         ticket = self._runner.admit(new_job.team_id, new_job.user_id)

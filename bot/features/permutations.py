@@ -114,6 +114,7 @@ class Permutations:
         labels = [variant.label for variant in expansion.variants]
         images = sum(job.n for job, _ in admitted.jobs)
         status = set_views.set_status(expansion.template, labels, user_id=user_id, images=images)
+        await self._intake.tell_if_busy(channel_id, notify)
         try:
             root_ts = await self._post_root(new_set, status)
         except BaseException as exc:
