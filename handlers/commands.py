@@ -12,6 +12,10 @@ from bot.app.services import Services
 from bot.domain.commands import (
     Help,
     History,
+    KitClear,
+    KitSet,
+    KitShow,
+    KitUnpin,
     Recipe,
     Show,
     UsageError,
@@ -21,12 +25,14 @@ from bot.domain.commands import (
     parse_command,
 )
 from bot.domain.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
+from bot.domain.kits import parse_kit_set
 from bot.domain.permutations import Expansion, PermutationError, QueueRoomError, expand, unescape
 from bot.domain.requests import RequestError, parse_request
 from bot.features.actions import NotAllowedError
 from bot.features.intake import CapReachedError, NotInChannelError, StatusPostError
 from bot.store.sqlite import DuplicateRequestError
 from bot.views import blocks as views
+from bot.views import kits as kit_views
 from handlers.replies import answer
 
 log = logging.getLogger(__name__)
@@ -71,9 +77,10 @@ async def handle_imagine(
         return
     if isinstance(parsed, UsageReport):
         await ack()
-        user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
-        report = await services.intake.usage_today(str(command["team_id"]), user_id, channel_id)
-        await answer(services, respond, views.usage_report(report), user_id=user_id, channel_id=channel_id)
+        await _usage(services, command, respond)
+        return
+    if isinstance(parsed, KitShow | KitSet | KitClear | KitUnpin):
+        await _kit(services, ack, parsed, command, respond)
         return
     try:
         expansion = expand(parsed.text)
@@ -115,6 +122,18 @@ async def handle_imagine(
     except StatusPostError as exc:
         refused = views.notice(exc.user_message)
         await answer(services, respond, refused, user_id=user_id, channel_id=channel_id)
+
+
+async def _usage(services: Services, command: dict[str, Any], respond: AsyncRespond) -> None:
+    """`/imagine usage`: the caller's numbers (ephemeral); for admins the workspace report, and its chart
+    in their DM."""
+    user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
+    reply = await services.usage.answer(str(command["team_id"]), user_id, channel_id)
+    await answer(services, respond, reply.message, user_id=user_id, channel_id=channel_id)
+    if reply.chart is not None:
+        refused = await services.usage.send_chart(user_id, reply.chart)
+        if refused is not None:
+            await answer(services, respond, refused, user_id=user_id, channel_id=channel_id)
 
 
 async def _permute(
@@ -214,4 +233,33 @@ async def _recipe(services: Services, job_id: str, command: dict[str, Any], resp
         message = views.notice(f"No job `{views.escape(job_id)}` that you can see.")
     else:
         message = await services.branching.recipe(job.id)
+    await answer(services, respond, message, user_id=user_id, channel_id=channel_id)
+
+
+async def _kit(
+    services: Services,
+    ack: AsyncAck,
+    parsed: KitShow | KitSet | KitClear | KitUnpin,
+    command: dict[str, Any],
+    respond: AsyncRespond,
+) -> None:
+    """`/imagine kit`, `kit set …`, `kit clear` and `kit unpin N` (answered only to the caller)."""
+    user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
+    if isinstance(parsed, KitSet):
+        try:
+            change = parse_kit_set(parsed.args, services.intake.limits_for())
+        except RequestError as exc:
+            await ack(response_type="ephemeral", **kit_views.kit_error(str(exc)))
+            return
+        await ack()
+        message = await services.kits.change(channel_id, user_id, change)
+    elif isinstance(parsed, KitClear):
+        await ack()
+        message = await services.kits.clear(channel_id, user_id)
+    elif isinstance(parsed, KitUnpin):
+        await ack()
+        message = await services.kits.unpin(channel_id, user_id, parsed.number)
+    else:
+        await ack()
+        message = await services.kits.show(channel_id)
     await answer(services, respond, message, user_id=user_id, channel_id=channel_id)

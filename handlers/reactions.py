@@ -20,9 +20,12 @@ def register(app: Listeners, services: Services) -> None:
 
     async def on_reaction_added(event: dict[str, Any], context: AsyncBoltContext) -> None:
         await services.branching.react(event, team_id=str(context.team_id), bot_user_id=context.bot_user_id)
+        # Pins come from any image message (a person's upload too), so not only the bot's own.
+        await services.kits.react(event, removed=False)
 
     async def on_reaction_removed(event: dict[str, Any], context: AsyncBoltContext) -> None:
         """Nothing undoes an iteration; features whose state a reaction holds act on its removal."""
+        await services.kits.react(event, removed=True)
 
     app.event("reaction_added")(on_reaction_added)
     app.event("reaction_removed")(on_reaction_removed)

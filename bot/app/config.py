@@ -76,6 +76,9 @@ class Settings(BaseSettings):
     # Who may change channel kits and read the workspace usage report (Slack user ids); empty: anyone in
     # the channel may change its kit, and only workspace admins and owners see the workspace report.
     kit_admins: Annotated[frozenset[str], NoDecode] = frozenset()
+    # US$ per image for the usage report's spend estimate: Seedream 4.5's market price, any size
+    # (oxen-api.md Decisions and §5.6; Oxen's own price is not published).
+    oxen_price_per_image: float = Field(default=0.04, ge=0, le=100)
 
     @property
     def quotas(self) -> QuotaPolicy:

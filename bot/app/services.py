@@ -23,9 +23,11 @@ from bot.features.actions import Branching
 from bot.features.history import History
 from bot.features.intake import Intake
 from bot.features.iterations import Iterations
+from bot.features.kits import Kits
 from bot.features.permutations import Permutations
 from bot.features.reference_hosting import DataUriHost, OxenRepoHost, ReferenceHost, SignedUrlHost
 from bot.features.references import References
+from bot.features.usage import UsageReports
 from bot.jobs.pipeline import JobPipeline
 from bot.jobs.positions import QueuePositions
 from bot.jobs.runner import JobRunner
@@ -65,6 +67,8 @@ class Services:
     branching: Branching
     history: History
     uploads: UploadMessages
+    usage: UsageReports
+    kits: Kits
     permutations: Permutations
     tasks: Tasks = field(default_factory=lambda: Tasks("background task"))
     """Background work (App Home publishes, housekeeping): see `spawn`."""
@@ -167,6 +171,7 @@ class Services:
             access=ChannelAccess(slack),
             backlog=lambda channel: pacer.backlog(channel) / pacer.unit,
             quotas=settings.quotas,
+            kits=store.kit,
         )
         iterations = Iterations(store=store, intake=intake, references=references, slack=gateway)
         grace = settings.slack_file_grace
@@ -174,7 +179,18 @@ class Services:
             store=store, intake=intake, runner=runner, slack=gateway, references=references, file_grace=grace
         )
         history = History(store=store, slack=gateway, spawn=tasks.spawn, file_grace=grace)
+        kits = Kits(
+            store=store, slack=gateway, references=references, admins=settings.kit_admins, file_grace=grace
+        )
         pipeline.on_finished.append(lambda job: history.refresh_after_job(job.team_id, job.user_id))
+        usage = UsageReports(
+            store=store,
+            slack=gateway,
+            quotas=settings.quotas,
+            quota_line=intake.usage_today,
+            admins=settings.kit_admins,
+            price=settings.oxen_price_per_image,
+        )
         permutations = Permutations(
             store=store,
             intake=intake,
@@ -201,6 +217,8 @@ class Services:
             branching,
             history,
             uploads,
+            usage,
+            kits,
             permutations,
             tasks,
         )

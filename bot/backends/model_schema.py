@@ -92,6 +92,7 @@ class ModelSchema:
             prompt_max=int(prompt.get("maxLength", DEFAULT_PROMPT_MAX)),
             seed_range=(max(int(seed.get("minimum", low)), low), min(int(seed.get("maximum", high)), high)),
             sizes=tuple(str(value).upper() for value in size.get("enum", SIZES)),
+            max_references=self.max_references,
         )
 
 

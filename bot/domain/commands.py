@@ -9,7 +9,10 @@ generate):
 - `seed <N> <prompt…>`: a prompt with `--seed N` (N all digits, a prompt after it);
 - `history`, `history <N>`, `history export`, and `history <N> <text…>` with N from 1 to MAX_LISTED
   (a number outside that range followed by text is a prompt: `history 1984 propaganda poster`);
-- `usage` alone: today's images against the daily caps (`usage of colour` is a prompt).
+- `usage` alone: the caller's usage, or the workspace report for admins (`usage of colour` is a prompt).
+- `kit`, `kit clear`, `kit unpin <N>` (N from 1 to MAX_PINS) and `kit set` followed by a flag: the
+  channel's kit (`kit set` alone explains itself; `kit of tools` and `kit set the table on fire` are
+  prompts).
 
 A leading `--` (or the em or en dash Slack clients turn it into) forces the rest to be a prompt:
 `/imagine -- show me the money`.
@@ -21,6 +24,7 @@ import re
 from dataclasses import dataclass
 
 from bot.domain.controls import MAX_LISTED
+from bot.domain.kits import MAX_PINS
 
 JOB_ID = re.compile(r"^[0-9a-fA-F]{10}$")
 FORCE_PROMPT = ("--", "—", "–")
@@ -56,7 +60,31 @@ class History:
 
 @dataclass(frozen=True)
 class UsageReport:
-    """`/imagine usage`: today's images against the daily caps."""
+    """`/imagine usage`: the caller's images (today against the caps, last 7 days), or the admin report."""
+
+
+@dataclass(frozen=True)
+class KitShow:
+    """`/imagine kit`: show the channel's kit."""
+
+
+@dataclass(frozen=True)
+class KitSet:
+    """`/imagine kit set --flag value …`: `args` are the words after `set`, as typed."""
+
+    args: str
+
+
+@dataclass(frozen=True)
+class KitClear:
+    """`/imagine kit clear`: remove the channel's kit."""
+
+
+@dataclass(frozen=True)
+class KitUnpin:
+    """`/imagine kit unpin <N>`: drop the N-th pinned reference (as `/imagine kit` numbers them)."""
+
+    number: int
 
 
 @dataclass(frozen=True)
@@ -73,7 +101,19 @@ class UsageError:
     message: str
 
 
-Command = Help | Show | Recipe | History | UsageReport | Prompt | UsageError
+Command = (
+    Help
+    | Show
+    | Recipe
+    | History
+    | UsageReport
+    | KitShow
+    | KitSet
+    | KitClear
+    | KitUnpin
+    | Prompt
+    | UsageError
+)
 
 
 def is_number(word: str) -> bool:
@@ -112,6 +152,10 @@ def parse_command(text: str) -> Command:
         return Prompt(f"{prompt} --seed {words[1]}")
     if first == "usage" and len(words) == 1:
         return UsageReport()
+    if first == "kit":
+        kit = _kit_command(text, words)
+        if kit is not None:
+            return kit
     if first == "history":
         rest = words[1:]
         if not rest or (len(rest) == 1 and (is_number(rest[0]) or rest[0].lower() == "export")):
@@ -119,3 +163,21 @@ def parse_command(text: str) -> Command:
         if listed_count(rest[0]) is not None:
             return History(tuple(rest))
     return Prompt(text)
+
+
+def _kit_command(text: str, words: list[str]) -> Command | None:
+    """The `kit …` shapes, or None when the text is a prompt that starts with "kit"."""
+    rest = [word.lower() for word in words[1:]]
+    if not rest:
+        return KitShow()
+    if rest == ["clear"]:
+        return KitClear()
+    if len(rest) == 2 and rest[0] == "unpin" and rest[1] in {str(n) for n in range(1, MAX_PINS + 1)}:
+        return KitUnpin(int(rest[1]))
+    if rest == ["set"]:
+        return UsageError(
+            'Say what the kit sets, like `/imagine kit set --ar 16:9 --size 2K --style "flat vector"`.'
+        )
+    if rest[0] == "set" and words[2].startswith(FORCE_PROMPT):
+        return KitSet(text.strip()[len(words[0]) :].strip()[len(words[1]) :].strip())
+    return None

@@ -13,6 +13,7 @@ SIZES = ("2K", "4K")
 MAX_IMAGES = 4
 DEFAULT_SEED_RANGE = (0, 2_147_483_647)
 DEFAULT_PROMPT_MAX = 4000
+DEFAULT_MAX_REFERENCES = 10
 
 # Slack clients turn a typed "--" into an em or en dash; accept those as flag prefixes too.
 _FLAG = re.compile(r"^(?:--|—|–)([A-Za-z][\w-]*)(?:=(.*))?$")
@@ -36,6 +37,7 @@ class GenerationRequest(BaseModel):
     n: int = 1
     model: str | None = None
     fresh: bool = False
+    nokit: bool = False
 
 
 @dataclass(frozen=True)
@@ -45,6 +47,8 @@ class Limits:
     prompt_max: int = DEFAULT_PROMPT_MAX
     seed_range: tuple[int, int] = DEFAULT_SEED_RANGE
     sizes: tuple[str, ...] = SIZES
+    max_references: int = DEFAULT_MAX_REFERENCES
+    """References the model takes, at most Dreamboard's limit of 10."""
 
 
 @dataclass(frozen=True)
@@ -130,10 +134,11 @@ FLAGS: tuple[Flag, ...] = (
     Flag("n", "n", True, f"1 to {MAX_IMAGES} images (seeds N, N+1, …)", _count, f"1-{MAX_IMAGES}", "2"),
     Flag("model", "model", True, "another Oxen image model id", _model, "MODEL_ID", "bytedance-seedream-4-5"),
     Flag("fresh", "fresh", False, "in a thread reply: start over, without the thread's earlier images"),
+    Flag("nokit", "nokit", False, "leave out this channel's kit (its flags, style and pinned references)"),
 )
 """The single flag table: the parser, the usage line, `/imagine help` and the recipes derive from it."""
 
-# Switches (--fresh) only mean something in thread replies, so the `/imagine` usage leaves them out.
+# The usage line shows flags with values; switches (--fresh, --nokit) are listed by `/imagine help`.
 USAGE = "/imagine <prompt> " + " ".join(f"[--{f.name} {f.placeholder}]" for f in FLAGS if f.parse)
 _BY_NAME = {name: flag for flag in FLAGS for name in (flag.name, *flag.aliases)}
 _KNOWN = ", ".join(f"--{flag.name}" for flag in FLAGS)

@@ -15,6 +15,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from bot.domain.controls import REACTIONS, Action, Target
+from bot.domain.kits import KitApplication
 from bot.domain.requests import prompt_box_size, split_prompt
 from bot.features.intake import CapReachedError, Intake, NotInChannelError, StatusPostError
 from bot.features.references import Collected, References, ReferenceSource
@@ -85,9 +86,24 @@ class Branching:
         )
 
     async def start(
-        self, recipe: Recipe, parent: Job, *, user_id: str, team_id: str, channel_id: str, thread_ts: str
+        self,
+        recipe: Recipe,
+        parent: Job,
+        *,
+        user_id: str,
+        team_id: str,
+        channel_id: str,
+        thread_ts: str,
+        new_prompt: bool = False,
     ) -> Job:
-        """Queue `recipe` as a branch of `parent`, owned by `user_id`."""
+        """Queue `recipe` as a branch of `parent`, owned by `user_id`. It reuses the channel kit `parent`
+        recorded (none when it had none), unless it is a `new_prompt` (an edit), which gets today's kit
+        (or none, when `parent` said `--nokit`)."""
+        recorded = KitApplication.from_params(parent.params)
+        if new_prompt:
+            kit = recorded if recorded is not None and recorded.declined else None
+        else:
+            kit = recorded or KitApplication()
         if recipe.reference is None:
             sources = self.references_of(parent)
         else:
@@ -115,6 +131,7 @@ class Branching:
             thread_ts=thread_ts,
             references=Collected(sources, [], [], parent.id),
             notify=lambda message: self._ephemeral(channel_id, user_id, thread_ts, message),
+            kit=kit,
         )
 
     async def cancel_or_delete(self, job_id: str, *, user_id: str) -> str:
@@ -318,7 +335,13 @@ class Branching:
         recipe = recipes.apply_edit(job, submission.edits)
         try:
             return await self.start(
-                recipe, job, user_id=user_id, team_id=team_id, channel_id=channel, thread_ts=str(thread)
+                recipe,
+                job,
+                user_id=user_id,
+                team_id=team_id,
+                channel_id=channel,
+                thread_ts=str(thread),
+                new_prompt=True,
             )
         except (NotAllowedError, CapReachedError, NotInChannelError, StatusPostError) as exc:
             await self._tell(channel, user_id, thread, refusal(exc, recipe.request.prompt))

@@ -19,6 +19,7 @@ from typing import Any
 
 from bot.backends.base import ImageBackend
 from bot.domain.errors import CapReachedError
+from bot.domain.kits import Kit, KitApplication, apply_kit, reapply
 from bot.domain.permutations import QueueRoomError, quota_refusal
 from bot.domain.quotas import QuotaExceededError, QuotaPolicy, Usage
 from bot.domain.requests import GenerationRequest, Limits
@@ -105,10 +106,12 @@ class Intake:
         backlog: Callable[[str], float] | None = None,
         quotas: QuotaPolicy | None = None,
         clock: Callable[[], float] = time.time,
+        kits: Callable[[str], Awaitable[Kit]] | None = None,
     ) -> None:
         """`access` checks a channel can take the images before anything is paid; `backlog(channel)`:
         Slack's seconds until a post there would be sent (the pacer's); `quotas`: the daily caps,
-        with `clock` the wall time they are counted at."""
+        with `clock` the wall time they are counted at; `kits(channel)`: the channel's kit."""
+        self._kits = kits
         self._quotas = quotas if quotas is not None and quotas.enabled else None
         self._clock = clock
         self._counting = asyncio.Lock()
@@ -156,8 +159,10 @@ class Intake:
         references: Collected | None = None,
         request_key: str | None = None,
         notify: Notify | None = None,
+        kit: KitApplication | None = None,
     ) -> Job:
-        """Store, announce and queue a job. Raises CapReachedError, NotInChannelError, StatusPostError,
+        """Store, announce and queue a job: with the channel's kit, or (`kit`) the one a job it repeats
+        recorded (see domain/kits.py). Raises CapReachedError, NotInChannelError, StatusPostError,
         QuotaExceededError (a CapReachedError: today's images are used up, or the job would not fit),
         or store.DuplicateRequestError when `request_key` already made a job. Nothing is stored or posted
         when the bot could not deliver the images into `channel_id` (see ChannelAccess). When the channel
@@ -167,8 +172,10 @@ class Intake:
                 await self._access.check(channel_id)
             except SlackError:
                 raise NotInChannelError() from None
+        request, applied = await self._kit_for(request, channel_id, references, kit)
         new_job = self._new_job(
             request,
+            kit=applied,
             team_id=team_id,
             channel_id=channel_id,
             user_id=user_id,
@@ -212,22 +219,21 @@ class Intake:
         then `store(jobs)` stores them (the jobs' request keys are `request_key#1`, `#2`, …). Every
         combination without `--seed` gets the same seed, drawn once, so the variants compare. Raises
         NotInChannelError, or DuplicateRequestError for a redelivered request. Nothing is stored when
-        anything is refused; the places are given back when storing fails."""
+        anything is refused; the places are given back when storing fails. The channel's kit applies to
+        every combination, as to any job."""
         if self._access is not None:
             try:
                 await self._access.check(channel_id)
             except SlackError:
                 raise NotInChannelError() from None
-        new_jobs = [
-            replace(job, params={**job.params, **params})
-            for job in (
-                self._new_job(
-                    request, team_id=team_id, channel_id=channel_id, user_id=user_id, thread_ts=None,
-                    references=None, request_key=f"{request_key}#{number}",
-                )
-                for number, request in enumerate(requests, start=1)
-            )
-        ]  # fmt: skip
+        new_jobs = []
+        for number, asked in enumerate(requests, start=1):
+            request, applied = await self._kit_for(asked, channel_id, None, None)
+            job = self._new_job(
+                request, kit=applied, team_id=team_id, channel_id=channel_id, user_id=user_id,
+                thread_ts=None, references=None, request_key=f"{request_key}#{number}",
+            )  # fmt: skip
+            new_jobs.append(replace(job, params={**job.params, **params}))
         drawn = [job for job in new_jobs if not job.seed_given]
         if drawn:
             low, high = min((self.limits_for(job.model).seed_range for job in drawn), key=lambda r: r[1])
@@ -285,6 +291,23 @@ class Intake:
                 )
             )
 
+    async def _kit_for(
+        self,
+        request: GenerationRequest,
+        channel_id: str,
+        references: Collected | None,
+        recorded: KitApplication | None,
+    ) -> tuple[GenerationRequest, KitApplication | None]:
+        """The request with the kit's defaults, and what the kit gives the job (its pins after the job's
+        own references, within the model's limit)."""
+        own = len(references.sources) if references is not None else 0
+        limits = self.limits_for(self.model_for(request))
+        if recorded is not None:
+            return request, reapply(request, recorded, own_references=own, limits=limits)
+        if self._kits is None:
+            return request, None
+        return apply_kit(request, await self._kits(channel_id), own_references=own, limits=limits)
+
     async def _store_job(self, new_job: NewJob) -> tuple[Ticket, Job, list[JobImage]]:
         ticket = self._runner.admit(new_job.team_id, new_job.user_id)
         try:
@@ -304,6 +327,7 @@ class Intake:
         thread_ts: str | None,
         references: Collected | None,
         request_key: str | None,
+        kit: KitApplication | None,
     ) -> NewJob:
         model = self.model_for(request)
         aspect_ratio = request.aspect_ratio
@@ -314,6 +338,8 @@ class Intake:
             params["references"] = [source.to_json() for source in references.sources]
             params["left_out"] = references.left_out
             params["skipped"] = references.skipped
+        if kit is not None and kit.to_params():
+            params["kit"] = kit.to_params()
         if request.seed is None:
             low, high = self.limits_for(model).seed_range
             seed = random.randint(low, high - request.n + 1)

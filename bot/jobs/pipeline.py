@@ -43,6 +43,7 @@ from bot.backends.base import (
     SubmissionUnknownError,
 )
 from bot.domain.errors import UserFacingError
+from bot.domain.kits import sent_prompt
 from bot.domain.logcontext import bind_job
 from bot.jobs.failures import JobTimeoutError, describe_failure
 from bot.jobs.uploads import UploadMessages
@@ -207,7 +208,11 @@ class JobPipeline:
             job = await self.announce(job, position=1, look_first=True)
         urls = await self._references.resolve(job.reference_sources)
         plan = await self._backend.plan(
-            job.model, prompt=job.prompt, size=job.size, aspect_ratio=job.aspect_ratio, references=urls
+            job.model,
+            prompt=sent_prompt(job.prompt, job.params),
+            size=job.size,
+            aspect_ratio=job.aspect_ratio,
+            references=urls,
         )
         self._plans[job.id] = plan
         running = await self._store.mark_running(job.id, plan.notes)

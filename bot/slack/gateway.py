@@ -124,6 +124,22 @@ class SlackGateway:
             )
         )
 
+    async def upload_image(
+        self, channel: str, *, content: bytes, filename: str, title: str, alt_text: str
+    ) -> None:
+        """Share an image the bot drew (the usage chart) in a conversation, with its alt text (at most
+        1000 characters, slack.md); raises SlackError."""
+        redact = self.redactor.redact
+        await call(
+            self._client.files_upload_v2(
+                channel=channel,
+                file=content,
+                filename=filename,
+                title=redact(title),
+                alt_txt=redact(alt_text),
+            )
+        )
+
     async def thread_messages(self, channel: str, ts: str) -> list[dict[str, Any]]:
         """Every message of a thread, oldest first, read 200 at a time."""
         pages = message_pages(
@@ -150,6 +166,12 @@ class SlackGateway:
                     if metadata.get("event_type") == event_type and metadata.get("event_payload") == payload:
                         return str(message["ts"])
         return None
+
+    async def reacted_message(self, channel: str, ts: str) -> dict[str, Any]:
+        """The message a reaction is on, with its files: reactions.get with full=True, which works for
+        thread replies too and is not held to conversations.history's limits (slack.md §3.4)."""
+        response = await call(self._client.reactions_get(channel=channel, timestamp=ts, full=True))
+        return dict(response.get("message") or {})
 
     async def file_info(self, file_id: str) -> dict[str, Any]:
         """A file object (for events that carry a stub)."""

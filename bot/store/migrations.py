@@ -15,6 +15,17 @@ result URL back. Images made before it have none and are fetched back from Slack
 Migration 8 is the table /healthz writes to (and empties again) to learn whether the database can
 take a write now (Store.writable).
 
+Migration 9 indexes jobs by team, channel and creation time, so the channel half of
+`Store.quota_usage` (team, user or channel, since) is a range search, as the user half already was
+(SQLite runs the OR as a MULTI-INDEX OR over both); and by creation time (then team), for the usage
+report's counts over the last days. Not (team_id, created_at): SQLite, without statistics, would then
+answer the quota count from that one index, reading the whole team's day.
+
+Migration 10 holds channel brand kits: `channel_kits` (default flags and style suffix per channel),
+`kit_pins` (at most 3 pinned references per channel, each from one message) and `kit_pin_reactions`
+(each person's :pushpin: on a message, with the event_ts of the last reaction event applied, so a
+repeated or late delivery changes nothing).
+
 Migration 11 holds prompt permutations (bot/features/permutations.py): a set per `/imagine` with braces
 (its thread root, and its contact sheet's file id, message ts and posting time: the sheet's step log),
 the set's variants with the job each became, and the sheet's tiles (which image each numbered tile
@@ -117,6 +128,36 @@ MIGRATIONS: tuple[str, ...] = (
     """,
     """
     CREATE TABLE write_probe (id INTEGER PRIMARY KEY, payload BLOB);
+    """,
+    """
+    CREATE INDEX generations_by_channel ON generations (team_id, channel_id, created_at);
+    CREATE INDEX generations_by_time ON generations (created_at, team_id);
+    """,
+    """
+    CREATE TABLE channel_kits (
+        channel_id TEXT PRIMARY KEY,
+        aspect_ratio TEXT,
+        size TEXT,
+        style TEXT,
+        updated_by TEXT,
+        updated_at REAL NOT NULL
+    );
+    CREATE TABLE kit_pins (
+        channel_id TEXT NOT NULL,
+        message_ts TEXT NOT NULL,
+        source TEXT NOT NULL,
+        ready_at REAL NOT NULL,
+        pinned_at REAL NOT NULL,
+        PRIMARY KEY (channel_id, message_ts)
+    );
+    CREATE TABLE kit_pin_reactions (
+        channel_id TEXT NOT NULL,
+        message_ts TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        active INTEGER NOT NULL,
+        event_ts REAL NOT NULL,
+        PRIMARY KEY (channel_id, message_ts, user_id)
+    );
     """,
     """
     CREATE TABLE permutation_sets (

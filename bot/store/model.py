@@ -6,6 +6,8 @@ from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
 
+from bot.domain.kits import sent_references
+
 
 class JobState(StrEnum):
     """A job's lifecycle: queued → running → uploaded, or failed / cancelled."""
@@ -126,8 +128,9 @@ class Job:
 
     @property
     def reference_sources(self) -> list[dict[str, Any]]:
-        """The stored reference descriptions (see features/references.ReferenceSource)."""
-        return list(self.params.get("references") or [])
+        """The stored reference descriptions Oxen gets (see features/references.ReferenceSource): the
+        job's own, then the pins its channel kit gave it (domain/kits.py)."""
+        return [dict(source) for source in sent_references(self.params)]
 
 
 # -- permutation sets --

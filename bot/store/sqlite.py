@@ -12,10 +12,11 @@ from collections.abc import AsyncIterator, Awaitable, Callable, Iterator, Sequen
 from contextvars import ContextVar
 from dataclasses import fields
 from pathlib import Path
-from typing import Any, TypeVar
+from typing import Any, Literal, TypeVar
 
 import aiosqlite
 
+from bot.domain.kits import Kit, Pin
 from bot.store.migrations import MIGRATIONS
 from bot.store.model import (
     ImageState,
@@ -100,6 +101,16 @@ def _reason(exc: sqlite3.Error) -> str:
         return "its database or disk is full"
     return "its database cannot be written"
 
+
+_COUNTED_IMAGE = (
+    "(g.state IN ('queued', 'running') OR i.state = 'succeeded'"
+    " OR i.generation_id IS NOT NULL OR i.submit_started_at IS NOT NULL)"
+)
+"""The images that count against quotas and in the usage report (paid, or being paid), as a condition
+on `generation_images AS i JOIN generations AS g`."""
+_BY_TIME = "INDEXED BY generations_by_time"
+"""The usage report reads a team's last days: a range of creation times (migration 9). Named, because
+without statistics SQLite would rather walk a team's whole history in a (team_id, …) index."""
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _IMAGE_FIELDS = tuple(f.name for f in fields(JobImage))
@@ -438,13 +449,12 @@ class Store:
         and any image that was submitted to Oxen (even if it then failed) or succeeded. Images of jobs
         that failed or were cancelled before submitting them do not count."""
         row = await self._one(
-            "SELECT COALESCE(SUM(CASE WHEN user_id = ? THEN w END), 0),"
+            "SELECT COALESCE(SUM(CASE WHEN user_id = ? THEN w END), 0),"  # noqa: S608
             " COALESCE(SUM(CASE WHEN channel_id = ? THEN w END), 0) FROM ("
             " SELECT g.user_id, g.channel_id, CASE WHEN g.size = '4K' THEN ? ELSE 1 END AS w"
             " FROM generation_images AS i JOIN generations AS g ON g.id = i.job_id"
             " WHERE g.team_id = ? AND (g.user_id = ? OR g.channel_id = ?) AND g.created_at >= ?"
-            " AND (g.state IN ('queued', 'running') OR i.state = 'succeeded'"
-            " OR i.generation_id IS NOT NULL OR i.submit_started_at IS NOT NULL))",
+            f" AND {_COUNTED_IMAGE})",
             (user_id, channel_id, weight_4k, team_id, user_id, channel_id, since),
         )
         return (int(row[0]), int(row[1])) if row else (0, 0)
@@ -658,6 +668,190 @@ class Store:
             "UPDATE generations SET card_ts = ? WHERE id = ? RETURNING *", (ts, job_id)
         )
         return _job(row) if row else None
+
+    # -- usage --
+
+    async def usage_tallies(
+        self,
+        team_id: str,
+        column: Literal["user_id", "channel_id"],
+        *,
+        today: float,
+        since: float,
+        user_id: str | None = None,
+    ) -> list[tuple[str, int, int]]:
+        """Counted images (_COUNTED_IMAGE, one each) per user or channel of jobs created since `since`:
+        (key, images since `today`, images since `since`). Only `user_id`'s jobs when given."""
+        assert column in ("user_id", "channel_id")
+        mine = " AND g.user_id = ?" if user_id is not None else ""
+        rows = await self._all(
+            f"SELECT g.{column}, SUM(g.created_at >= ?), COUNT(*)"  # noqa: S608
+            f" FROM generation_images AS i JOIN generations AS g {_BY_TIME} ON g.id = i.job_id"
+            f" WHERE g.team_id = ? AND g.created_at >= ?{mine} AND {_COUNTED_IMAGE} GROUP BY g.{column}",
+            (today, team_id, since, *([user_id] if user_id is not None else [])),
+        )
+        return [(str(row[0]), int(row[1]), int(row[2])) for row in rows]
+
+    async def usage_per_day(
+        self, team_id: str, starts: Sequence[float], end: float, *, user_id: str | None = None
+    ) -> dict[float, int]:
+        """Counted images of jobs created on each day: `starts` are the days' starts in order, the last
+        day ends at `end`. Days without images are left out. Only `user_id`'s jobs when given."""
+        if not starts:
+            return {}
+        bounds = list(zip(starts, [*starts[1:], end], strict=True))
+        values = ", ".join("(?, ?)" for _ in bounds)
+        mine = " AND g.user_id = ?" if user_id is not None else ""
+        rows = await self._all(
+            f"WITH days (start, stop) AS (VALUES {values})"  # noqa: S608
+            f" SELECT d.start, COUNT(*) FROM days AS d JOIN generations AS g {_BY_TIME}"
+            " ON g.team_id = ? AND g.created_at >= d.start AND g.created_at < d.stop"
+            f" JOIN generation_images AS i ON i.job_id = g.id WHERE {_COUNTED_IMAGE}{mine} GROUP BY d.start",
+            (*(v for bound in bounds for v in bound), team_id, *([user_id] if user_id is not None else [])),
+        )
+        return {float(row[0]): int(row[1]) for row in rows}
+
+    async def image_outcomes(
+        self, team_id: str, since: float, *, user_id: str | None = None
+    ) -> tuple[int, int]:
+        """(finished, failed) counted images of jobs created since `since` that ended uploaded or failed;
+        an image failed unless its job was uploaded and it succeeded (domain/usage_stats.py)."""
+        mine = " AND g.user_id = ?" if user_id is not None else ""
+        row = await self._one(
+            "SELECT COUNT(*), COALESCE(SUM(NOT (g.state = 'uploaded' AND i.state = 'succeeded')), 0)"  # noqa: S608
+            f" FROM generation_images AS i JOIN generations AS g {_BY_TIME} ON g.id = i.job_id"
+            f" WHERE g.team_id = ? AND g.created_at >= ? AND g.state IN ('uploaded', 'failed')"
+            f" AND {_COUNTED_IMAGE}{mine}",
+            (team_id, since, *([user_id] if user_id is not None else [])),
+        )
+        return (int(row[0]), int(row[1])) if row else (0, 0)
+
+    async def delivery_seconds(
+        self, team_id: str, since: float, *, user_id: str | None = None
+    ) -> list[float]:
+        """Seconds from `created_at` to `finished_at` of the uploaded jobs created since `since`, in
+        order (one number per job: the percentiles need them all)."""
+        mine = " AND user_id = ?" if user_id is not None else ""
+        rows = await self._all(
+            f"SELECT finished_at - created_at FROM generations {_BY_TIME}"  # noqa: S608
+            " WHERE team_id = ? AND created_at >= ? AND state = 'uploaded' AND finished_at IS NOT NULL"
+            f"{mine} ORDER BY 1",
+            (team_id, since, *([user_id] if user_id is not None else [])),
+        )
+        return [float(row[0]) for row in rows]
+
+    # -- kits ------------------------------------------------------------------------------------
+
+    async def kit(self, channel_id: str) -> Kit:
+        """The channel's kit (the empty kit when none was set), pins in the order they were pinned."""
+        row = await self._one("SELECT * FROM channel_kits WHERE channel_id = ?", (channel_id,))
+        pins = await self._all(
+            "SELECT message_ts, source, ready_at FROM kit_pins WHERE channel_id = ?"
+            " ORDER BY pinned_at, rowid",
+            (channel_id,),
+        )
+        found = tuple(Pin(row["message_ts"], json.loads(row["source"]), row["ready_at"]) for row in pins)
+        if row is None:
+            return Kit(pins=found)
+        return Kit(row["aspect_ratio"], row["size"], row["style"], found, row["updated_by"])
+
+    async def save_kit(self, channel_id: str, kit: Kit, *, user_id: str) -> None:
+        """Store the channel's flags and style (its pins are kept by add_pin and drop_pin)."""
+        await self._write(
+            "INSERT INTO channel_kits (channel_id, aspect_ratio, size, style, updated_by, updated_at)"
+            " VALUES (?, ?, ?, ?, ?, ?) ON CONFLICT (channel_id) DO UPDATE SET"
+            " aspect_ratio = excluded.aspect_ratio, size = excluded.size, style = excluded.style,"
+            " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+            (channel_id, kit.aspect_ratio, kit.size, kit.style, user_id, time.time()),
+        )
+
+    async def clear_kit(self, channel_id: str, *, user_id: str) -> None:
+        """Remove the channel's flags, style and pins (who cleared it is kept)."""
+
+        async def clear(db: aiosqlite.Connection) -> None:
+            await db.execute("DELETE FROM kit_pins WHERE channel_id = ?", (channel_id,))
+            await db.execute(
+                "INSERT INTO channel_kits (channel_id, updated_by, updated_at) VALUES (?, ?, ?)"
+                " ON CONFLICT (channel_id) DO UPDATE SET aspect_ratio = NULL, size = NULL, style = NULL,"
+                " updated_by = excluded.updated_by, updated_at = excluded.updated_at",
+                (channel_id, user_id, time.time()),
+            )
+
+        await self._in_transaction(clear)
+
+    async def record_pin_reaction(
+        self, channel_id: str, message_ts: str, user_id: str, *, active: bool, event_ts: float
+    ) -> bool:
+        """Record a person's :pushpin: added (`active`) or removed; False when the event changes nothing:
+        a repeated delivery, one older than the last applied, or the state the reaction already has."""
+
+        async def record(db: aiosqlite.Connection) -> bool:
+            async with db.execute(
+                "SELECT active, event_ts FROM kit_pin_reactions"
+                " WHERE channel_id = ? AND message_ts = ? AND user_id = ?",
+                (channel_id, message_ts, user_id),
+            ) as cursor:
+                row = await cursor.fetchone()
+            if row is not None and row["event_ts"] >= event_ts:
+                return False
+            await db.execute(
+                "INSERT INTO kit_pin_reactions (channel_id, message_ts, user_id, active, event_ts)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (channel_id, message_ts, user_id) DO UPDATE SET"
+                " active = excluded.active, event_ts = excluded.event_ts",
+                (channel_id, message_ts, user_id, int(active), event_ts),
+            )
+            before = bool(row["active"]) if row is not None else False
+            return before != active
+
+        return await self._in_transaction(record)
+
+    async def add_pin(
+        self, channel_id: str, message_ts: str, source: dict[str, Any], *, ready_at: float, limit: int
+    ) -> bool | None:
+        """Pin a reference from a message: True when pinned now, False when it already was, None when the
+        channel already holds `limit` pins (nothing written)."""
+
+        async def add(db: aiosqlite.Connection) -> bool | None:
+            async with db.execute(
+                "SELECT message_ts FROM kit_pins WHERE channel_id = ?", (channel_id,)
+            ) as cursor:
+                pinned = [row["message_ts"] for row in await cursor.fetchall()]
+            if message_ts in pinned:
+                return False
+            if len(pinned) >= limit:
+                return None
+            await db.execute(
+                "INSERT INTO kit_pins (channel_id, message_ts, source, ready_at, pinned_at)"
+                " VALUES (?, ?, ?, ?, ?)",
+                (channel_id, message_ts, json.dumps(source), ready_at, time.time()),
+            )
+            return True
+
+        return await self._in_transaction(add)
+
+    async def drop_pin(self, channel_id: str, message_ts: str) -> bool:
+        """Unpin a message's reference unless someone's :pushpin: still holds it; whether it was dropped."""
+        cursor = await self._write(
+            "DELETE FROM kit_pins WHERE channel_id = ? AND message_ts = ? AND NOT EXISTS ("
+            " SELECT 1 FROM kit_pin_reactions r WHERE r.channel_id = kit_pins.channel_id"
+            " AND r.message_ts = kit_pins.message_ts AND r.active = 1)",
+            (channel_id, message_ts),
+        )
+        return cursor.rowcount == 1
+
+    async def unpin(self, channel_id: str, message_ts: str) -> bool:
+        """Unpin a message's reference whatever holds it; whether it was pinned."""
+        cursor = await self._write(
+            "DELETE FROM kit_pins WHERE channel_id = ? AND message_ts = ?", (channel_id, message_ts)
+        )
+        return cursor.rowcount == 1
+
+    async def is_pinned(self, channel_id: str, message_ts: str) -> bool:
+        """Whether a message's reference is pinned to the channel's kit."""
+        row = await self._one(
+            "SELECT 1 FROM kit_pins WHERE channel_id = ? AND message_ts = ?", (channel_id, message_ts)
+        )
+        return row is not None
 
     # -- permutation sets --
 

@@ -12,6 +12,7 @@ from typing import Any
 
 from bot.domain.controls import PAGE_SIZE, REACTIONS, Action, HistoryQuery, Target
 from bot.domain.errors import CapReachedError
+from bot.domain.kits import KitApplication, sent_prompt
 from bot.domain.quotas import QuotaExceededError
 from bot.domain.requests import (
     ASPECT_RATIOS,
@@ -67,7 +68,12 @@ def help_message() -> Message:
         + "• `/imagine a {red|blue} fox in {snow|rain}` runs every combination (at most 8) in one thread, "
         "then posts a contact sheet of them all\n"
         "• `/imagine show <job id>` reposts a result with its buttons here\n"
-        "• `/imagine usage` shows your images and this channel's today against the daily quota\n"
+        '• `/imagine kit` shows this channel\'s kit; `/imagine kit set --ar 16:9 --size 2K --style "…"` '
+        "sets its default flags and a style added to every prompt; `/imagine kit clear` removes it; "
+        "react :pushpin: on an image to pin it as a reference (at most 3), remove it (or "
+        "`/imagine kit unpin N`) to unpin\n"
+        "• `/imagine usage` shows your images and this channel's today against the daily quota, and your "
+        "last 7 days; admins get the workspace report, with a 14-day chart in their DM\n"
         "• `/imagine -- <prompt>` is always a prompt, even one starting with `show`, `seed` or `history`\n\n"
         "Results arrive in a thread under the status message; every result records its seed. "
         "Reply in that thread to iterate, or react to a result:\n"
@@ -127,11 +133,6 @@ def cap_refusal(exc: CapReachedError, prompt: str) -> Message:
     if isinstance(exc, QuotaExceededError):
         return notice(f"{exc.message} Your prompt was:\n{_quote(prompt)}")
     return cap_reached(exc.queued, prompt)
-
-
-def usage_report(report: str | None) -> Message:
-    """`/imagine usage` (only the caller sees it); `report` from domain/quotas.py, None when uncapped."""
-    return notice(f":bar_chart: {report}" if report else ":bar_chart: No daily image quota is set here.")
 
 
 def quota_left(line: str) -> Message:
@@ -265,6 +266,9 @@ def result_card(
     ]
     if parent is not None:
         blocks.append(_context(f"↳ from job `{parent.id}` by <@{parent.user_id}>"))
+    kit_line = _kit_line(job)
+    if kit_line:
+        blocks.append(_context(kit_line))
     failed = [image for image in images if image.error]
     notes = list(job.notes)
     left_out = job.params.get("left_out") or []
@@ -286,10 +290,23 @@ def result_card(
     return {"text": f"Result of job {job.id}: {escape(_clip(job.prompt, 200))}", "blocks": blocks}
 
 
+def _kit_line(job: Job) -> str | None:
+    """The card's line naming what the channel kit gave the job (None: no kit)."""
+    kit = KitApplication.from_params(job.params)
+    summary = kit.summary() if kit is not None else None
+    return f":art: {escape(summary)}" if summary else None
+
+
 def imagine_line(job: Job) -> str:
     """A `/imagine …` line that asks for the same thing again: what ▶️ Replay runs, less the references
-    (a slash command cannot carry files; `recipe` says so next to the line)."""
-    return f"/imagine {request_text(recipes.replay(job, new_seed=False).request)}"
+    (a slash command cannot carry files; `recipe` says so next to the line). For a job a channel kit
+    shaped, the line spells out the prompt Oxen received and says `--nokit`, so it means the same in any
+    channel, whatever its kit is now."""
+    request = recipes.replay(job, new_seed=False).request
+    kit = KitApplication.from_params(job.params)
+    if kit is not None and kit.applied:
+        request = request.model_copy(update={"prompt": sent_prompt(job.prompt, job.params), "nokit": True})
+    return f"/imagine {request_text(request)}"
 
 
 def _references_note(count: int) -> str:
@@ -305,9 +322,15 @@ def recipe(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -
     seeds = ", ".join(str(image.seed) for image in images) or str(job.seed)
     ratio = escape(job.aspect_ratio or "model default")
     references = len(job.params.get("references") or [])
+    sent = sent_prompt(job.prompt, job.params)
     lines = [
         f"*Recipe of job `{job.id}`* by <@{job.user_id}>",
         f"*Prompt*\n{_quote(job.prompt, 2000)}",
+        *(
+            [f"*Prompt sent to Oxen* (with the channel kit's style)\n{_quote(sent, 2000)}"]
+            if sent != job.prompt
+            else []
+        ),
         f"*Seeds:* `{seeds}` · *Size:* {job.size} · *Aspect ratio:* {ratio}"
         f" · *Model:* `{escape(job.model)}` · *References:* {references}",
     ]
@@ -315,11 +338,14 @@ def recipe(job: Job, images: Sequence[JobImage], *, parent: Job | None = None) -
         lines.append(f"↳ from job `{parent.id}` by <@{parent.user_id}>")
     if job.notes:
         lines.append("\n".join(f":information_source: {escape(note)}" for note in job.notes))
+    kit_line = _kit_line(job)
+    if kit_line:
+        lines.append(kit_line)
     command = escape(_clip(imagine_line(job), 2800))
     text = "\n".join(lines)
     blocks = [_section(text), _section(f"```{command}```")]
-    if references:
-        blocks.append(_context(_references_note(references)))
+    if job.reference_sources:
+        blocks.append(_context(_references_note(len(job.reference_sources))))
     return {"text": f"Recipe of job {job.id}", "blocks": blocks}
 
 
@@ -458,7 +484,7 @@ def _summary(job: Job, permalink: Callable[[Job], str]) -> str:
     where = f" · <{link}|thread>" if link else ""
     ratio = escape(job.aspect_ratio or "default")
     return (
-        f"*{escape(_clip(job.prompt, 300))}*\n"
+        f"*{escape(_clip(sent_prompt(job.prompt, job.params), 300))}*\n"
         f"`{job.seed}` · {job.size} · {ratio} · {_when(job)}{where} · job `{job.id}`"
     )
 

@@ -282,3 +282,14 @@ async def test_a_set_that_does_not_fit_the_queue_cap_queues_none_of_its_jobs(har
     await harness.command("a {red|blue|green} kite")
     await sheet_posted(harness)
     assert len(await harness.jobs()) == 3, "the places the refused set held were given back"
+
+
+async def test_the_channel_kit_applies_to_every_combination(harness: Harness) -> None:
+    await harness.start()
+    await harness.command('kit set --style "ink wash"')
+    await harness.slack.wait_for("response_url")
+    await harness.command("a {red|blue} heron")
+    await sheet_posted(harness)
+    prompts = sorted(call.params["prompt"] for call in harness.oxen.recorder.calls_to("POST /ai/queue"))
+    assert prompts == ["a blue heron, ink wash", "a red heron, ink wash"]
+    assert [label for *_, label in tile_rows(harness)] == ["1 · red", "2 · blue"], "labels name the options"

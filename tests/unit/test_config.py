@@ -94,3 +94,13 @@ def test_kit_admins_are_a_comma_list_of_user_ids(monkeypatch: pytest.MonkeyPatch
     configure(monkeypatch, KIT_ADMINS="U0123ABCD,@alice")
     with pytest.raises(SettingsError, match=r"KIT_ADMINS: .*'@alice' is not a Slack user id"):
         load_settings()
+
+
+def test_price_per_image_defaults_to_the_market_price(monkeypatch: pytest.MonkeyPatch) -> None:
+    configure(monkeypatch)
+    assert load_settings().oxen_price_per_image == 0.04
+    configure(monkeypatch, OXEN_PRICE_PER_IMAGE="0.052")
+    assert load_settings().oxen_price_per_image == 0.052
+    configure(monkeypatch, OXEN_PRICE_PER_IMAGE="-1")
+    with pytest.raises(SettingsError, match="OXEN_PRICE_PER_IMAGE: "):
+        load_settings()

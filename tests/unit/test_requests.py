@@ -66,7 +66,7 @@ def test_match_input_image_is_an_aspect_ratio() -> None:
         ("fox --model ../etc", "not an Oxen model id"),
         ("fox --fresh=yes", "`--fresh` takes no value"),
         ("fox --fresh --fresh", "given twice"),
-        ("fox --style raw", "Known flags: --ar, --size, --seed, --n, --model, --fresh."),
+        ("fox --style raw", "Known flags: --ar, --size, --seed, --n, --model, --fresh, --nokit."),
     ],
 )
 def test_bad_input_is_explained(text: str, fragment: str) -> None:
