@@ -28,6 +28,7 @@ from bot.domain.commands import (
 )
 from bot.domain.controls import MAX_LISTED, PAGE_SIZE, HistoryQuery
 from bot.domain.kits import parse_kit_set
+from bot.domain.permutations import Expansion, PermutationError, QueueRoomError, expand, unescape
 from bot.domain.requests import RequestError, parse_request
 from bot.features.actions import NotAllowedError
 from bot.features.intake import CapReachedError, NotInChannelError, StatusPostError
@@ -87,7 +88,15 @@ async def handle_imagine(
         await ack()
         await _votes(services, parsed, command, respond, context)
         return
-    text = parsed.text
+    try:
+        expansion = expand(parsed.text)
+    except PermutationError as exc:
+        await ack(response_type="ephemeral", **views.error_message(str(exc)))
+        return
+    if expansion is not None:
+        await _permute(services, ack, expansion, command, respond, context)
+        return
+    text = unescape(parsed.text)
     intake = services.intake
     try:
         request = parse_request(text, intake.limits_for())
@@ -168,6 +177,55 @@ async def _votes(
         return
     if refused is not None:
         await answer(services, respond, refused, user_id=user_id, channel_id=channel_id)
+
+
+async def _permute(
+    services: Services,
+    ack: AsyncAck,
+    expansion: Expansion,
+    command: dict[str, Any],
+    respond: AsyncRespond,
+    context: AsyncBoltContext,
+) -> None:
+    """`/imagine` with `{a|b}` groups: every combination is validated before the ack, then the set runs."""
+    intake = services.intake
+    requests = []
+    for variant in expansion.variants:
+        try:
+            request = parse_request(variant.text, intake.limits_for())
+            if request.model:
+                request = parse_request(variant.text, intake.limits_for(request.model))
+        except RequestError as exc:
+            await ack(response_type="ephemeral", **views.error_message(f"Variant {variant.label}: {exc}"))
+            return
+        requests.append(request)
+    await ack()
+    user_id, channel_id = str(command["user_id"]), str(command["channel_id"])
+
+    async def notify(message: views.Message) -> None:
+        await answer(services, respond, message, user_id=user_id, channel_id=channel_id)
+
+    try:
+        await services.permutations.start(
+            expansion,
+            requests,
+            team_id=str(command["team_id"]),
+            channel_id=channel_id,
+            user_id=user_id,
+            request_key=f"command:{command.get('trigger_id') or command.get('response_url')}",
+            notify=notify,
+        )
+    except DuplicateRequestError:
+        log.info("duplicate /imagine delivery of a permutation set ignored")
+    except QueueRoomError as exc:
+        await notify(views.notice(f"{exc} Your prompt was:\n> {views.escape(expansion.template)}"))
+    except CapReachedError as exc:
+        await notify(views.cap_refusal(exc, expansion.template))
+    except NotInChannelError as exc:
+        refused = views.not_in_channel(context.bot_user_id, archived=exc.archived)
+        await answer(services, respond, refused, user_id=user_id, channel_id=None)
+    except StatusPostError as exc:
+        await notify(views.notice(exc.user_message))
 
 
 async def _show(

@@ -19,5 +19,6 @@ def register(app: Listeners, services: Services) -> None:
 
     async def on_own_file_share(event: dict[str, Any]) -> None:
         await services.uploads.observed(event)
+        await services.permutations.observed(event)
 
     app.event("message", matchers=[own_file_share])(on_own_file_share)

@@ -84,6 +84,7 @@ async def start(
         app = build_web_app(services, bolt, socket_connected=socket.is_connected if socket else None)
         web_runner, port = await start_server(app, settings.host, settings.port)
         services.backend.start()
+        await services.permutations.resume()
         await services.runner.start()
         services.votes.start(services.spawn)
         if socket is not None:

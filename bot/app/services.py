@@ -24,6 +24,7 @@ from bot.features.history import History
 from bot.features.intake import Intake
 from bot.features.iterations import Iterations
 from bot.features.kits import Kits
+from bot.features.permutations import Permutations
 from bot.features.reference_hosting import DataUriHost, OxenRepoHost, ReferenceHost, SignedUrlHost
 from bot.features.references import References
 from bot.features.usage import UsageReports
@@ -71,6 +72,7 @@ class Services:
     votes: Votes
     usage: UsageReports
     kits: Kits
+    permutations: Permutations
     tasks: Tasks = field(default_factory=lambda: Tasks("background task"))
     """Background work (App Home publishes, housekeeping): see `spawn`."""
     listeners: Tasks = field(default_factory=lambda: Tasks("listener"))
@@ -201,6 +203,15 @@ class Services:
             admins=settings.kit_admins,
             price=settings.oxen_price_per_image,
         )
+        permutations = Permutations(
+            store=store,
+            intake=intake,
+            slack=gateway,
+            files=files,
+            references=references,
+            spawn=lambda coro: tasks.spawn(coro, name="contact sheet"),
+        )
+        pipeline.on_finished.append(permutations.job_finished)
         return cls(
             settings,
             metrics,
@@ -221,6 +232,7 @@ class Services:
             votes,
             usage,
             kits,
+            permutations,
             tasks,
         )
 

@@ -13,12 +13,14 @@ import asyncio
 import random
 import secrets
 import time
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass, replace
 from typing import Any
 
 from bot.backends.base import ImageBackend
 from bot.domain.errors import CapReachedError
 from bot.domain.kits import Kit, KitApplication, apply_kit, reapply
+from bot.domain.permutations import QueueRoomError, quota_refusal
 from bot.domain.quotas import QuotaExceededError, QuotaPolicy, Usage
 from bot.domain.requests import GenerationRequest, Limits
 from bot.features.references import Collected
@@ -37,8 +39,29 @@ BUSY_NOTICE = ":hourglass: This channel is busy"
 """How that notice starts (tests and the bench tell it apart from answers that end a request)."""
 
 Notify = Callable[[views.Message], Awaitable[object]]
+StoreSet = Callable[[list[NewJob]], Awaitable[list[tuple[Job, list[JobImage]]]]]
+"""Stores a permutation set's jobs (with the set itself, in one transaction)."""
 
-__all__ = ["CapReachedError", "Intake", "NotInChannelError", "QuotaExceededError", "StatusPostError"]
+
+@dataclass(frozen=True)
+class AdmittedSet:
+    """A permutation set that passed admission: a place in line and a stored job for each combination,
+    and the user's 'N of M left today' line when they are past 80 % of their quota."""
+
+    tickets: list[Ticket]
+    jobs: list[tuple[Job, list[JobImage]]]
+    left_line: str | None
+
+
+__all__ = [
+    "AdmittedSet",
+    "CapReachedError",
+    "Intake",
+    "NotInChannelError",
+    "QueueRoomError",
+    "QuotaExceededError",
+    "StatusPostError",
+]
 
 
 class NotInChannelError(Exception):
@@ -172,23 +195,101 @@ class Intake:
                 usage = await self._usage(self._quotas, team_id, user_id, channel_id, now)
                 left_line = self._quotas.admit(usage, n=new_job.n, size=new_job.size, now=now)
                 ticket, job, images = await self._store_job(new_job)
+        if notify is not None:
+            await self.tell_if_busy(channel_id, notify)
+        accepted = await self.accept(ticket, job, images)
+        if notify is not None and left_line is not None:
+            await notify(views.quota_left(left_line))
+        return accepted
+
+    async def admit_set(
+        self,
+        requests: Sequence[GenerationRequest],
+        *,
+        team_id: str,
+        channel_id: str,
+        user_id: str,
+        request_key: str,
+        params: dict[str, Any],
+        store: StoreSet,
+    ) -> AdmittedSet:
+        """Admit a permutation set as a whole, or refuse it whole: the channel is checked, then under the
+        quota lock every combination is counted against today's quota (QuotaExceededError naming what
+        would fit) and a place in line is taken for each (QueueRoomError when they do not all fit);
+        then `store(jobs)` stores them (the jobs' request keys are `request_key#1`, `#2`, …). Every
+        combination without `--seed` gets the same seed, drawn once, so the variants compare. Raises
+        NotInChannelError, or DuplicateRequestError for a redelivered request. Nothing is stored when
+        anything is refused; the places are given back when storing fails. The channel's kit applies to
+        every combination, as to any job."""
+        if self._access is not None:
+            try:
+                await self._access.check(channel_id)
+            except SlackError:
+                raise NotInChannelError() from None
+        new_jobs = []
+        for number, asked in enumerate(requests, start=1):
+            request, applied = await self._kit_for(asked, channel_id, None, None)
+            job = self._new_job(
+                request, kit=applied, team_id=team_id, channel_id=channel_id, user_id=user_id,
+                thread_ts=None, references=None, request_key=f"{request_key}#{number}",
+            )  # fmt: skip
+            new_jobs.append(replace(job, params={**job.params, **params}))
+        drawn = [job for job in new_jobs if not job.seed_given]
+        if drawn:
+            low, high = min((self.limits_for(job.model).seed_range for job in drawn), key=lambda r: r[1])
+            seed = random.randint(low, high - max(job.n for job in drawn) + 1)
+            new_jobs = [job if job.seed_given else replace(job, seed=seed) for job in new_jobs]
+        async with self._counting:
+            if await self._store.has_request(f"{request_key}#1"):
+                raise DuplicateRequestError(request_key)
+            left_line = None
+            if self._quotas is not None:
+                now = self._clock()
+                usage = await self._usage(self._quotas, team_id, user_id, channel_id, now)
+                costs = [job.n * self._quotas.weight(job.size) for job in new_jobs]
+                has_4k = any(self._quotas.weight(job.size) > 1 for job in new_jobs)
+                refusal = quota_refusal(self._quotas, usage, costs, now=now, has_4k=has_4k)
+                if refusal is not None:
+                    raise QuotaExceededError(refusal)
+                # The costs are already weighted: asked as that many 2K images (weight 1), for the line.
+                left_line = self._quotas.admit(usage, n=sum(costs), size="2K", now=now)
+            tickets: list[Ticket] = []
+            try:
+                for _ in new_jobs:
+                    tickets.append(self._runner.admit(team_id, user_id))
+            except CapReachedError:
+                for ticket in tickets:
+                    ticket.withdraw()
+                raise QueueRoomError(len(tickets), len(new_jobs)) from None
+            try:
+                stored = await store(new_jobs)
+            except BaseException:
+                for ticket in tickets:
+                    ticket.withdraw()
+                raise
+        return AdmittedSet(tickets, stored, left_line)
+
+    async def accept(self, ticket: Ticket, job: Job, images: list[JobImage]) -> Job:
+        """Announce an admitted, stored job and put it in line; raises NotInChannelError or
+        StatusPostError (the job is then discarded and its place given back)."""
+        try:
+            return await self._runner.accept(ticket, job, images)
+        except SlackError as exc:
+            if exc.kind in (SlackErrorKind.NOT_IN_CHANNEL, SlackErrorKind.ARCHIVED):
+                raise NotInChannelError(archived=exc.kind is SlackErrorKind.ARCHIVED) from None
+            raise StatusPostError(exc) from None
+
+    async def tell_if_busy(self, channel_id: str, notify: Notify) -> None:
+        """When a new status message in `channel_id` would wait longer than BUSY_AFTER for its turn,
+        tell the user at once that it is coming."""
         wait = self._backlog(channel_id) if self._backlog is not None else 0.0
-        if notify is not None and wait > BUSY_AFTER:
+        if wait > BUSY_AFTER:
             await notify(
                 views.notice(
                     f"{BUSY_NOTICE}: Slack lets Dreamboard post about once a second here, so your request's "
                     f"status message will appear in about {wait:.0f} s. No need to send it again."
                 )
             )
-        try:
-            accepted = await self._runner.accept(ticket, job, images)
-        except SlackError as exc:
-            if exc.kind in (SlackErrorKind.NOT_IN_CHANNEL, SlackErrorKind.ARCHIVED):
-                raise NotInChannelError(archived=exc.kind is SlackErrorKind.ARCHIVED) from None
-            raise StatusPostError(exc) from None
-        if notify is not None and left_line is not None:
-            await notify(views.quota_left(left_line))
-        return accepted
 
     async def _kit_for(
         self,

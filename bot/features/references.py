@@ -32,7 +32,7 @@ from bot.features.reference_hosting import ReferenceHost
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.files import ReferenceFetchError, SlackFileReader, file_name
 from bot.slack.gateway import SlackGateway
-from bot.store.model import ImageState, Job
+from bot.store.model import ImageState, Job, JobImage
 from bot.store.sqlite import Store
 
 log = logging.getLogger(__name__)
@@ -200,6 +200,21 @@ class References:
         key = hashlib.sha256(image.data).hexdigest()[:32]
         await asyncio.to_thread(self._cache_write, key, image)
         return key, image.mimetype
+
+    async def result_bytes(self, image: JobImage) -> bytes:
+        """A result's bytes: from the cache by its content key, else fetched back from Slack by file id
+        (and kept again); raises ReferenceError when neither has them."""
+        cached = self._cached(image.reference_key, image.reference_mimetype)
+        if cached is not None:
+            return cached.data
+        if image.file_id is None:
+            raise ReferenceError(f"Image {image.idx + 1} of job {image.job_id} is no longer available.")
+        name = f"image {image.idx + 1} of job {image.job_id}"
+        fetched = await self._download({"id": image.file_id, "name": name}, outcome="it was left out")
+        key = hashlib.sha256(fetched.data).hexdigest()[:32]
+        await asyncio.to_thread(self._cache_write, key, fetched)
+        await self._store.set_reference(image.job_id, image.idx, key, fetched.mimetype)
+        return fetched.data
 
     async def collect(
         self,

@@ -112,7 +112,8 @@ class JobPipeline:
         self._shown_running: set[str] = set()
         self.finished: Counter[str] = Counter()
         self.on_finished: list[Callable[[Job], None]] = []
-        """Hooks called with each job this pipeline ran to its end (its last step done or tried)."""
+        """Hooks called with each job this pipeline ran to its end (its last step done or tried), and
+        with each job cancelled before it started."""
 
     async def announce(
         self, job: Job, *, position: int, look_first: bool = False, starting: bool = False
@@ -147,6 +148,8 @@ class JobPipeline:
         if cancelled is not None:
             self.finished[JobState.CANCELLED] += 1
             await self._messages.update_status(cancelled)
+            for hook in self.on_finished:
+                hook(cancelled)
         return cancelled
 
     async def run(self, job: Job, images: list[JobImage]) -> None:

@@ -10,6 +10,7 @@ SDK sends to its upload URL itself, is redacted here.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 from collections.abc import Awaitable, Callable, Mapping
 from typing import Any
@@ -147,6 +148,24 @@ class SlackGateway:
             )
         )
         return [message async for page in pages for message in page]
+
+    async def find_tagged(
+        self, channel: str, *, oldest: float, event_type: str, payload: Message
+    ) -> str | None:
+        """The ts of the first channel message since `oldest` whose metadata is `event_type` with this
+        payload (a message posted before a crash or a lost answer), or None."""
+        pages = message_pages(
+            lambda cursor: self._client.conversations_history(
+                channel=channel, oldest=f"{oldest:.6f}", include_all_metadata=True, limit=200, cursor=cursor
+            )
+        )
+        async with contextlib.aclosing(pages):
+            async for page in pages:
+                for message in page:
+                    metadata = message.get("metadata") or {}
+                    if metadata.get("event_type") == event_type and metadata.get("event_payload") == payload:
+                        return str(message["ts"])
+        return None
 
     async def reacted_message(self, channel: str, ts: str) -> dict[str, Any]:
         """The message a reaction is on, with its files: reactions.get with full=True, which works for

@@ -32,6 +32,11 @@ redelivery from undoing a newer event); a person's votes for an image are the ro
 counted once however many reactions carry them. `vote_rounds` are timed votes on a thread: at most one
 open per thread (a unique index), `closed_at` is written before the winner is posted and `result_ts`
 after, so a restart knows whether the post may exist.
+
+Migration 12 holds prompt permutations (bot/features/permutations.py): a set per `/imagine` with braces
+(its thread root, and its contact sheet's file id, message ts and posting time: the sheet's step log),
+the set's variants with the job each became, and the sheet's tiles (which image each numbered tile
+shows, for votes on the sheet).
 """
 
 from __future__ import annotations
@@ -190,5 +195,40 @@ MIGRATIONS: tuple[str, ...] = (
     CREATE UNIQUE INDEX vote_rounds_open ON vote_rounds (channel_id, thread_ts) WHERE closed_at IS NULL;
     CREATE INDEX vote_rounds_due ON vote_rounds (deadline) WHERE closed_at IS NULL;
     CREATE INDEX vote_rounds_unposted ON vote_rounds (closed_at) WHERE result_ts IS NULL;
+    """,
+    """
+    CREATE TABLE permutation_sets (
+        id TEXT PRIMARY KEY,
+        team_id TEXT NOT NULL,
+        channel_id TEXT NOT NULL,
+        user_id TEXT NOT NULL,
+        template TEXT NOT NULL,
+        request_key TEXT UNIQUE,
+        root_ts TEXT,
+        abandoned_at REAL,
+        sheet_file_id TEXT,
+        sheet_ts TEXT,
+        sheet_posted_at REAL,
+        created_at REAL NOT NULL
+    );
+    CREATE INDEX permutation_sets_open ON permutation_sets (created_at)
+        WHERE sheet_posted_at IS NULL AND abandoned_at IS NULL;
+    CREATE INDEX permutation_sets_by_sheet ON permutation_sets (channel_id, sheet_ts);
+    CREATE TABLE permutation_variants (
+        set_id TEXT NOT NULL REFERENCES permutation_sets(id) ON DELETE CASCADE,
+        number INTEGER NOT NULL,
+        label TEXT NOT NULL,
+        job_id TEXT REFERENCES generations(id) ON DELETE SET NULL,
+        PRIMARY KEY (set_id, number)
+    );
+    CREATE TABLE permutation_tiles (
+        set_id TEXT NOT NULL REFERENCES permutation_sets(id) ON DELETE CASCADE,
+        tile INTEGER NOT NULL,
+        number INTEGER NOT NULL,
+        job_id TEXT,
+        image_idx INTEGER,
+        label TEXT NOT NULL,
+        PRIMARY KEY (set_id, tile)
+    );
     """,
 )

@@ -131,3 +131,50 @@ class Job:
         """The stored reference descriptions Oxen gets (see features/references.ReferenceSource): the
         job's own, then the pins its channel kit gave it (domain/kits.py)."""
         return [dict(source) for source in sent_references(self.params)]
+
+
+# -- permutation sets --
+
+
+@dataclass(frozen=True)
+class PermutationSet:
+    """One `/imagine` with braces: its jobs share a thread, and a contact sheet is posted there once."""
+
+    id: str
+    team_id: str
+    channel_id: str
+    user_id: str
+    template: str
+    request_key: str | None
+    root_ts: str | None
+    """The set's status message, the thread root of its jobs (None until it is posted)."""
+    abandoned_at: float | None
+    sheet_file_id: str | None
+    """The sheet's Slack file, recorded before its upload is completed (the step log's marker)."""
+    sheet_ts: str | None
+    sheet_posted_at: float | None
+    """When the sheet's upload was completed, or the set closed without one (no variant made an image)."""
+    created_at: float
+
+
+@dataclass(frozen=True)
+class SetVariant:
+    """One combination of a set, its label (the chosen options, "red, rain"), and its job (None once the
+    job was discarded unstarted)."""
+
+    set_id: str
+    number: int
+    label: str
+    job_id: str | None
+
+
+@dataclass(frozen=True)
+class SheetTile:
+    """A numbered tile of a contact sheet: which variant, job and image it shows (None: a missing tile)."""
+
+    set_id: str
+    tile: int
+    number: int
+    job_id: str | None
+    image_idx: int | None
+    label: str

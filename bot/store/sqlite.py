@@ -19,7 +19,17 @@ import aiosqlite
 from bot.domain.kits import Kit, Pin
 from bot.domain.votes import Tally, VoteRound
 from bot.store.migrations import MIGRATIONS
-from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind, NewJob
+from bot.store.model import (
+    ImageState,
+    Job,
+    JobImage,
+    JobState,
+    MessageKind,
+    NewJob,
+    PermutationSet,
+    SetVariant,
+    SheetTile,
+)
 
 T = TypeVar("T")
 
@@ -114,6 +124,7 @@ without statistics SQLite would rather walk a team's whole history in a (team_id
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _IMAGE_FIELDS = tuple(f.name for f in fields(JobImage))
 _ROUND_FIELDS = tuple(f.name for f in fields(VoteRound))
+_SET_FIELDS = tuple(f.name for f in fields(PermutationSet))
 
 
 class Store:
@@ -361,33 +372,7 @@ class Store:
     async def insert_job(self, job: NewJob) -> tuple[Job, list[JobImage]]:
         """Store a queued job and its images (seeds seed, seed+1, …) in one transaction; raises
         DuplicateRequestError when a job for the same `request_key` exists."""
-        marks = ", ".join("(?, ?, ?, 'pending')" for _ in range(job.n))
-        seeds = [value for idx in range(job.n) for value in (job.id, idx, job.seed + idx)]
-
-        async def insert(db: aiosqlite.Connection) -> tuple[sqlite3.Row, list[JobImage]]:
-            async with db.execute(
-                "INSERT INTO generations (id, team_id, channel_id, thread_ts, user_id, prompt, model, size,"
-                " aspect_ratio, seed, seed_given, n, params, state, parent_id, created_at, request_key)"
-                " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)"
-                " ON CONFLICT (request_key) DO NOTHING RETURNING *",
-                (
-                    job.id, job.team_id, job.channel_id, job.thread_ts, job.user_id, job.prompt, job.model,
-                    job.size, job.aspect_ratio, job.seed, job.seed_given, job.n, json.dumps(job.params),
-                    job.parent_id, time.time(), job.request_key,
-                ),
-            ) as cursor:  # fmt: skip
-                row = await cursor.fetchone()
-            if row is None:
-                raise DuplicateRequestError(job.request_key)
-            async with db.execute(
-                f"INSERT INTO generation_images (job_id, idx, seed, state) VALUES {marks} RETURNING *",  # noqa: S608
-                seeds,
-            ) as cursor:
-                images = sorted((_image(r) for r in await cursor.fetchall()), key=lambda i: i.idx)
-            return row, images
-
-        row, images = await self._in_transaction(insert)
-        return _job(row), images
+        return await self._in_transaction(lambda db: _insert_job(db, job))
 
     async def discard_unstarted(self, job_id: str) -> None:
         """Delete a job that never left `queued` and produced nothing (e.g. its channel refused us)."""
@@ -1013,6 +998,173 @@ class Store:
         """Remember the message that announced a vote's winner."""
         await self._write("UPDATE vote_rounds SET result_ts = ? WHERE id = ?", (ts, round_id))
 
+    # -- permutation sets --
+
+    async def insert_permutation_set(
+        self, new_set: PermutationSet, labels: Sequence[str], jobs: Sequence[NewJob]
+    ) -> list[tuple[Job, list[JobImage]]]:
+        """Store a set, its variants (`labels[i]` is variant i + 1, made by `jobs[i]`) and their queued
+        jobs in one transaction; raises DuplicateRequestError when the set's request_key is stored."""
+
+        async def insert(db: aiosqlite.Connection) -> list[tuple[Job, list[JobImage]]]:
+            cursor = await db.execute(
+                "INSERT INTO permutation_sets (id, team_id, channel_id, user_id, template, request_key,"
+                " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_key) DO NOTHING",
+                (
+                    new_set.id, new_set.team_id, new_set.channel_id, new_set.user_id, new_set.template,
+                    new_set.request_key, new_set.created_at,
+                ),
+            )  # fmt: skip
+            if cursor.rowcount != 1:
+                raise DuplicateRequestError(new_set.request_key)
+            stored = [await _insert_job(db, job) for job in jobs]
+            await db.executemany(
+                "INSERT INTO permutation_variants (set_id, number, label, job_id) VALUES (?, ?, ?, ?)",
+                [(new_set.id, number, label, job.id) for number, (label, job) in
+                 enumerate(zip(labels, jobs, strict=True), start=1)],
+            )  # fmt: skip
+            return stored
+
+        return await self._in_transaction(insert)
+
+    async def permutation_set(self, set_id: str) -> PermutationSet | None:
+        """One set by id."""
+        row = await self._one("SELECT * FROM permutation_sets WHERE id = ?", (set_id,))
+        return _permutation_set(row) if row else None
+
+    async def permutation_set_for_message(self, channel_id: str, ts: str) -> PermutationSet | None:
+        """The set whose contact sheet (or status message) is the message `ts` in `channel_id`."""
+        row = await self._one(
+            "SELECT * FROM permutation_sets WHERE channel_id = ? AND ? IN (sheet_ts, root_ts)",
+            (channel_id, ts),
+        )
+        return _permutation_set(row) if row else None
+
+    async def open_permutation_sets(self) -> list[PermutationSet]:
+        """Sets whose contact sheet is not posted yet (and that were not abandoned), oldest first."""
+        rows = await self._all(
+            "SELECT * FROM permutation_sets WHERE sheet_posted_at IS NULL AND abandoned_at IS NULL"
+            " ORDER BY created_at",
+            (),
+        )
+        return [_permutation_set(row) for row in rows]
+
+    async def set_variants(self, set_id: str) -> list[SetVariant]:
+        """A set's variants in order."""
+        rows = await self._all(
+            "SELECT * FROM permutation_variants WHERE set_id = ? ORDER BY number", (set_id,)
+        )
+        return [SetVariant(str(r["set_id"]), int(r["number"]), str(r["label"]), r["job_id"]) for r in rows]
+
+    async def set_permutation_root(self, set_id: str, ts: str) -> list[Job]:
+        """Record the set's status message and make it the thread of its jobs not announced yet; the
+        set's jobs, in variant order."""
+
+        async def anchor(db: aiosqlite.Connection) -> list[Job]:
+            await db.execute("UPDATE permutation_sets SET root_ts = ? WHERE id = ?", (ts, set_id))
+            await db.execute(
+                "UPDATE generations SET thread_ts = ? WHERE status_ts IS NULL AND id IN"
+                " (SELECT job_id FROM permutation_variants WHERE set_id = ?)",
+                (ts, set_id),
+            )
+            async with db.execute(
+                "SELECT g.* FROM permutation_variants v JOIN generations g ON g.id = v.job_id"
+                " WHERE v.set_id = ? ORDER BY v.number",
+                (set_id,),
+            ) as cursor:
+                return [_job(row) for row in await cursor.fetchall()]
+
+        return await self._in_transaction(anchor)
+
+    async def abandon_permutation_set(self, set_id: str) -> None:
+        """Give up a set that never got its status message: its jobs, never announced, are deleted."""
+
+        async def abandon(db: aiosqlite.Connection) -> None:
+            await db.execute(
+                "DELETE FROM generations WHERE state = 'queued' AND status_ts IS NULL AND id IN"
+                " (SELECT job_id FROM permutation_variants WHERE set_id = ?)",
+                (set_id,),
+            )
+            await db.execute(
+                "UPDATE permutation_sets SET abandoned_at = COALESCE(abandoned_at, ?) WHERE id = ?",
+                (time.time(), set_id),
+            )
+
+        await self._in_transaction(abandon)
+
+    async def set_sheet_file(self, set_id: str, file_id: str | None, tiles: Sequence[SheetTile]) -> None:
+        """Record the sheet's reserved Slack file and its tiles (before completing the upload), or
+        forget them (None) when the file was never shared and must be made again."""
+
+        async def record(db: aiosqlite.Connection) -> None:
+            await db.execute("UPDATE permutation_sets SET sheet_file_id = ? WHERE id = ?", (file_id, set_id))
+            await db.execute("DELETE FROM permutation_tiles WHERE set_id = ?", (set_id,))
+            await db.executemany(
+                "INSERT INTO permutation_tiles (set_id, tile, number, job_id, image_idx, label)"
+                " VALUES (?, ?, ?, ?, ?, ?)",
+                [(set_id, t.tile, t.number, t.job_id, t.image_idx, t.label) for t in tiles],
+            )
+
+        await self._in_transaction(record)
+
+    async def sheet_tiles(self, set_id: str) -> list[SheetTile]:
+        """The tiles of a set's contact sheet, in order."""
+        rows = await self._all("SELECT * FROM permutation_tiles WHERE set_id = ? ORDER BY tile", (set_id,))
+        return [
+            SheetTile(str(r["set_id"]), int(r["tile"]), int(r["number"]), r["job_id"], r["image_idx"],
+                      str(r["label"]))
+            for r in rows
+        ]  # fmt: skip
+
+    async def mark_sheet_posted(self, set_id: str, ts: str | None) -> bool:
+        """Record that the sheet's upload was completed (and its message ts when known); False when it
+        already was."""
+        cursor = await self._write(
+            "UPDATE permutation_sets SET sheet_posted_at = ?, sheet_ts = COALESCE(sheet_ts, ?)"
+            " WHERE id = ? AND sheet_posted_at IS NULL",
+            (time.time(), ts, set_id),
+        )
+        return cursor.rowcount == 1
+
+    async def set_sheet_ts_for_files(self, channel_id: str, file_ids: Sequence[str], ts: str) -> list[str]:
+        """Record `ts` as the sheet message of the sets in `channel_id` whose sheet is one of these files
+        (the bot's own file_share event); the ids of those sets."""
+        if not file_ids:
+            return []
+        marks = ",".join("?" * len(file_ids))
+        rows = await self._write_returning_all(
+            "UPDATE permutation_sets SET sheet_ts = ? WHERE channel_id = ? AND sheet_ts IS NULL"  # noqa: S608
+            f" AND sheet_file_id IN ({marks}) RETURNING id",
+            (ts, channel_id, *file_ids),
+        )
+        return [str(row[0]) for row in rows]
+
+
+async def _insert_job(db: aiosqlite.Connection, job: NewJob) -> tuple[Job, list[JobImage]]:
+    """Insert a queued job and its images inside the caller's transaction."""
+    marks = ", ".join("(?, ?, ?, 'pending')" for _ in range(job.n))
+    seeds = [value for idx in range(job.n) for value in (job.id, idx, job.seed + idx)]
+    async with db.execute(
+        "INSERT INTO generations (id, team_id, channel_id, thread_ts, user_id, prompt, model, size,"
+        " aspect_ratio, seed, seed_given, n, params, state, parent_id, created_at, request_key)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)"
+        " ON CONFLICT (request_key) DO NOTHING RETURNING *",
+        (
+            job.id, job.team_id, job.channel_id, job.thread_ts, job.user_id, job.prompt, job.model,
+            job.size, job.aspect_ratio, job.seed, job.seed_given, job.n, json.dumps(job.params),
+            job.parent_id, time.time(), job.request_key,
+        ),
+    ) as cursor:  # fmt: skip
+        row = await cursor.fetchone()
+    if row is None:
+        raise DuplicateRequestError(job.request_key)
+    async with db.execute(
+        f"INSERT INTO generation_images (job_id, idx, seed, state) VALUES {marks} RETURNING *",  # noqa: S608
+        seeds,
+    ) as cursor:
+        images = sorted((_image(r) for r in await cursor.fetchall()), key=lambda i: i.idx)
+    return _job(row), images
+
 
 def _job(row: sqlite3.Row) -> Job:
     values = {name: row[name] for name in _JOB_FIELDS}
@@ -1027,6 +1179,10 @@ def _job(row: sqlite3.Row) -> Job:
 
 def _round(row: sqlite3.Row) -> VoteRound:
     return VoteRound(**{name: row[name] for name in _ROUND_FIELDS})
+
+
+def _permutation_set(row: sqlite3.Row) -> PermutationSet:
+    return PermutationSet(**{name: row[name] for name in _SET_FIELDS})
 
 
 def _image(row: sqlite3.Row) -> JobImage:

@@ -65,7 +65,9 @@ def help_message() -> Message:
         "• `/imagine watercolour lighthouse --seed 42 --n 4`\n\n"
         "*Flags*\n"
         + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
-        + "• `/imagine show <job id>` reposts a result with its buttons here\n"
+        + "• `/imagine a {red|blue} fox in {snow|rain}` runs every combination (at most 8) in one thread, "
+        "then posts a contact sheet of them all\n"
+        "• `/imagine show <job id>` reposts a result with its buttons here\n"
         '• `/imagine kit` shows this channel\'s kit; `/imagine kit set --ar 16:9 --size 2K --style "…"` '
         "sets its default flags and a style added to every prompt; `/imagine kit clear` removes it; "
         "react :pushpin: on an image to pin it as a reference (at most 3), remove it (or "
