@@ -12,11 +12,15 @@ What a reaction means on a result with `n` images:
   neither is a number beyond `n`: both get a hint (see `VoteHint`).
 Votes are counted per person and image: one person's 👍 and 1️⃣ on the same single image are one vote.
 The author's own reaction counts like anyone's, so the count is the one Slack shows beside the message.
+
+On a permutation set's contact sheet, the keycaps 1️⃣–🔟 (`one` … `nine`, `keycap_ten`) vote for that
+tile's image, as if on its result (`read_sheet_reaction`); 👍 there does not say which tile.
 """
 
 from __future__ import annotations
 
 import re
+from collections.abc import Sequence
 from dataclasses import dataclass
 from datetime import datetime, timedelta, tzinfo
 from enum import StrEnum
@@ -26,6 +30,13 @@ from bot.domain.days import start_of_day
 THUMBS_UP = frozenset({"+1", "thumbsup"})
 NUMBERS = {"one": 0, "two": 1, "three": 2, "four": 3}
 """Keycap reaction names and the image index (0-based) they vote for."""
+SHEET_NUMBERS = {
+    name: index
+    for index, name in enumerate(
+        ("one", "two", "three", "four", "five", "six", "seven", "eight", "nine", "keycap_ten")
+    )
+}
+"""Keycap reaction names on a contact sheet and the tile index (0-based) they vote for."""
 _SKIN_TONE = re.compile(r"::skin-tone-[2-6]$")
 
 MIN_DURATION = 60
@@ -61,7 +72,7 @@ def base_reaction(reaction: str) -> str:
 def is_voting_reaction(reaction: str) -> bool:
     """Whether the reaction could be a vote at all (every other reaction is ignored, at no cost)."""
     base = base_reaction(reaction)
-    return base in THUMBS_UP or base in NUMBERS
+    return base in THUMBS_UP or base in SHEET_NUMBERS
 
 
 def read_reaction(reaction: str, image_count: int) -> Ballot | VoteHint | None:
@@ -73,6 +84,18 @@ def read_reaction(reaction: str, image_count: int) -> Ballot | VoteHint | None:
     if base in NUMBERS:
         idx = NUMBERS[base]
         return Ballot(idx) if idx < image_count else VoteHint.NO_SUCH_IMAGE
+    return None
+
+
+def read_sheet_reaction(reaction: str, voteable: Sequence[bool]) -> Ballot | VoteHint | None:
+    """What `reaction` on a contact sheet means, where `voteable[i]` says whether tile i + 1 shows an
+    image: a ballot for that tile (its index), a hint to give, or None (not a voting reaction)."""
+    base = base_reaction(reaction)
+    if base in THUMBS_UP:
+        return VoteHint.PICK_A_NUMBER
+    if base in SHEET_NUMBERS:
+        tile = SHEET_NUMBERS[base]
+        return Ballot(tile) if tile < len(voteable) and voteable[tile] else VoteHint.NO_SUCH_IMAGE
     return None
 
 

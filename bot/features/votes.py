@@ -28,13 +28,22 @@ from datetime import tzinfo
 from typing import Any
 
 from bot.domain.commands import UsageError, Vote, parse_command
-from bot.domain.votes import Period, Tally, VoteHint, VoteRound, is_voting_reaction, rank, read_reaction
+from bot.domain.votes import (
+    Period,
+    Tally,
+    VoteHint,
+    VoteRound,
+    is_voting_reaction,
+    rank,
+    read_reaction,
+    read_sheet_reaction,
+)
 from bot.features.intake import NotInChannelError
 from bot.features.iterations import is_noise, strip_mention
 from bot.slack.channel_history import ChannelHistory
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.gateway import SlackGateway
-from bot.store.model import Job
+from bot.store.model import Job, PermutationSet
 from bot.store.sqlite import DuplicateRequestError, Store, VoteOpenError
 from bot.views import blocks as views
 from bot.views import votes as vote_views
@@ -99,13 +108,17 @@ class Votes:
             return
         channel, ts, user = str(item.get("channel")), str(item.get("ts")), str(event["user"])
         found = await self._store.job_for_message(channel, ts)
-        if found is None:
+        sheet = None if found is not None else await self._store.permutation_set_for_message(channel, ts)
+        if found is None and (sheet is None or sheet.sheet_ts != ts):
             return
-        job, _, thread_ts = found
         try:
-            await self._count(
-                event, job, channel=channel, ts=ts, user=user, thread_ts=thread_ts, removed=removed
-            )
+            if found is not None:
+                job, _, thread_ts = found
+                await self._count(
+                    event, job, channel=channel, ts=ts, user=user, thread_ts=thread_ts, removed=removed
+                )
+            elif sheet is not None:
+                await self._count_on_sheet(event, sheet, user=user, removed=removed)
         finally:
             for hook in self.on_reaction:
                 hook(event)
@@ -136,6 +149,36 @@ class Votes:
             reaction=reaction,
             job_id=job.id,
             idx=meaning.idx,
+            present=not removed,
+            event_ts=str(event.get("event_ts") or f"{self._clock.now():.6f}"),
+        )
+
+    async def _count_on_sheet(
+        self, event: Mapping[str, Any], sheet: PermutationSet, *, user: str, removed: bool
+    ) -> None:
+        """A keycap on a contact sheet is a vote for that tile's image, counted with its result's votes."""
+        reaction, ts = str(event.get("reaction")), str(sheet.sheet_ts)
+        tiles = await self._store.sheet_tiles(sheet.id)
+        meaning = read_sheet_reaction(
+            reaction, [tile.job_id is not None and tile.image_idx is not None for tile in tiles]
+        )
+        if isinstance(meaning, VoteHint):
+            if not removed and await self._store.claim_event(f"vote-hint:{sheet.channel_id}:{ts}:{user}"):
+                hint = vote_views.sheet_hint(meaning, len(tiles))
+                await self._slack.ephemeral(sheet.channel_id, user, sheet.root_ts or ts, hint)
+            return
+        if meaning is None:
+            return
+        tile = tiles[meaning.idx]
+        if tile.job_id is None or tile.image_idx is None:
+            return
+        await self._store.record_vote_reaction(
+            channel_id=sheet.channel_id,
+            message_ts=ts,
+            user_id=user,
+            reaction=reaction,
+            job_id=tile.job_id,
+            idx=tile.image_idx,
             present=not removed,
             event_ts=str(event.get("event_ts") or f"{self._clock.now():.6f}"),
         )

@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from typing import Any, Literal
 
 from bot.views.blocks import SECTION_LIMIT, Message, escape, notice
+from bot.views.votes import sheet_numbers
 
 SET_LIST_LIMIT = 2500
 """How much of the variants list the status message shows (a section holds 3000 characters)."""
@@ -62,7 +63,8 @@ def sheet_comment(template: str, *, user_id: str, tiles: int) -> str:
     """The contact sheet's message: what it shows, and an invitation to vote on it."""
     return (
         f"<@{user_id}> *Contact sheet* · {tiles} tiles of “{escape(template[:300])}”, numbered as "
-        "labelled. Which one wins? Vote with a reaction on this message."
+        f"labelled. Which one wins? Vote with the tile's number on this message ({sheet_numbers(tiles)}); "
+        "these votes count with the ones on the results in the thread."
     )
 
 

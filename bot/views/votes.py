@@ -13,7 +13,19 @@ from bot.views.blocks import Message, escape, files_ready, notice
 
 WINNER_EVENT = "dreamboard_vote_winner"
 """The metadata event_type of a winner message; its payload names the vote (found again after a crash)."""
-NUMBER_EMOJI = (":one:", ":two:", ":three:", ":four:")
+NUMBER_EMOJI = (
+    ":one:",
+    ":two:",
+    ":three:",
+    ":four:",
+    ":five:",
+    ":six:",
+    ":seven:",
+    ":eight:",
+    ":nine:",
+    ":keycap_ten:",
+)
+"""The keycaps that vote: 1️⃣–4️⃣ for a result's images, 1️⃣–🔟 for a contact sheet's tiles."""
 _PROMPT_CHARS = 200
 
 
@@ -113,6 +125,32 @@ def hint(kind: VoteHint, image_count: int) -> Message:
         return notice(":ballot_box_with_ballot: This result has one image: react :+1: to vote for it.")
     return notice(
         f":ballot_box_with_ballot: This result has {image_count} images: react {numbers} to vote for one."
+    )
+
+
+def sheet_numbers(tiles: int) -> str:
+    """The keycaps that vote on a contact sheet of `tiles` tiles (a range when there are more than 3)."""
+    votable = min(tiles, len(NUMBER_EMOJI))
+    if votable <= 3:
+        return " ".join(NUMBER_EMOJI[:votable])
+    return f"{NUMBER_EMOJI[0]}–{NUMBER_EMOJI[votable - 1]}"
+
+
+def sheet_hint(kind: VoteHint, tiles: int) -> Message:
+    """Why a voting reaction on a contact sheet did not count (sent once per person and sheet)."""
+    beyond = (
+        f" Tiles past {len(NUMBER_EMOJI)} take their votes on their results in the thread."
+        if tiles > len(NUMBER_EMOJI)
+        else ""
+    )
+    if kind is VoteHint.PICK_A_NUMBER:
+        return notice(
+            f":ballot_box_with_ballot: This contact sheet has {tiles} tiles, so :+1: does not say which one "
+            f"you pick: react with the tile's number ({sheet_numbers(tiles)}) instead.{beyond}"
+        )
+    return notice(
+        ":ballot_box_with_ballot: That tile has no image to vote for (a grey tile is a variant that failed "
+        f"or was cancelled): react with the number of a tile that shows one ({sheet_numbers(tiles)}).{beyond}"
     )
 
 

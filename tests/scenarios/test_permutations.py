@@ -82,7 +82,7 @@ async def test_a_set_runs_in_one_thread_with_one_seed_and_its_sheet_shows_each_v
         for call in harness.slack.calls_to("files.completeUploadExternal")
         if json.loads(call.params["files"])[0]["id"] == sheet.id
     ]
-    assert "Vote with a reaction" in share.params["initial_comment"]
+    assert "Vote with the tile's number on this message (:one:–:four:)" in share.params["initial_comment"]
     picture = Image.open(io.BytesIO(sheet.content))
     grid = geometry(4)
     assert picture.size == grid.size

@@ -19,6 +19,7 @@ from bot.store.sqlite import Store
 from bot.views.votes import WINNER_EVENT
 from tests.fakes.recorder import Call
 from tests.scenarios.harness import Harness
+from tests.scenarios.test_permutations import sheet_posted
 
 
 class ManualClock:
@@ -197,6 +198,38 @@ async def test_a_thumbs_up_on_several_images_or_a_number_too_high_is_explained_o
     await harness.command("top today")
     [empty] = await harness.slack.wait_for("response_url")
     assert "No result in this channel has a vote today" in empty.params["text"]
+
+
+async def test_numbers_on_a_contact_sheet_vote_for_its_tiles(harness: Harness) -> None:
+    reactions, _ = await start(harness)
+    assert harness.running is not None
+    sheet_messages: asyncio.Queue[tuple[str, str]] = asyncio.Queue()
+    harness.running.services.permutations.on_sheet_message.append(
+        lambda *seen: sheet_messages.put_nowait(seen)
+    )
+    await harness.command("a {red|blue} fox --seed 4")
+    await sheet_posted(harness)
+    _, sheet_ts = await asyncio.wait_for(sheet_messages.get(), timeout=10)
+    by_prompt = {job.prompt: job for job in await results(harness)}
+    events = [("two", "U2"), ("two::skin-tone-2", "U3"), ("one", "U4"), ("+1", "U5"), ("five", "U6")]
+    for handled, (reaction, user) in enumerate(events, start=1):
+        await react(harness, reaction, sheet_ts, user)
+        await reactions.reach(handled)
+    await react(harness, "+1", by_prompt["a red fox"].status_ts, "U4")  # the same person, image and vote
+    await reactions.reach(len(events) + 1)
+
+    hints = [call.params for call in harness.slack.calls_to("chat.postEphemeral")]
+    root = by_prompt["a red fox"].thread_ts
+    assert [(hint["user"], hint["thread_ts"]) for hint in hints] == [("U5", root), ("U6", root)]
+    assert "2 tiles, so :+1: does not say which" in hints[0]["text"]
+    assert "That tile has no image" in hints[1]["text"]
+    await harness.command("top")
+    [digest] = await harness.slack.wait_for(
+        "chat.postMessage", where=lambda c: "Most-voted" in c.params["text"]
+    )
+    ranked = [block["text"]["text"] for block in blocks_of(digest)[1:-1]]
+    assert [line.split(" · ")[0] for line in ranked] == ["*1.* 2 votes", "*2.* 1 vote"]
+    assert ["blue fox" in ranked[0], "red fox" in ranked[1]] == [True, True]
 
 
 async def test_a_vote_in_a_thread_closes_at_its_deadline_with_the_winner(harness: Harness) -> None:

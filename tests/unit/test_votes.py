@@ -19,6 +19,7 @@ from bot.domain.votes import (
     parse_duration,
     rank,
     read_reaction,
+    read_sheet_reaction,
 )
 from bot.store.model import Job, JobState, NewJob
 from bot.store.sqlite import DuplicateRequestError, Store, VoteOpenError
@@ -48,6 +49,34 @@ NEW_YORK = ZoneInfo("America/New_York")
 )
 def test_reactions_map_to_ballots_or_hints(reaction: str, images: int, meaning: object) -> None:
     assert read_reaction(reaction, images) == meaning
+
+
+@pytest.mark.parametrize(
+    ("reaction", "voteable", "meaning"),
+    [
+        ("one", [True, True], Ballot(0)),
+        ("two::skin-tone-4", [True, True], Ballot(1)),
+        ("keycap_ten", [True] * 10, Ballot(9)),
+        ("keycap_ten", [True] * 9, VoteHint.NO_SUCH_IMAGE),
+        ("three", [True, False, False], VoteHint.NO_SUCH_IMAGE),
+        ("+1", [True, True], VoteHint.PICK_A_NUMBER),
+        ("heart", [True, True], None),
+    ],
+)
+def test_keycaps_on_a_contact_sheet_vote_for_tiles_that_show_an_image(
+    reaction: str, voteable: list[bool], meaning: object
+) -> None:
+    assert read_sheet_reaction(reaction, voteable) == meaning
+
+
+def test_sheet_hints_name_the_numbers_and_what_is_beyond_ten() -> None:
+    few = vote_views.sheet_hint(VoteHint.PICK_A_NUMBER, 2)
+    assert ":one: :two:" in few["text"]
+    many = vote_views.sheet_hint(VoteHint.NO_SUCH_IMAGE, 12)
+    assert ":one:–:keycap_ten:" in many["text"]
+    assert "Tiles past 10 take their votes on their results" in many["text"]
+    assert message_errors(few["blocks"], lambda ref: None) == []
+    assert message_errors(many["blocks"], lambda ref: None) == []
 
 
 @pytest.mark.parametrize(
