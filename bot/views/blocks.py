@@ -56,29 +56,38 @@ def _context(*parts: str) -> dict[str, Any]:
 
 
 def help_message() -> Message:
-    """Usage and examples for `/imagine help` and an empty `/imagine`."""
-    text = (
+    """Usage and examples for `/imagine help` and an empty `/imagine` (one section per topic, each well
+    under Slack's 3000 characters)."""
+    basics = (
         f"*Dreamboard* makes images with Seedream 4.5.\n`{USAGE}`\n\n"
         "*Examples*\n"
         "• `/imagine a red fox in fresh snow, golden hour`\n"
         "• `/imagine isometric city block at night --ar 16:9 --size 4K`\n"
-        "• `/imagine watercolour lighthouse --seed 42 --n 4`\n\n"
-        "*Flags*\n"
-        + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
-        + "• `/imagine a {red|blue} fox in {snow|rain}` runs every combination (at most 8) in one thread, "
-        "then posts a contact sheet of them all\n"
-        "• `/imagine show <job id>` reposts a result with its buttons here\n"
+        "• `/imagine watercolour lighthouse --seed 42 --n 4`\n"
+        "• `/imagine a {red|blue} fox in {snow|rain}` runs every combination (at most 8) in one thread, "
+        "then posts a contact sheet of them all\n\n"
+        "*Flags*\n" + "".join(f"• `--{flag.name}` {flag.help}\n" for flag in FLAGS)
+    )
+    commands = (
+        "*Your results*\n"
+        "• `/imagine history [N] [words]` lists your recent results to replay; "
+        "`/imagine history export` sends them all as a CSV by DM\n"
+        "• `/imagine show <job id>` reposts a result with its buttons here; "
+        "`/imagine seed <job id>` shows its recipe\n"
+        "• `/imagine usage` shows your images and this channel's today against the daily quota, and your "
+        "last 7 days; admins get the workspace report, with a 14-day chart in their DM\n"
+        "• `/imagine -- <prompt>` is always a prompt, even one starting with `show`, `seed` or `history`\n\n"
+        "*As a team*\n"
         '• `/imagine kit` shows this channel\'s kit; `/imagine kit set --ar 16:9 --size 2K --style "…"` '
         "sets its default flags and a style added to every prompt; `/imagine kit clear` removes it; "
         "react :pushpin: on an image to pin it as a reference (at most 3), remove it (or "
         "`/imagine kit unpin N`) to unpin\n"
-        "• `/imagine usage` shows your images and this channel's today against the daily quota, and your "
-        "last 7 days; admins get the workspace report, with a 14-day chart in their DM\n"
         "• `/imagine top [today|week|all] [N]` posts this channel's most-voted results "
-        "(vote with :+1:, or :one:–:four: on several images)\n"
+        "(vote with :+1:, or :one:–:four: on several images, or a tile's number on a contact sheet)\n"
         "• `/imagine vote 15m` opens a vote on this channel's latest thread "
-        "(in a thread: `@Dreamboard vote 15m`); the winner is posted at the deadline\n"
-        "• `/imagine -- <prompt>` is always a prompt, even one starting with `show`, `seed` or `history`\n\n"
+        "(in a thread: `@Dreamboard vote 15m`); the winner is posted at the deadline"
+    )
+    iterating = (
         "Results arrive in a thread under the status message; every result records its seed. "
         "Reply in that thread to iterate, or react to a result:\n"
         + "\n".join(
@@ -86,7 +95,7 @@ def help_message() -> Message:
             for action, what in _REACTION_HELP.items()
         )
     )
-    return {"text": f"Usage: {USAGE}", "blocks": [_section(text)]}
+    return {"text": f"Usage: {USAGE}", "blocks": [_section(basics), _section(commands), _section(iterating)]}
 
 
 def error_message(problem: str) -> Message:

@@ -105,6 +105,30 @@ def test_help_lists_every_flag() -> None:
     assert "match_input_image" in text
 
 
+def test_help_lists_every_subcommand_and_the_team_features() -> None:
+    text = "\n".join(block["text"]["text"] for block in views.help_message()["blocks"])
+    for shown in (
+        "/imagine history [N] [words]",
+        "/imagine history export",
+        "/imagine show <job id>",
+        "/imagine seed <job id>",
+        "/imagine usage",
+        "/imagine kit`",
+        "/imagine kit set --ar 16:9",
+        "/imagine kit clear",
+        "/imagine kit unpin N",
+        ":pushpin:",
+        "--nokit",
+        "/imagine top [today|week|all] [N]",
+        "/imagine vote 15m",
+        "@Dreamboard vote 15m",
+        "{red|blue}",
+        "/imagine -- <prompt>",
+    ):
+        assert shown in text, shown
+    assert all(len(block["text"]["text"]) < 3000 for block in views.help_message()["blocks"])
+
+
 @pytest.mark.parametrize(
     "job",
     [
