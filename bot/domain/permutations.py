@@ -186,24 +186,13 @@ def quota_refusal(
     """Why a set whose combinations cost `costs` (weighted images each; `has_4k` when some are 4K) does
     not fit today's quota, naming how many of its first combinations would; None when the whole set fits."""
     total = sum(costs)
-    caps = [
-        (cap - used, cap, whose)
-        for cap, used, whose in (
-            (policy.per_user, usage.user, "you have"),
-            (policy.per_channel, usage.channel, "this channel has"),
-        )
-        if cap > 0
-    ]
-    if not caps:
+    tightest = policy.tightest(usage)
+    if tightest is None or total <= tightest[0]:
         return None
-    left, cap, whose = min(caps, key=lambda entry: entry[0])
-    left = max(left, 0)
-    if total <= left:
-        return None
-    reset = policy.reset_phrase(now)
+    left, cap, whose = tightest
     if left == 0:
-        used_up = "You have used your" if whose == "you have" else "This channel has used its"
-        return f":no_entry: {used_up} {cap} images for today; nothing was queued. The quota {reset}."
+        return policy.used_up(cap, whose, now=now)
+    reset = policy.reset_phrase(now)
     fits = len(list(itertools.takewhile(lambda spent: spent <= left, itertools.accumulate(costs))))
     weight = f" (a 4K image counts as {policy.weight_4k})" if has_4k and policy.weight_4k > 1 else ""
     unit = "image" if left == 1 else "images"

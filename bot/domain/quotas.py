@@ -76,24 +76,34 @@ class QuotaPolicy:
         wait = f"{hours} h {minutes} min" if hours else f"{minutes} min"
         return f"resets at {clock}, in {wait}"
 
-    def admit(self, usage: Usage, *, n: int, size: str, now: float) -> str | None:
-        """Check a job of `n` images of `size`; raises QuotaExceededError naming what would fit and when
-        the day resets. Returns the user's 'N of M left today' line once they are past 80 % of their
-        cap after this job, else None."""
-        weight = self.weight(size)
-        cost = n * weight
+    def tightest(self, usage: Usage) -> tuple[int, int, str] | None:
+        """The cap with the fewest images left today: (images left, at least 0; the cap; whose it is,
+        as "you have" or "this channel has"); None when no cap is set."""
         caps = [
-            (cap - used, cap, whose)
+            (max(cap - used, 0), cap, whose)
             for cap, used, whose in (
                 (self.per_user, usage.user, "you have"),
                 (self.per_channel, usage.channel, "this channel has"),
             )
             if cap > 0
         ]
-        for left, cap, whose in sorted(caps, key=lambda entry: entry[0]):
-            left = max(left, 0)
-            if cost <= left:
-                break
+        return min(caps, key=lambda entry: entry[0]) if caps else None
+
+    def used_up(self, cap: int, whose: str, *, now: float) -> str:
+        """The refusal when a cap has no image left today."""
+        used_up = "You have used your" if whose == "you have" else "This channel has used its"
+        reset = self.reset_phrase(now)
+        return f":no_entry: {used_up} {cap} images for today; nothing was queued. The quota {reset}."
+
+    def admit(self, usage: Usage, *, n: int, size: str, now: float) -> str | None:
+        """Check a job of `n` images of `size`; raises QuotaExceededError naming what would fit and when
+        the day resets. Returns the user's 'N of M left today' line once they are past 80 % of their
+        cap after this job, else None."""
+        weight = self.weight(size)
+        cost = n * weight
+        tightest = self.tightest(usage)
+        if tightest is not None and cost > tightest[0]:
+            left, cap, whose = tightest
             raise QuotaExceededError(self._refusal(left, cap, whose, weight=weight, n=n, now=now))
         if self.per_user <= 0:
             return None
@@ -119,10 +129,9 @@ class QuotaPolicy:
         )
 
     def _refusal(self, left: int, cap: int, whose: str, *, weight: int, n: int, now: float) -> str:
-        reset = self.reset_phrase(now)
         if left == 0:
-            used_up = "You have used your" if whose == "you have" else "This channel has used its"
-            return f":no_entry: {used_up} {cap} images for today; nothing was queued. The quota {reset}."
+            return self.used_up(cap, whose, now=now)
+        reset = self.reset_phrase(now)
         unit = "image" if left == 1 else "images"
         head = f":no_entry: This job needs {n * weight} but {whose} {left} {unit} left today"
         if weight > 1:

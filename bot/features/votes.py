@@ -142,15 +142,8 @@ class Votes:
             return
         if meaning is None:
             return
-        await self._store.record_vote_reaction(
-            channel_id=channel,
-            message_ts=ts,
-            user_id=user,
-            reaction=reaction,
-            job_id=job.id,
-            idx=meaning.idx,
-            present=not removed,
-            event_ts=str(event.get("event_ts") or f"{self._clock.now():.6f}"),
+        await self._record(
+            event, channel=channel, ts=ts, user=user, job_id=job.id, idx=meaning.idx, removed=removed
         )
 
     async def _count_on_sheet(
@@ -172,13 +165,35 @@ class Votes:
         tile = tiles[meaning.idx]
         if tile.job_id is None or tile.image_idx is None:
             return
-        await self._store.record_vote_reaction(
-            channel_id=sheet.channel_id,
-            message_ts=ts,
-            user_id=user,
-            reaction=reaction,
+        await self._record(
+            event,
+            channel=sheet.channel_id,
+            ts=ts,
+            user=user,
             job_id=tile.job_id,
             idx=tile.image_idx,
+            removed=removed,
+        )
+
+    async def _record(
+        self,
+        event: Mapping[str, Any],
+        *,
+        channel: str,
+        ts: str,
+        user: str,
+        job_id: str,
+        idx: int,
+        removed: bool,
+    ) -> None:
+        """Store the state the reaction event leaves: a vote by `user` for image `idx` of `job_id`."""
+        await self._store.record_vote_reaction(
+            channel_id=channel,
+            message_ts=ts,
+            user_id=user,
+            reaction=str(event.get("reaction")),
+            job_id=job_id,
+            idx=idx,
             present=not removed,
             event_ts=str(event.get("event_ts") or f"{self._clock.now():.6f}"),
         )
