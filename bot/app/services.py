@@ -40,7 +40,7 @@ from bot.slack.gateway import SlackGateway
 from bot.slack.membership import ChannelAccess
 from bot.slack.messages import SlackMessages
 from bot.slack.pacing import PacedWebClient, Pacer
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from bot.views import blocks as views
 
 T = TypeVar("T")

@@ -21,7 +21,7 @@ from bot.backends.oxen import RetryPolicy
 from bot.features.votes import Clock
 from bot.jobs.uploads import ShareTiming
 from bot.store.model import Job, JobImage
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.recorder import Call
 from tests.fakes.slack import FakeSlack, SignedResponse

@@ -15,7 +15,7 @@ from bot.domain.commands import Prompt, UsageReport, parse_command
 from bot.domain.errors import CapReachedError
 from bot.domain.quotas import QuotaExceededError, QuotaPolicy, Usage
 from bot.store.model import JobState, NewJob
-from bot.store.sqlite import Store
+from bot.store.store import Store
 
 LA = ZoneInfo("America/Los_Angeles")
 NOON_UTC = datetime(2026, 3, 2, 12, 0, tzinfo=UTC).timestamp()

@@ -10,9 +10,10 @@ from pathlib import Path
 
 import pytest
 
+from bot.store.errors import DuplicateRequestError
 from bot.store.migrations import MIGRATIONS
 from bot.store.model import ImageState, JobState, MessageKind, NewJob
-from bot.store.sqlite import DuplicateRequestError, Store
+from bot.store.store import Store
 
 
 @pytest.fixture

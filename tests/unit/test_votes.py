@@ -21,8 +21,9 @@ from bot.domain.votes import (
     read_reaction,
     read_sheet_reaction,
 )
+from bot.store.errors import DuplicateRequestError
 from bot.store.model import Job, JobState, NewJob
-from bot.store.sqlite import DuplicateRequestError, Store, VoteOpenError
+from bot.store.store import Store, VoteOpenError
 from bot.views import votes as vote_views
 from tests.fakes.blockkit import message_errors
 
