@@ -710,7 +710,7 @@ class Store:
 
     async def _tallies(self, where: str, parameters: Sequence[Any]) -> list[Tally]:
         rows = await self._all(
-            "SELECT r.job_id, r.idx, COUNT(DISTINCT r.user_id) AS votes, g.created_at"  # noqa: S608
+            "SELECT r.job_id, r.idx, COUNT(DISTINCT r.user_id) AS votes, MIN(g.created_at)"  # noqa: S608
             " FROM vote_reactions r JOIN generations g ON g.id = r.job_id"
             " JOIN generation_images i ON i.job_id = r.job_id AND i.idx = r.idx"
             " WHERE r.present = 1 AND g.deleted_at IS NULL AND g.state = 'uploaded'"

@@ -8,6 +8,7 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 
 from bot.store.errors import DuplicateRequestError
@@ -15,10 +16,12 @@ from bot.store.migrations import MIGRATIONS
 from bot.store.model import ImageState, JobState, MessageKind, NewJob
 from bot.store.store import Store
 
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
+
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "nested" / "db.sqlite3")
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = await Store.open(database_url)
     yield opened
     await opened.close()
 
@@ -39,13 +42,12 @@ def new_job(job_id: str = "j1", *, user: str = "U1", n: int = 2) -> NewJob:
     )
 
 
-async def test_schema_is_versioned_and_reopening_keeps_data(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    first = await Store.open(path)
+async def test_schema_is_versioned_and_reopening_keeps_data(database_url: str) -> None:
+    first = await Store.open(database_url)
     await first.insert_job(new_job())
     assert await first.schema_version() == len(MIGRATIONS)
     await first.close()
-    second = await Store.open(path)
+    second = await Store.open(database_url)
     assert [job.id for job in await second.unfinished_jobs()] == ["j1"]
     await second.close()
 
@@ -158,7 +160,7 @@ async def test_favourites_toggle(store: Store) -> None:
 
 async def test_bad_state_is_refused_by_the_schema(store: Store) -> None:
     await store.insert_job(new_job())
-    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+    with pytest.raises(INTEGRITY_ERRORS, match=r"(?i)check constraint"):
         async with store.transaction() as db:
             await db.execute("UPDATE generations SET state = 'exploded' WHERE id = 'j1'")
     job = await store.get_job("j1")
@@ -257,7 +259,7 @@ async def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
             await db.execute("UPDATE generations SET prompt = 'changed' WHERE id = 'j1'")
             await db.execute("UPDATE generation_images SET state = 'x' WHERE job_id = 'j1'")
 
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         await change_then_break()
     job = await store.get_job("j1")
     assert job is not None

@@ -110,8 +110,8 @@ def test_days_are_calendar_days_in_the_zone_across_a_dst_change() -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "usage.sqlite3")
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = await Store.open(database_url)
     yield opened
     await opened.close()
 
