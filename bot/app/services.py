@@ -91,7 +91,7 @@ class Services:
         the wait for each upload message's ts (tests shorten it); `vote_clock` times vote deadlines."""
         metrics = Metrics()
         tasks = Tasks("background task")
-        store = await Store.open(settings.database_path)
+        store = await Store.open(settings.database)
         http = aiohttp.ClientSession()
         pacer = Pacer(interval=settings.slack_post_interval)
         redactor = Redactor(settings.secret_values)
