@@ -245,19 +245,19 @@ class PostgresDatabase:
 
         try:
             with write_patience(PROBE_PATIENCE):
-                await self._attempt(lambda: self._run_transaction(probe), record=False)
+                await self._attempt(lambda left: self._run_transaction(probe, left), record=False)
         except StoreUnavailableError:
             return False
         return True
 
-    async def _attempt(self, operation: Callable[[], Awaitable[T]], *, record: bool = True) -> T:
-        """Run `operation`, retried with backoff while PostgreSQL refuses it for a reason that may pass,
-        for the current `write_patience`."""
+    async def _attempt(self, operation: Callable[[float], Awaitable[T]], *, record: bool = True) -> T:
+        """Run `operation(seconds left)`, retried with backoff while PostgreSQL refuses it for a reason
+        that may pass, for the current `write_patience`."""
         deadline = self._clock() + patience()
         delay = 0.05
         while True:
             try:
-                result = await operation()
+                result = await operation(max(0.0, deadline - self._clock()))
             except psycopg.Error as exc:
                 if not is_fault(exc):
                     raise
@@ -276,45 +276,53 @@ class PostgresDatabase:
             await self._sleep(delay)
             delay = min(delay * 2, MAX_BACKOFF)
 
-    async def _run_transaction(self, body: Callable[[Tx], Awaitable[T]]) -> T:
-        async with self.transaction() as tx:
+    async def _run_transaction(self, body: Callable[[Tx], Awaitable[T]], wait: float) -> T:
+        async with self._transaction(wait) as tx:
             return await body(tx)
 
     async def in_transaction(self, body: Callable[[Tx], Awaitable[T]]) -> T:
         """A SERIALIZABLE transaction around `body` (rolled back when anything fails), retried as a
         whole while PostgreSQL refuses it for a reason that may pass."""
-        return await self._attempt(lambda: self._run_transaction(body))
+        return await self._attempt(lambda left: self._run_transaction(body, left))
+
+    def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
+        """A SERIALIZABLE transaction on one pooled connection (rolled back on any error), not retried."""
+        return self._transaction(patience())
 
     @contextlib.asynccontextmanager
-    async def transaction(self) -> AsyncIterator[Tx]:
-        """A SERIALIZABLE transaction on one pooled connection (rolled back on any error), not retried."""
-        async with self._pool.connection() as conn, conn.transaction():
+    async def _transaction(self, wait: float) -> AsyncIterator[Tx]:
+        """A transaction on a connection the pool hands out within `wait` seconds."""
+        async with self._pool.connection(timeout=wait) as conn, conn.transaction():
             self._count()
             await conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
             yield PostgresTx(conn, self._count)
 
-    async def _on_connection(self, work: Callable[[PostgresTx], Awaitable[T]]) -> T:
-        async with self._pool.connection() as conn:
+    async def _on_connection(self, work: Callable[[PostgresTx], Awaitable[T]], wait: float) -> T:
+        async with self._pool.connection(timeout=wait) as conn:
             return await work(PostgresTx(conn, self._count))
 
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> int:
         """Run one write statement (retried); the number of rows it changed."""
-        return await self._attempt(lambda: self._on_connection(lambda tx: tx.execute(sql, parameters)))
+        return await self._attempt(
+            lambda left: self._on_connection(lambda tx: tx.execute(sql, parameters), left)
+        )
 
     async def execute_returning(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
         """Run one `… RETURNING` write (retried); the rows it returned."""
-        return await self._attempt(lambda: self._on_connection(lambda tx: tx.fetchall(sql, parameters)))
+        return await self._attempt(
+            lambda left: self._on_connection(lambda tx: tx.fetchall(sql, parameters), left)
+        )
 
     async def fetchone(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
         """The first row of a read (retried while the server is out of reach)."""
         return await self._attempt(
-            lambda: self._on_connection(lambda tx: tx.fetchone(sql, parameters)), record=False
+            lambda left: self._on_connection(lambda tx: tx.fetchone(sql, parameters), left), record=False
         )
 
     async def fetchall(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
         """Every row of a read (retried while the server is out of reach)."""
         return await self._attempt(
-            lambda: self._on_connection(lambda tx: tx.fetchall(sql, parameters)), record=False
+            lambda left: self._on_connection(lambda tx: tx.fetchall(sql, parameters), left), record=False
         )
 
     async def schema_version(self) -> int:
