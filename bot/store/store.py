@@ -14,7 +14,7 @@ from typing import Any, Literal, TypeVar
 
 from bot.domain.kits import Kit, Pin
 from bot.domain.votes import Tally, VoteRound
-from bot.store.database import Database, Row, Tx, database_target
+from bot.store.database import Database, Dialect, Row, Tx, database_target
 from bot.store.errors import DuplicateRequestError
 from bot.store.migrations import MIGRATIONS
 from bot.store.model import (
@@ -90,7 +90,7 @@ class Store:
         return cls(await PostgresDatabase.open(where, MIGRATIONS, clock=clock, sleep=sleep))
 
     @property
-    def dialect(self) -> str:
+    def dialect(self) -> Dialect:
         """ "sqlite" or "postgres"."""
         return self.db.dialect
 

@@ -111,7 +111,7 @@ async def test_a_lost_connection_is_replaced_and_a_refusing_server_is_a_store_fa
     database = urlsplit(postgres_url).path.lstrip("/")
     server = postgres_url.replace(f"/{database}?", "/postgres?")
     end_sessions = (
-        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity"
+        "SELECT pg_terminate_backend(pid, 5000) FROM pg_stat_activity"
         " WHERE datname = %s AND pid <> pg_backend_pid()"
     )
     try:
