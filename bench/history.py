@@ -8,7 +8,7 @@ import tempfile
 import time
 from pathlib import Path
 
-from bot.store.sqlite import Store
+from bot.store.store import Store
 
 
 def _fill(path: Path, rows: int) -> None:

@@ -24,7 +24,7 @@ from bench.scenarios import (
     user_id,
     wait_for_event_stream,
 )
-from bot.store.sqlite import Store
+from bot.store.sqlite import SqliteDatabase
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.ratelimits import unlimited
 from tests.fakes.slack import FakeSlack
@@ -36,13 +36,13 @@ _LITERAL = re.compile(r"'(?:[^']|'')*'|\b\d+(?:\.\d+)?\b")
 def traced_bot(path: Path) -> None:
     """Run the real bot, writing each statement (numbered as the counter counts it) to `path`."""
     sink = path.open("a", buffering=1)
-    counted = Store._count
+    counted = SqliteDatabase._count
 
-    def count(store: Store, sql: str) -> None:
-        counted(store, sql)
-        sink.write(f"{store.statements}\t{' '.join(sql.split())}\n")
+    def count(database: SqliteDatabase, sql: str) -> None:
+        counted(database, sql)
+        sink.write(f"{database.statements}\t{' '.join(sql.split())}\n")
 
-    setattr(Store, "_count", count)  # noqa: B010 (mypy refuses assigning to a method)
+    setattr(SqliteDatabase, "_count", count)  # noqa: B010 (mypy refuses assigning to a method)
     from bot.__main__ import main
 
     main()

@@ -21,7 +21,7 @@ from bot.app import doctor, runtime
 from bot.app.config import Settings, SettingsError, load_settings
 from bot.app.logs import configure_logging
 from bot.domain.secrets import Redactor
-from bot.store.sqlite import StoreOpenError
+from bot.store.errors import StoreOpenError
 
 log = logging.getLogger("bot")
 

@@ -32,7 +32,7 @@ from bot.domain.permutations import Expansion, PermutationError, QueueRoomError,
 from bot.domain.requests import RequestError, parse_request
 from bot.features.actions import NotAllowedError
 from bot.features.intake import CapReachedError, NotInChannelError, StatusPostError
-from bot.store.sqlite import DuplicateRequestError
+from bot.store.errors import DuplicateRequestError
 from bot.views import blocks as views
 from bot.views import kits as kit_views
 from handlers.replies import answer

@@ -12,6 +12,9 @@ import pytest
 
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.slack import FakeSlack
+from tests.postgres import mark_postgres_tests, postgres_server, postgres_url
+
+__all__ = ["postgres_server", "postgres_url"]
 
 _SETTING_PREFIXES = (
     "SLACK_",
@@ -24,6 +27,11 @@ _SETTING_PREFIXES = (
     "HOST",
     "PORT",
 )
+
+
+def pytest_collection_modifyitems(items: list[pytest.Item]) -> None:
+    """Tests that use a Postgres fixture carry the `postgres` marker."""
+    mark_postgres_tests(items)
 
 
 def _is_local(address: Any) -> bool:

@@ -20,7 +20,8 @@ from bot.app.listener_errors import listener_error_handler
 from bot.app.services import Services
 from bot.app.tasks import Tasks
 from bot.slack.gateway import redacted_replies
-from bot.store.sqlite import PRE_ACK_PATIENCE, StoreUnavailableError, write_patience
+from bot.store.database import PRE_ACK_PATIENCE, write_patience
+from bot.store.errors import StoreUnavailableError
 
 Listener = TypeVar("Listener", bound=Callable[..., Awaitable[None]])
 

@@ -6,7 +6,7 @@ import re
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
-from urllib.parse import urlsplit
+from urllib.parse import unquote, urlsplit
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
 from pydantic import (
@@ -21,6 +21,7 @@ from pydantic_settings import BaseSettings, NoDecode, SettingsConfigDict
 
 from bot.domain.hosts import is_loopback
 from bot.domain.quotas import QuotaPolicy
+from bot.store.database import database_target
 
 
 class ReferenceHosting(StrEnum):
@@ -58,6 +59,9 @@ class Settings(BaseSettings):
     oxen_reuse_result_urls: bool = False
     max_reference_mb: float = Field(default=20.0, gt=0, le=1024)
     database_path: Path = Path("data/dreamboard.sqlite3")
+    # sqlite:///path or postgresql://user:password@host/db; unset: the SQLite file DATABASE_PATH. A secret,
+    # since it may hold a password.
+    database_url: SecretStr | None = None
     host: str = "0.0.0.0"  # noqa: S104 - the container's HTTP server must listen on all interfaces
     port: int = Field(default=3000, ge=0, le=65535)
     max_concurrent_jobs: int = Field(default=8, ge=1, le=500)
@@ -101,10 +105,23 @@ class Settings(BaseSettings):
         return self.database_path.parent
 
     @property
+    def database(self) -> Path | str:
+        """Where the store lives: the SQLite file's path, or the PostgreSQL URL (DATABASE_URL when set,
+        else DATABASE_PATH)."""
+        if self.database_url is None:
+            return self.database_path
+        return database_target(self.database_url.get_secret_value())
+
+    @property
     def secret_values(self) -> list[str]:
         """Every configured secret, for redaction in logs and in messages posted to Slack."""
         secrets = (self.slack_bot_token, self.slack_app_token, self.slack_signing_secret, self.oxen_api_key)
-        return [secret.get_secret_value() for secret in secrets if secret is not None]
+        values = [secret.get_secret_value() for secret in secrets if secret is not None]
+        if self.database_url is not None:
+            password = urlsplit(self.database_url.get_secret_value()).password
+            if password:
+                values += sorted({password, unquote(password)})
+        return values
 
     @property
     def socket_mode(self) -> bool:
@@ -123,6 +140,18 @@ class Settings(BaseSettings):
     def _app_token_shape(cls, value: SecretStr | None) -> SecretStr | None:
         if value is not None and not value.get_secret_value().startswith("xapp-"):
             raise ValueError("must be an app-level token starting with xapp-")
+        return value
+
+    @field_validator("database_url", mode="before")
+    @classmethod
+    def _unset_when_empty(cls, value: Any) -> Any:
+        return None if value == "" else value
+
+    @field_validator("database_url")
+    @classmethod
+    def _database_url(cls, value: SecretStr | None) -> SecretStr | None:
+        if value is not None:
+            database_target(value.get_secret_value())
         return value
 
     @field_validator("slack_file_hosts", mode="before")

@@ -24,7 +24,7 @@ from slack_sdk.errors import SlackApiError
 from bot.backends.base import BackendError
 from bot.slack.errors import SlackError, classify
 from bot.slack.gateway import SlackGateway
-from bot.store.sqlite import StoreUnavailableError
+from bot.store.errors import StoreUnavailableError
 
 log = logging.getLogger(__name__)
 

@@ -40,7 +40,7 @@ from bot.slack.gateway import SlackGateway
 from bot.slack.membership import ChannelAccess
 from bot.slack.messages import SlackMessages
 from bot.slack.pacing import PacedWebClient, Pacer
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from bot.views import blocks as views
 
 T = TypeVar("T")
@@ -91,7 +91,7 @@ class Services:
         the wait for each upload message's ts (tests shorten it); `vote_clock` times vote deadlines."""
         metrics = Metrics()
         tasks = Tasks("background task")
-        store = await Store.open(settings.database_path)
+        store = await Store.open(settings.database)
         http = aiohttp.ClientSession()
         pacer = Pacer(interval=settings.slack_post_interval)
         redactor = Redactor(settings.secret_values)

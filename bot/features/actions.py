@@ -25,7 +25,7 @@ from bot.jobs.runner import JobRunner
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.gateway import SlackGateway
 from bot.store.model import ImageState, Job, JobImage, JobState, MessageKind
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from bot.views import blocks as views
 
 log = logging.getLogger(__name__)

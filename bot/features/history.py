@@ -19,7 +19,7 @@ from bot.domain.days import start_of_day, user_timezone
 from bot.slack.errors import SlackError
 from bot.slack.gateway import SlackGateway
 from bot.store.model import Job
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from bot.views import blocks as views
 
 log = logging.getLogger(__name__)

@@ -28,8 +28,9 @@ from bot.jobs.runner import JobRunner
 from bot.jobs.scheduler import Ticket
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.membership import ChannelAccess
+from bot.store.errors import DuplicateRequestError
 from bot.store.model import Job, JobImage, NewJob
-from bot.store.sqlite import DuplicateRequestError, Store
+from bot.store.store import Store
 from bot.views import blocks as views
 
 BUSY_AFTER = 10.0

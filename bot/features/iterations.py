@@ -12,7 +12,7 @@ from bot.features.intake import CapReachedError, Intake, NotInChannelError, Stat
 from bot.features.references import ReferenceError, References, slack_read_problem
 from bot.slack.errors import SlackError
 from bot.slack.gateway import SlackGateway
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from bot.views import blocks as views
 
 log = logging.getLogger(__name__)

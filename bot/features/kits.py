@@ -26,7 +26,7 @@ from bot.slack.errors import SlackError
 from bot.slack.files import file_name
 from bot.slack.gateway import SlackGateway
 from bot.store.model import ImageState, JobState
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from bot.views import blocks as views
 from bot.views import kits as kit_views
 

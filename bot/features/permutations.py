@@ -40,7 +40,7 @@ from bot.slack.files import ResultFile, SlackFiles, UploadState
 from bot.slack.gateway import SlackGateway
 from bot.slack.messages import LOOKBACK
 from bot.store.model import ImageState, Job, JobImage, JobState, PermutationSet, SetVariant, SheetTile
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from bot.views import blocks as views
 from bot.views import contact_sheet
 from bot.views import permutations as set_views

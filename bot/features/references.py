@@ -33,7 +33,7 @@ from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.files import ReferenceFetchError, SlackFileReader, file_name
 from bot.slack.gateway import SlackGateway
 from bot.store.model import ImageState, Job, JobImage
-from bot.store.sqlite import Store
+from bot.store.store import Store
 
 log = logging.getLogger(__name__)
 

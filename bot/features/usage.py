@@ -18,7 +18,7 @@ from bot.domain import usage_stats as stats
 from bot.domain.quotas import QuotaPolicy
 from bot.slack.errors import SlackError
 from bot.slack.gateway import SlackGateway
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from bot.views import usage as views
 from bot.views.blocks import Message
 from bot.views.usage_chart import bar_chart

@@ -43,8 +43,9 @@ from bot.features.iterations import is_noise, strip_mention
 from bot.slack.channel_history import ChannelHistory
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.gateway import SlackGateway
+from bot.store.errors import DuplicateRequestError
 from bot.store.model import Job, PermutationSet
-from bot.store.sqlite import DuplicateRequestError, Store, VoteOpenError
+from bot.store.store import Store, VoteOpenError
 from bot.views import blocks as views
 from bot.views import votes as vote_views
 

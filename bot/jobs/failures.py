@@ -5,7 +5,7 @@ from __future__ import annotations
 from bot.backends.base import BackendError
 from bot.domain.errors import UserFacingError
 from bot.slack.errors import SlackError, SlackErrorKind
-from bot.store.sqlite import StoreUnavailableError
+from bot.store.errors import StoreUnavailableError
 
 _SLACK = {
     SlackErrorKind.NOT_IN_CHANNEL: "I can't post files here. Invite me with `/invite @Dreamboard` and retry.",

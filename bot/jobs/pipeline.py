@@ -50,8 +50,9 @@ from bot.jobs.uploads import UploadMessages
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.files import ResultFile, SlackFiles, UploadState
 from bot.slack.messages import SlackMessages
+from bot.store.errors import StoreUnavailableError
 from bot.store.model import ImageState, Job, JobImage, JobState
-from bot.store.sqlite import Store, StoreUnavailableError
+from bot.store.store import Store
 from bot.views import blocks as views
 
 log = logging.getLogger(__name__)

@@ -11,8 +11,9 @@ from bot.jobs.positions import QueuePositions
 from bot.jobs.scheduler import FairScheduler, Ticket
 from bot.slack import pacing
 from bot.slack.errors import SlackError
+from bot.store.database import write_patience
 from bot.store.model import Job, JobImage, JobState
-from bot.store.sqlite import Store, write_patience
+from bot.store.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -19,7 +19,7 @@ from typing import Any
 from bot.slack.errors import SlackError
 from bot.slack.files import SlackFiles
 from bot.store.model import Job
-from bot.store.sqlite import Store
+from bot.store.store import Store
 
 log = logging.getLogger(__name__)
 

@@ -3,10 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import errno
 import random
-import sqlite3
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -21,7 +19,7 @@ from bot.backends.oxen import RetryPolicy
 from bot.features.votes import Clock
 from bot.jobs.uploads import ShareTiming
 from bot.store.model import Job, JobImage
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.recorder import Call
 from tests.fakes.slack import FakeSlack, SignedResponse
@@ -32,13 +30,13 @@ FAST_RETRIES = RetryPolicy(attempts=3, base_delay=0.01, max_delay=0.05)
 StoredJob = tuple[Job, list[JobImage]]
 
 
-async def stored_jobs(database: Path) -> list[StoredJob]:
-    """Every job stored in `database` with its images, oldest first, read through a connection of its
-    own (the bot's may be in another process)."""
-    with contextlib.closing(sqlite3.connect(database)) as db:
-        ids = [str(row[0]) for row in db.execute("SELECT id FROM generations ORDER BY created_at, rowid")]
+async def stored_jobs(database: Path | str) -> list[StoredJob]:
+    """Every job stored in `database` (a SQLite file or a DATABASE_URL) with its images, oldest first,
+    read through a connection of its own (the bot's may be in another process)."""
     store = await Store.open(database)
     try:
+        rows = await store.db.fetchall("SELECT id FROM generations ORDER BY created_at, rowid")
+        ids = [str(row[0]) for row in rows]
         result = []
         for job_id in ids:
             job = await store.get_job(job_id)
@@ -90,6 +88,8 @@ class Harness:
     """Ids of the jobs the running bot has taken to their end (its pipeline's on_finished hook)."""
     vote_clock: Clock | None = None
     """The clock vote deadlines run on (None: the wall clock)."""
+    database_url: str | None = None
+    """A PostgreSQL DATABASE_URL to run on instead of the SQLite file `database`."""
     _notifying: set[asyncio.Task[None]] = field(default_factory=set)
 
     def settings(self, **overrides: Any) -> Settings:
@@ -111,6 +111,7 @@ class Harness:
             # result URLs need the key), so every bot has one unless a test says otherwise: the fake's
             # public repository, which needs no port of the bot's own (see `start_at_own_url` for that).
             "oxen_reference_repo": DEFAULT_REFERENCE_REPO,
+            "database_url": self.database_url,
         }
         values.update(self.overrides)
         values.update(overrides)
@@ -214,7 +215,7 @@ class Harness:
 
     async def jobs(self) -> list[StoredJob]:
         """Every stored job with its images (see `stored_jobs`)."""
-        return await stored_jobs(self.database)
+        return await stored_jobs(self.database_url or self.database)
 
     async def announced_jobs(self, count: int, timeout: float = 5.0) -> list[StoredJob]:
         """The stored jobs, once `count` of them hold their status message's ts. The bot writes it after

@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from bot.domain.kits import Kit
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from tests.fakes.images import render_png
 from tests.fakes.recorder import Call
 from tests.scenarios.harness import Harness

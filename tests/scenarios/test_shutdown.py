@@ -19,7 +19,7 @@ import handlers
 from bot.app import runtime
 from bot.features.references import References
 from bot.store.model import JobState
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.slack import FakeSlack
 from tests.scenarios.harness import FAST_RETRIES, Harness, is_card, stored_jobs

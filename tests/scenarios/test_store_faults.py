@@ -191,7 +191,7 @@ async def write_lock(database: Path) -> AsyncIterator[None]:
 @pytest.fixture(autouse=True)
 def probe_every_time(monkeypatch: pytest.MonkeyPatch) -> None:
     """/healthz probes on every request here (its few seconds of caching are a unit test's)."""
-    monkeypatch.setattr("bot.store.sqlite.PROBE_EVERY", 0.0)
+    monkeypatch.setattr("bot.store.database.PROBE_EVERY", 0.0)
 
 
 async def health(harness: Harness) -> tuple[int, dict[str, object]]:

@@ -11,7 +11,7 @@ from typing import Any
 
 from PIL import Image
 
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from tests.fakes.recorder import Call
 from tests.scenarios.harness import Harness
 from tests.scenarios.test_actions import card, first_job, press, react

@@ -15,7 +15,7 @@ import pytest
 
 from bot.features.votes import Clock
 from bot.store.model import Job
-from bot.store.sqlite import Store
+from bot.store.store import Store
 from bot.views.votes import WINNER_EVENT
 from tests.fakes.recorder import Call
 from tests.scenarios.harness import Harness

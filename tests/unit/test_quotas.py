@@ -5,7 +5,6 @@ from __future__ import annotations
 import time
 from dataclasses import replace
 from datetime import UTC, datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -15,7 +14,7 @@ from bot.domain.commands import Prompt, UsageReport, parse_command
 from bot.domain.errors import CapReachedError
 from bot.domain.quotas import QuotaExceededError, QuotaPolicy, Usage
 from bot.store.model import JobState, NewJob
-from bot.store.sqlite import Store
+from bot.store.store import Store
 
 LA = ZoneInfo("America/Los_Angeles")
 NOON_UTC = datetime(2026, 3, 2, 12, 0, tzinfo=UTC).timestamp()
@@ -91,8 +90,8 @@ def test_settings_default_and_reject_an_unknown_zone() -> None:
     assert "QUOTA_TIMEZONE: must be an IANA time zone" in str(problem.value)
 
 
-async def test_the_store_counts_images_paid_or_being_paid(tmp_path: Path) -> None:
-    store = await Store.open(tmp_path / "q.sqlite3")
+async def test_the_store_counts_images_paid_or_being_paid(database_url: str) -> None:
+    store = await Store.open(database_url)
     try:
 
         def job(

@@ -8,16 +8,21 @@ from collections.abc import AsyncIterator
 from dataclasses import replace
 from pathlib import Path
 
+import psycopg
 import pytest
 
+from bot.domain.kits import Kit
+from bot.store.errors import DuplicateRequestError
 from bot.store.migrations import MIGRATIONS
-from bot.store.model import ImageState, JobState, MessageKind, NewJob
-from bot.store.sqlite import DuplicateRequestError, Store
+from bot.store.model import ImageState, JobState, MessageKind, NewJob, PermutationSet, SheetTile
+from bot.store.store import Store
+
+INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "nested" / "db.sqlite3")
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = await Store.open(database_url)
     yield opened
     await opened.close()
 
@@ -38,13 +43,12 @@ def new_job(job_id: str = "j1", *, user: str = "U1", n: int = 2) -> NewJob:
     )
 
 
-async def test_schema_is_versioned_and_reopening_keeps_data(tmp_path: Path) -> None:
-    path = tmp_path / "db.sqlite3"
-    first = await Store.open(path)
+async def test_schema_is_versioned_and_reopening_keeps_data(database_url: str) -> None:
+    first = await Store.open(database_url)
     await first.insert_job(new_job())
     assert await first.schema_version() == len(MIGRATIONS)
     await first.close()
-    second = await Store.open(path)
+    second = await Store.open(database_url)
     assert [job.id for job in await second.unfinished_jobs()] == ["j1"]
     await second.close()
 
@@ -157,7 +161,7 @@ async def test_favourites_toggle(store: Store) -> None:
 
 async def test_bad_state_is_refused_by_the_schema(store: Store) -> None:
     await store.insert_job(new_job())
-    with pytest.raises(sqlite3.IntegrityError, match="CHECK constraint failed"):
+    with pytest.raises(INTEGRITY_ERRORS, match=r"(?i)check constraint"):
         async with store.transaction() as db:
             await db.execute("UPDATE generations SET state = 'exploded' WHERE id = 'j1'")
     job = await store.get_job("j1")
@@ -256,8 +260,51 @@ async def test_a_failed_transaction_leaves_nothing(store: Store) -> None:
             await db.execute("UPDATE generations SET prompt = 'changed' WHERE id = 'j1'")
             await db.execute("UPDATE generation_images SET state = 'x' WHERE job_id = 'j1'")
 
-    with pytest.raises(sqlite3.IntegrityError):
+    with pytest.raises(INTEGRITY_ERRORS):
         await change_then_break()
     job = await store.get_job("j1")
     assert job is not None
     assert job.prompt == "fox"
+
+
+async def test_kits_keep_pins_in_order_and_honour_the_newest_pin_reaction(store: Store) -> None:
+    await store.save_kit("C1", Kit(aspect_ratio="1:1", style="ink"), user_id="U1")
+    for ts in ("3.0", "1.0", "2.0"):
+        assert await store.add_pin("C1", ts, {"file": ts}, ready_at=1.0, limit=3)
+    assert await store.add_pin("C1", "4.0", {}, ready_at=1.0, limit=3) is None, "the channel is full"
+    assert await store.add_pin("C1", "1.0", {}, ready_at=1.0, limit=3) is False
+    kit = await store.kit("C1")
+    assert (kit.aspect_ratio, kit.style, [pin.message_ts for pin in kit.pins]) == (
+        "1:1",
+        "ink",
+        ["3.0", "1.0", "2.0"],
+    )
+    assert await store.record_pin_reaction("C1", "1.0", "U2", active=True, event_ts=10.0)
+    assert not await store.record_pin_reaction("C1", "1.0", "U2", active=False, event_ts=9.0), "older event"
+    assert not await store.drop_pin("C1", "1.0"), "U2's pushpin holds it"
+    assert await store.drop_pin("C1", "2.0")
+    await store.clear_kit("C1", user_id="U3")
+    assert await store.kit("C1") == Kit(updated_by="U3")
+
+
+async def test_a_permutation_set_stores_its_variants_jobs_and_sheet(store: Store) -> None:
+    new_set = PermutationSet(
+        "s1", "T1", "C1", "U1", "a {red|blue} fox", "req-s1", None, None, None, None, None, 1.0
+    )
+    jobs = [replace(new_job(f"v{n}"), request_key=f"req-v{n}") for n in (1, 2)]
+    stored = await store.insert_permutation_set(new_set, ["red", "blue"], jobs)
+    assert [job.id for job, _ in stored] == ["v1", "v2"]
+    with pytest.raises(DuplicateRequestError):
+        await store.insert_permutation_set(new_set, ["red", "blue"], jobs)
+    assert [job.thread_ts for job in await store.set_permutation_root("s1", "5.0")] == ["5.0", "5.0"]
+    assert [v.label for v in await store.set_variants("s1")] == ["red", "blue"]
+    tiles = [SheetTile("s1", 1, 1, "v1", 0, "red"), SheetTile("s1", 2, 2, None, None, "blue")]
+    await store.set_sheet_file("s1", "F1", tiles)
+    assert await store.sheet_tiles("s1") == tiles
+    assert await store.set_sheet_ts_for_files("C1", ["F1"], "6.0") == ["s1"]
+    assert await store.mark_sheet_posted("s1", None)
+    assert not await store.mark_sheet_posted("s1", None)
+    found = await store.permutation_set_for_message("C1", "6.0")
+    assert found is not None
+    assert (found.sheet_ts, found.root_ts) == ("6.0", "5.0")
+    assert await store.open_permutation_sets() == []

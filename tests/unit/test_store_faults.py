@@ -10,8 +10,11 @@ from pathlib import Path
 import pytest
 
 from bot.store import sqlite as store_module
+from bot.store.database import write_patience
+from bot.store.errors import StoreUnavailableError
 from bot.store.model import MessageKind
-from bot.store.sqlite import Store, StoreUnavailableError, is_write_fault, write_patience
+from bot.store.sqlite import is_write_fault
+from bot.store.store import Store
 from tests.unit.test_store import new_job
 
 

@@ -17,7 +17,8 @@ import pytest
 
 from bot.domain import usage_stats as stats
 from bot.store.model import NewJob
-from bot.store.sqlite import Store
+from bot.store.sqlite import SqliteDatabase
+from bot.store.store import Store
 from bot.views import usage as usage_views
 from tests.fakes import blockkit
 
@@ -109,8 +110,8 @@ def test_days_are_calendar_days_in_the_zone_across_a_dst_change() -> None:
 
 
 @pytest.fixture
-async def store(tmp_path: Path) -> AsyncIterator[Store]:
-    opened = await Store.open(tmp_path / "usage.sqlite3")
+async def store(database_url: str) -> AsyncIterator[Store]:
+    opened = await Store.open(database_url)
     yield opened
     await opened.close()
 
@@ -162,7 +163,7 @@ async def test_quota_usage_and_the_report_run_on_indexes(tmp_path: Path) -> None
     db.row_factory = sqlite3.Row
     ran: list[str] = []
     await db.set_trace_callback(ran.append)
-    store = Store(db)
+    store = Store(SqliteDatabase(db))
     try:
         await store.quota_usage("T1", "U1", "C1", NOW - DAY, weight_4k=2)
         await store.usage_tallies("T1", "channel_id", today=TODAY, since=TODAY - 6 * DAY)

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 from datetime import datetime
-from pathlib import Path
 from zoneinfo import ZoneInfo
 
 import pytest
@@ -21,8 +20,9 @@ from bot.domain.votes import (
     read_reaction,
     read_sheet_reaction,
 )
+from bot.store.errors import DuplicateRequestError
 from bot.store.model import Job, JobState, NewJob
-from bot.store.sqlite import DuplicateRequestError, Store, VoteOpenError
+from bot.store.store import Store, VoteOpenError
 from bot.views import votes as vote_views
 from tests.fakes.blockkit import message_errors
 
@@ -147,8 +147,8 @@ def test_ranking_prefers_votes_then_the_earlier_result() -> None:
     assert len(rank(tallies, 2)) == 2
 
 
-async def _store_with_job(tmp_path: Path, n: int = 2) -> tuple[Store, str]:
-    store = await Store.open(tmp_path / "db.sqlite3")
+async def _store_with_job(database_url: str, n: int = 2) -> tuple[Store, str]:
+    store = await Store.open(database_url)
     job = NewJob("0123abcdef", "T1", "C1", "U1", "a fox", "m", "2K", None, 1, False, n, thread_ts="1.000001")
     await store.insert_job(job)
     await store.set_status_ts(job.id, "1.000001")
@@ -161,9 +161,9 @@ async def _store_with_job(tmp_path: Path, n: int = 2) -> tuple[Store, str]:
 
 
 async def test_votes_count_once_per_person_late_redeliveries_change_nothing_deleted_results_drop_out(
-    tmp_path: Path,
+    database_url: str,
 ) -> None:
-    store, job_id = await _store_with_job(tmp_path)
+    store, job_id = await _store_with_job(database_url)
     try:
 
         async def event(user: str, reaction: str, idx: int, *, present: bool, ts: str) -> None:
@@ -196,8 +196,8 @@ async def test_votes_count_once_per_person_late_redeliveries_change_nothing_dele
         await store.close()
 
 
-async def test_one_open_vote_per_thread_and_one_per_request(tmp_path: Path) -> None:
-    store, _ = await _store_with_job(tmp_path)
+async def test_one_open_vote_per_thread_and_one_per_request(database_url: str) -> None:
+    store, _ = await _store_with_job(database_url)
     try:
         opened = await store.open_vote_round(
             team_id="T1",
