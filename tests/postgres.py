@@ -129,7 +129,7 @@ def server_account(euid: int | None = None) -> Account:
     raise PostgresUnavailable("running as root, and neither runuser nor setpriv is installed")
 
 
-def _reachable(path: Path, account: Account) -> bool:
+def reachable_by(path: Path, account: Account) -> bool:
     """Whether `account` may traverse every folder down to `path`."""
     for folder in (path, *path.parents):
         info = folder.stat()
@@ -147,7 +147,7 @@ def _reachable(path: Path, account: Account) -> bool:
 def _temporary_root(account: Account) -> Path:
     root = Path(tempfile.gettempdir()).resolve()
     socket_length = len(str(root)) + len(f"/{FOLDER_PREFIX}xxxxxxxx/.s.PGSQL.{PORT}")
-    if socket_length > _SOCKET_PATH_LIMIT or not _reachable(root, account):
+    if socket_length > _SOCKET_PATH_LIMIT or not reachable_by(root, account):
         return Path("/tmp")
     return root
 
@@ -274,7 +274,7 @@ class PostgresServer:
                 f"--username={SUPERUSER}",
                 "--auth=trust",
                 "--encoding=UTF8",
-                "--locale=C",
+                "--locale=C",  # needs no installed locale; sorts by code point, as SQLite does
                 "--no-sync",
                 "--no-instructions",
             ],
