@@ -35,13 +35,13 @@ from tests.postgres import (
 
 
 def test_the_server_answers_on_its_own_socket_only(postgres_url: str) -> None:
-    [(database, user, listen, fsync)] = run_sql(
+    [(database, user, listen, fsync, zone)] = run_sql(
         postgres_url,
         "SELECT current_database(), current_user, current_setting('listen_addresses'),"
-        " current_setting('fsync')",
+        " current_setting('fsync'), current_setting('TimeZone')",
     )
     assert database.startswith("t_")
-    assert (user, listen, fsync) == ("dreamboard", "", "off")
+    assert (user, listen, fsync, zone) == ("dreamboard", "", "off", "UTC")
     assert run_sql(postgres_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
 
 
