@@ -5,7 +5,8 @@ session: `initdb` into a new temporary folder, then `pg_ctl start` with durabili
 server listens on a Unix socket in that folder only (`listen_addresses=''`), so parallel copies of the
 suite on one machine never compete for a port or a path. At session end the server is stopped
 (`pg_ctl -m immediate stop`, also after failed tests) and the folder removed; a folder left by a run
-that was killed is cleaned by the next run.
+that was killed is cleaned by the next run. While the server runs, the session's environment has no PG*
+variables (a developer's PGOPTIONS or PGTZ would otherwise reach every connection of the tests).
 
 PostgreSQL refuses to run as root: then initdb and the server run as the `postgres` account (created by
 Debian's package), else as `nobody`, through `runuser -u` (or `setpriv`), and the temporary folder is
@@ -50,7 +51,9 @@ PORT = 5432
 DEBIAN_ROOT = Path("/usr/lib/postgresql")
 FOLDER_PREFIX = "dreamboard-pg-"
 OWNER_FILE = "owner.pid"
-SERVER_OPTIONS = "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200"
+SERVER_OPTIONS = (
+    "-c fsync=off -c synchronous_commit=off -c full_page_writes=off -c max_connections=200 -c TimeZone=UTC"
+)
 TOOLS = ("initdb", "pg_ctl", "postgres")
 _SOCKET_PATH_LIMIT = 107  # sun_path is 108 bytes on Linux, one of them the terminating NUL
 START_TIMEOUT = 60
@@ -129,7 +132,7 @@ def server_account(euid: int | None = None) -> Account:
     raise PostgresUnavailable("running as root, and neither runuser nor setpriv is installed")
 
 
-def _reachable(path: Path, account: Account) -> bool:
+def reachable_by(path: Path, account: Account) -> bool:
     """Whether `account` may traverse every folder down to `path`."""
     for folder in (path, *path.parents):
         info = folder.stat()
@@ -147,7 +150,7 @@ def _reachable(path: Path, account: Account) -> bool:
 def _temporary_root(account: Account) -> Path:
     root = Path(tempfile.gettempdir()).resolve()
     socket_length = len(str(root)) + len(f"/{FOLDER_PREFIX}xxxxxxxx/.s.PGSQL.{PORT}")
-    if socket_length > _SOCKET_PATH_LIMIT or not _reachable(root, account):
+    if socket_length > _SOCKET_PATH_LIMIT or not reachable_by(root, account):
         return Path("/tmp")
     return root
 
@@ -168,7 +171,9 @@ def _pid_alive(pid: int) -> bool:
 
 
 def process_running(pid: int) -> bool:
-    """Whether `pid` is a live process (a zombie that nobody reaped yet is not)."""
+    """Whether `pid` is a live process (on Linux, a zombie that nobody reaped yet is not)."""
+    if not Path("/proc/self/stat").exists():
+        return _pid_alive(pid)
     try:
         stat = Path(f"/proc/{pid}/stat").read_text()
     except FileNotFoundError:
@@ -195,7 +200,7 @@ def sweep_abandoned(root: Path) -> list[Path]:
             owner = int((folder / OWNER_FILE).read_text())
         except (OSError, ValueError):
             continue
-        if _pid_alive(owner):
+        if process_running(owner):
             continue
         data = folder / "data"
         with contextlib.suppress(OSError, ValueError, IndexError):
@@ -274,7 +279,7 @@ class PostgresServer:
                 f"--username={SUPERUSER}",
                 "--auth=trust",
                 "--encoding=UTF8",
-                "--locale=C",
+                "--locale=C",  # needs no installed locale; sorts by code point, as SQLite does
                 "--no-sync",
                 "--no-instructions",
             ],
@@ -358,7 +363,8 @@ def unavailable(reason: str) -> NoReturn:
 
 @pytest.fixture(scope="session")
 def postgres_server() -> Iterator[PostgresServer]:
-    """One running throwaway cluster for the whole session (started on first use)."""
+    """One running throwaway cluster for the whole session (started on first use). From then on the
+    session runs without the developer's PG* variables, which libpq would apply to every connection."""
     binaries = find_binaries()
     if binaries is None:
         unavailable(f"PostgreSQL server not found (initdb, pg_ctl, postgres on PATH or {DEBIAN_ROOT}/*/bin)")
@@ -366,11 +372,14 @@ def postgres_server() -> Iterator[PostgresServer]:
         account = server_account()
     except PostgresUnavailable as error:
         unavailable(str(error))
-    server = PostgresServer.start(binaries, account)
-    try:
-        yield server
-    finally:
-        server.stop()
+    with pytest.MonkeyPatch.context() as patch:
+        for name in os.environ.keys() - _clean_environment().keys():
+            patch.delenv(name)
+        server = PostgresServer.start(binaries, account)
+        try:
+            yield server
+        finally:
+            server.stop()
 
 
 @contextlib.contextmanager

@@ -20,10 +20,12 @@ from tests.postgres import (
     OWNER_FILE,
     REQUIRE_VARIABLE,
     TOOLS,
+    Account,
     PostgresServer,
     find_binaries,
     fresh_database,
     process_running,
+    reachable_by,
     run_sql,
     run_sql_async,
     server_account,
@@ -33,13 +35,13 @@ from tests.postgres import (
 
 
 def test_the_server_answers_on_its_own_socket_only(postgres_url: str) -> None:
-    [(database, user, listen, fsync)] = run_sql(
+    [(database, user, listen, fsync, zone)] = run_sql(
         postgres_url,
         "SELECT current_database(), current_user, current_setting('listen_addresses'),"
-        " current_setting('fsync')",
+        " current_setting('fsync'), current_setting('TimeZone')",
     )
     assert database.startswith("t_")
-    assert (user, listen, fsync) == ("dreamboard", "", "off")
+    assert (user, listen, fsync, zone) == ("dreamboard", "", "off", "UTC")
     assert run_sql(postgres_url, "SELECT count(*) FROM pg_tables WHERE schemaname = 'public'") == [(0,)]
 
 
@@ -146,3 +148,12 @@ def test_a_missing_server_is_a_skip_locally_and_a_failure_in_ci(monkeypatch: pyt
     monkeypatch.setenv(REQUIRE_VARIABLE, "1")
     with pytest.raises(pytest.fail.Exception, match=f"no server here .{REQUIRE_VARIABLE}=1"):
         unavailable("no server here")
+
+
+def test_a_folder_only_its_owner_may_enter_is_not_reachable_by_the_server_account(tmp_path: Path) -> None:
+    other = Account(uid=os.geteuid() + 1, gid=os.getegid() + 1)
+    inner = tmp_path / "locked" / "inner"
+    inner.mkdir(parents=True, mode=0o755)
+    inner.parent.chmod(0o700)
+    assert not reachable_by(inner, other)
+    assert reachable_by(inner, Account(os.geteuid(), os.getegid()))
