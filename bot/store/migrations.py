@@ -37,6 +37,11 @@ Migration 12 holds prompt permutations (bot/features/permutations.py): a set per
 (its thread root, and its contact sheet's file id, message ts and posting time: the sheet's step log),
 the set's variants with the job each became, and the sheet's tiles (which image each numbered tile
 shows, for votes on the sheet).
+
+Migration 14 holds `reference_blobs`: the bytes of each reference served under `/refs/` (public_url
+hosting), one row per content key, written once, so a signed URL made by one replica is served by any
+other. `published_at` is the last time a URL was signed for it (bot/features/reference_hosting.py);
+housekeeping deletes rows not published for a week, as it prunes the local reference cache.
 """
 
 from __future__ import annotations
@@ -230,5 +235,15 @@ MIGRATIONS: tuple[str, ...] = (
         label TEXT NOT NULL,
         PRIMARY KEY (set_id, tile)
     );
+    """,
+    """
+    CREATE TABLE reference_blobs (
+        key TEXT PRIMARY KEY,
+        mimetype TEXT NOT NULL,
+        bytes BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        published_at REAL NOT NULL
+    );
+    CREATE INDEX reference_blobs_by_publication ON reference_blobs (published_at);
     """,
 )
