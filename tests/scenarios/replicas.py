@@ -285,6 +285,8 @@ class Replicas:
                 **database_settings(self.database_url),
                 "REPLICA_ID": name,
                 "PUBLIC_BASE_URL": self.balancer.url,
+                # Each replica paces its posts on the fake's (faster) clock: tests/fakes/ratelimits.py.
+                "SLACK_POST_INTERVAL": str(1.0 / self.slack.rate_limits.speed),
                 **({"SLACK_APP_TOKEN": self.slack.app_token} if self.mode == "socket" else {}),
                 **settings,
             }
@@ -303,10 +305,15 @@ class Replicas:
             await self.slack.recorder.wait_until(lambda: self.slack.socket_connections() >= live, WAIT)
 
     async def kill(self, index: int) -> None:
-        """SIGKILL the `index`-th replica (0-based); the balancer stops sending it requests."""
+        """SIGKILL the `index`-th replica (0-based); the balancer stops sending it requests, and in Socket
+        Mode this returns once FakeSlack has seen its connection close (until then Slack, and the fake,
+        may still send it envelopes, which nobody acknowledges)."""
         bot = self.bots[index]
         self.balancer.backends.remove(bot.url)
         await bot.kill()
+        if self.mode == "socket":
+            live = sum(other.running for other in self.bots)
+            await self.slack.recorder.wait_until(lambda: self.slack.socket_connections() <= live, WAIT)
 
     async def command(self, text: str, *, user: str = "U1", channel: str = CHANNEL) -> None:
         """`/imagine <text>` as Slack sends it: signed to the balancer (HTTP mode), or as an envelope on
