@@ -110,8 +110,8 @@ async def start(
 
 async def _housekeeping(services: Services, interval: float) -> None:
     """Forget dedupe keys once Slack can no longer retry them (its last retry comes after ~5 minutes),
-    and drop cached reference images nobody used for a week. A failing step is logged and tried again
-    next round; the loop only ends when it is cancelled."""
+    and drop cached reference images (and the stored copies of hosted ones) nobody used for a week. A
+    failing step is logged and tried again next round; the loop only ends when it is cancelled."""
     while True:
         try:
             await services.store.prune_events(older_than=time.time() - DEDUPE_WINDOW)
@@ -123,4 +123,8 @@ async def _housekeeping(services: Services, interval: float) -> None:
             )
         except Exception:
             log.exception("housekeeping: pruning the reference cache failed; next try in %gs", interval)
+        try:
+            await services.store.prune_reference_blobs(older_than=time.time() - REFERENCE_CACHE_DAYS * 86400)
+        except Exception:
+            log.exception("housekeeping: pruning stored references failed; next try in %gs", interval)
         await asyncio.sleep(interval)

@@ -1,4 +1,5 @@
-"""The aiohttp server: `POST /slack/events` (HTTP mode), `GET /healthz` and `GET /metrics` (both modes)."""
+"""The aiohttp server: `POST /slack/events` (HTTP mode), `GET /healthz`, `GET /metrics` and, with public_url
+hosting, `GET /refs/{name}` (both modes)."""
 
 from __future__ import annotations
 
@@ -40,6 +41,21 @@ class BadHttpRequests(logging.Filter):
 _BAD_HTTP = BadHttpRequests()
 
 
+def reference_handler(host: SignedUrlHost) -> Callable[[web.Request], Awaitable[web.StreamResponse]]:
+    """`GET /refs/{name}`: the bytes a signed reference URL names, from this machine's cache folder or
+    else from the store (whichever replica signed it), or 403 when the link is invalid or expired."""
+
+    async def reference(request: web.Request) -> web.StreamResponse:
+        path = await host.resolve(
+            request.match_info["name"], request.query.get("exp", ""), request.query.get("sig", "")
+        )
+        if path is None:
+            raise web.HTTPForbidden(text="This reference link is invalid or has expired.")
+        return web.FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
+
+    return reference
+
+
 def build_web_app(
     services: Services, bolt: AsyncApp, *, socket_connected: Callable[[], Awaitable[bool]] | None = None
 ) -> web.Application:
@@ -57,15 +73,6 @@ def build_web_app(
 
     async def metrics(_: web.Request) -> web.Response:
         return web.Response(text=services.metrics.render(), headers={"Content-Type": CONTENT_TYPE_LATEST})
-
-    async def reference(request: web.Request) -> web.StreamResponse:
-        assert isinstance(host, SignedUrlHost)
-        path = host.resolve(
-            request.match_info["name"], request.query.get("exp", ""), request.query.get("sig", "")
-        )
-        if path is None:
-            raise web.HTTPForbidden(text="This reference link is invalid or has expired.")
-        return web.FileResponse(path, headers={"Cache-Control": "private, max-age=300"})
 
     refusals = RefusalLog()
 
@@ -109,7 +116,7 @@ def build_web_app(
     app.router.add_get("/metrics", metrics)
     host = services.reference_host
     if isinstance(host, SignedUrlHost):
-        app.router.add_get("/refs/{name}", reference)
+        app.router.add_get("/refs/{name}", reference_handler(host))
     if socket_connected is None:
         app.router.add_post("/slack/events", events)
     return app

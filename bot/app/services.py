@@ -119,7 +119,7 @@ class Services:
         reader = SlackFileReader(
             slack, http, token=settings.slack_bot_token.get_secret_value(), hosts=settings.slack_file_hosts
         )
-        host = build_host(settings, oxen)
+        host = build_host(settings, oxen, store)
         references = References(
             store=store,
             oxen=oxen,
@@ -259,16 +259,22 @@ class Services:
         await self.store.close()
 
 
-def build_host(settings: Settings, oxen: OxenClient) -> ReferenceHost | None:
-    """The configured strategy; `auto` prefers public_url, then oxen_repo, and never picks data_uri."""
+def build_host(settings: Settings, oxen: OxenClient, store: Store | None = None) -> ReferenceHost | None:
+    """The configured strategy; `auto` prefers public_url, then oxen_repo, and never picks data_uri.
+    With `store`, public_url keeps every reference in the database too, for the other replicas."""
     choice = settings.reference_hosting
     if choice is ReferenceHosting.DATA_URI:
         return DataUriHost()
     if settings.public_base_url and choice in (ReferenceHosting.AUTO, ReferenceHosting.PUBLIC_URL):
-        secret = hmac.new(
-            settings.slack_bot_token.get_secret_value().encode(), b"dreamboard reference urls", hashlib.sha256
-        ).digest()
-        return SignedUrlHost(settings.public_base_url, secret, settings.data_dir / "refs")
+        secret = reference_url_secret(settings)
+        return SignedUrlHost(settings.public_base_url, secret, settings.data_dir / "refs", store=store)
     if settings.oxen_reference_repo and choice in (ReferenceHosting.AUTO, ReferenceHosting.OXEN_REPO):
         return OxenRepoHost(oxen, settings.oxen_reference_repo, settings.data_dir / "oxen-repo-commits")
     return None
+
+
+def reference_url_secret(settings: Settings) -> bytes:
+    """The key `/refs/` URLs are signed with: derived from the bot token, so every replica of one
+    deployment signs and checks the same URLs."""
+    token = settings.slack_bot_token.get_secret_value().encode()
+    return hmac.new(token, b"dreamboard reference urls", hashlib.sha256).digest()

@@ -7,6 +7,7 @@ Slack files are private, so each reference is re-hosted by one strategy (oxen-ap
   every reference world-readable; each distinct content is committed once);
 - `data_uri`: the bytes travel inline as `data:` URIs (explicit opt-in: documented by Oxen, but
   reported failing by a client).
+With `public_url` the bytes are also kept in the database, so any replica serves any URL.
 Previous results are hosted the same way, from the bytes kept when they were posted (references.py);
 Oxen's own result URLs are reused only with OXEN_REUSE_RESULT_URLS.
 """
@@ -19,11 +20,13 @@ import hashlib
 import hmac
 import re
 import time
+import uuid
 from pathlib import Path
 from typing import Protocol
 
 from bot.backends.oxen import OxenClient
 from bot.domain.images import PreparedImage
+from bot.store.store import Store
 
 URL_LIFETIME = 3600
 _NAME = re.compile(r"[A-Za-z0-9_-][A-Za-z0-9._-]{0,199}")
@@ -44,28 +47,45 @@ class ReferenceHost(Protocol):
 
 
 class SignedUrlHost:
-    """Serves cached bytes itself, under `{PUBLIC_BASE_URL}/refs/<key><ext>?exp=…&sig=…`."""
+    """Serves cached bytes itself, under `{PUBLIC_BASE_URL}/refs/<key><ext>?exp=…&sig=…`.
 
-    def __init__(self, base_url: str, secret: bytes, folder: Path, lifetime: int = URL_LIFETIME) -> None:
+    With a store, every published reference is also kept in the database (`reference_blobs`), so the
+    URL works whichever replica the load balancer sends Oxen's request to: a replica whose cache folder
+    lacks the file serves the row and keeps it in its folder. Without one (`python -m bot doctor`, which
+    opens no database) only this machine's folder is served."""
+
+    def __init__(
+        self,
+        base_url: str,
+        secret: bytes,
+        folder: Path,
+        lifetime: int = URL_LIFETIME,
+        *,
+        store: Store | None = None,
+    ) -> None:
         self._base = base_url.rstrip("/")
         self._secret = secret
         self._folder = folder
         self._lifetime = lifetime
+        self._store = store
         self.description = f"public_url ({self._base}/refs/…, signed, valid {lifetime // 60} min)"
 
     async def publish(self, image: PreparedImage, key: str) -> str:
-        """Write the bytes to the cache folder (once) and sign a URL for them."""
+        """Write the bytes to the cache folder (once) and to the shared store, and sign a URL for them."""
         name = key + image.extension
         path = self._folder / name
         if not path.exists():
-            path.parent.mkdir(parents=True, exist_ok=True)
-            path.write_bytes(image.data)
+            await asyncio.to_thread(_write_atomically, path, image.data)
+        if self._store is not None:
+            await self._store.publish_reference_blob(key, image.mimetype, image.data)
         expires = int(time.time()) + self._lifetime
         return f"{self._base}/refs/{name}?exp={expires}&sig={self._sign(name, expires)}"
 
-    def resolve(self, name: str, expires: str, signature: str) -> Path | None:
-        """The file a signed URL names, or None when the signature is wrong or expired, or when the
-        name, expiry or signature is not of the shape `publish` gives (anyone can send any of them)."""
+    async def resolve(self, name: str, expires: str, signature: str) -> Path | None:
+        """The file a signed URL names (fetched from the store into the cache folder when this machine
+        does not have it), or None when the signature is wrong or expired, when the name, expiry or
+        signature is not of the shape `publish` gives (anyone can send any of them), or when neither
+        the folder nor the store holds the bytes."""
         if not (_NAME.fullmatch(name) and _EXPIRES.fullmatch(expires) and _SIGNATURE.fullmatch(signature)):
             return None
         deadline = int(expires)
@@ -73,12 +93,35 @@ class SignedUrlHost:
             return None
         path = self._folder / name
         try:
-            return path if path.parent == self._folder and path.is_file() else None
+            if path.parent != self._folder:
+                return None
+            if path.is_file():
+                return path
         except OSError:
             return None
+        return await self._from_store(path)
+
+    async def _from_store(self, path: Path) -> Path | None:
+        if self._store is None:
+            return None
+        key, extension = path.stem, path.suffix
+        row = await self._store.reference_blob(key)
+        if row is None or PreparedImage(b"", row[0]).extension != extension:
+            return None
+        await asyncio.to_thread(_write_atomically, path, row[1])
+        return path
 
     def _sign(self, name: str, expires: int) -> str:
         return hmac.new(self._secret, f"{name}:{expires}".encode(), hashlib.sha256).hexdigest()
+
+
+def _write_atomically(path: Path, data: bytes) -> None:
+    """Write `data` to `path` through a temporary file in the same folder, so a request served at the
+    same moment never reads a partly written file."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    temporary = path.with_name(f".{path.name}.{uuid.uuid4().hex}.tmp")
+    temporary.write_bytes(data)
+    temporary.replace(path)
 
 
 class OxenRepoHost:

@@ -47,6 +47,11 @@ The scripts are SQLite's dialect, written so PostgreSQL runs them after `for_pos
 timestamps would lose their seconds), `BLOB` BYTEA, and `TEXT` compares bytewise (`COLLATE "C"`) as it
 does in SQLite, so Slack timestamps order as they do there. A line `-- postgres: …` is a statement
 only PostgreSQL runs.
+
+Migration 14 holds `reference_blobs`: the bytes of each reference served under `/refs/` (public_url
+hosting), one row per content key, written once, so a signed URL made by one replica is served by any
+other. `published_at` is the last time a URL was signed for it (bot/features/reference_hosting.py);
+housekeeping deletes rows not published for a week, as it prunes the local reference cache.
 """
 
 from __future__ import annotations
@@ -269,5 +274,15 @@ MIGRATIONS: tuple[str, ...] = (
     """
     -- postgres: ALTER TABLE generations ADD COLUMN rowid BIGINT GENERATED ALWAYS AS IDENTITY;
     -- postgres: ALTER TABLE kit_pins ADD COLUMN rowid BIGINT GENERATED ALWAYS AS IDENTITY;
+    """,
+    """
+    CREATE TABLE reference_blobs (
+        key TEXT PRIMARY KEY,
+        mimetype TEXT NOT NULL,
+        bytes BLOB NOT NULL,
+        created_at REAL NOT NULL,
+        published_at REAL NOT NULL
+    );
+    CREATE INDEX reference_blobs_by_publication ON reference_blobs (published_at);
     """,
 )

@@ -947,6 +947,29 @@ class Store:
         )
         return [str(row[0]) for row in rows]
 
+    # -- blobs --
+
+    async def publish_reference_blob(self, key: str, mimetype: str, data: bytes) -> None:
+        """Record that a URL was just signed for the reference `key`; its bytes are written only when no
+        row holds them yet (the first replica to publish them wins, the others change nothing)."""
+        now = time.time()
+        updated = await self._write("UPDATE reference_blobs SET published_at = ? WHERE key = ?", (now, key))
+        if updated == 0:
+            await self._write(
+                "INSERT INTO reference_blobs (key, mimetype, bytes, created_at, published_at)"
+                " VALUES (?, ?, ?, ?, ?) ON CONFLICT (key) DO NOTHING",
+                (key, mimetype, data, now, now),
+            )
+
+    async def reference_blob(self, key: str) -> tuple[str, bytes] | None:
+        """The mimetype and bytes stored for the reference `key`, if any."""
+        row = await self._one("SELECT mimetype, bytes FROM reference_blobs WHERE key = ?", (key,))
+        return (str(row["mimetype"]), bytes(row["bytes"])) if row else None
+
+    async def prune_reference_blobs(self, older_than: float) -> int:
+        """Delete the references no URL was signed for since `older_than` (Unix time); how many."""
+        return await self._write("DELETE FROM reference_blobs WHERE published_at < ?", (older_than,))
+
 
 async def _insert_job(db: Tx, job: NewJob) -> tuple[Job, list[JobImage]]:
     """Insert a queued job and its images inside the caller's transaction."""

@@ -10,6 +10,7 @@ import asyncio
 import functools
 import itertools
 import json
+import random
 import re
 import time
 import uuid
@@ -264,6 +265,10 @@ class FakeSlack:
         self._ids = itertools.count(1)
         self._last_ts = 0.0
         self._sockets: list[web.WebSocketResponse] = []
+        self.socket_choice = random.Random()
+        """Picks the connection each envelope goes to (see `socket_send`); a test may seed it."""
+        self.socket_deliveries: list[int] = []
+        """For each envelope sent, the index (in connection order) of the connection it went to."""
         self._acks: dict[str, asyncio.Future[dict[str, Any]]] = {}
         self._runner: web.AppRunner | None = None
         self._session: aiohttp.ClientSession | None = None
@@ -738,6 +743,10 @@ class FakeSlack:
         """Whether a Socket Mode client is connected."""
         return any(not ws.closed for ws in self._sockets)
 
+    def socket_connections(self) -> int:
+        """How many Socket Mode connections are open (one per running bot in Socket Mode)."""
+        return sum(not ws.closed for ws in self._sockets)
+
     async def wait_socket_connected(self, timeout: float = 5.0) -> None:
         """Wait until a Socket Mode client has connected."""
         await self.recorder.wait_until(self.socket_connected, timeout=timeout)
@@ -754,7 +763,16 @@ class FakeSlack:
         is not in are refused as in `send_event`; the ack's delay is recorded as for `post_signed`)."""
         if envelope_type == "events_api":
             self._check_deliverable(payload.get("event") or {})
-        ws = next(ws for ws in self._sockets if not ws.closed)
+        # An app may hold several Socket Mode connections at once (about 10 at most, slack.md §1.7), and
+        # Slack sends each envelope to only one of them, a random one (a Slack maintainer in
+        # bolt-python#448: "the Slack API server will send each event to only 1 random connection";
+        # bolt-python#1071: it "delivers to any of the active connections"). So does the fake, with one
+        # bot connected always the same one.
+        open_sockets = [ws for ws in self._sockets if not ws.closed]
+        if not open_sockets:
+            raise ConnectionError("no Socket Mode connection is open")
+        ws = self.socket_choice.choice(open_sockets)
+        self.socket_deliveries.append(self._sockets.index(ws))
         envelope_id = str(uuid.uuid4())
         acked = asyncio.get_running_loop().create_future()
         self._acks[envelope_id] = acked
@@ -799,7 +817,7 @@ class FakeSlack:
         await ws.send_json(
             {
                 "type": "hello",
-                "num_connections": 1,
+                "num_connections": self.socket_connections(),
                 "debug_info": {"host": "fake", "approximate_connection_time": 3600},
                 "connection_info": {"app_id": "A0APP"},
             }

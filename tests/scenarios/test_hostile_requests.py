@@ -242,13 +242,13 @@ async def test_socket_mode_acks_odd_envelopes_and_keeps_serving(
     "name",
     ["a" * 10_000, "a" * 300 + ".png", "nul\x00.png", "..", ".", "...png", "é.png", "%00", "a b.png"],
 )
-def test_reference_names_of_any_shape_resolve_to_nothing(tmp_path: Path, name: str) -> None:
+async def test_reference_names_of_any_shape_resolve_to_nothing(tmp_path: Path, name: str) -> None:
     host = SignedUrlHost("http://bot.example", b"secret", tmp_path)
     expires = int(time.time()) + 60
     signature = host._sign(name, expires)
-    assert host.resolve(name, str(expires), signature) is None
-    assert host.resolve(name, "9" * 5000, signature) is None
-    assert host.resolve(name, str(expires), "é" * 64) is None
+    assert await host.resolve(name, str(expires), signature) is None
+    assert await host.resolve(name, "9" * 5000, signature) is None
+    assert await host.resolve(name, str(expires), "é" * 64) is None
 
 
 async def test_the_reference_route_answers_odd_names_with_403_or_404(

@@ -10,13 +10,8 @@ test waits out are one-shot, so the second process never meets them.
 
 from __future__ import annotations
 
-import asyncio
 import contextlib
-import os
-import re
-import signal
 import sqlite3
-import sys
 from collections.abc import AsyncIterator, Awaitable, Callable
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,10 +21,9 @@ import pytest
 from bot.store.model import ImageState, JobState
 from tests.fakes.oxen import SCHEMA_CURRENT, FakeOxen
 from tests.fakes.slack import FakeSlack
+from tests.scenarios import replicas
 from tests.scenarios.harness import StoredJob, is_card, stored_jobs
 
-ROOT = Path(__file__).parents[2]
-READY = re.compile(r"http on 127\.0\.0\.1:(\d+)")
 LONG = 60.0
 """A fault delay no test waits out: the process is killed while it waits."""
 WAIT = 20.0
@@ -37,97 +31,18 @@ WAIT = 20.0
 CHANNEL = "C1"
 
 
-class BotProcess:
-    """`python -m bot` (HTTP mode) against the fakes: started, killed with SIGKILL, started again on the
-    same database file. Its output is read continuously, so the pipe can never fill up and block it."""
+class BotProcess(replicas.BotProcess):
+    """`python -m bot` (HTTP mode) against the fakes on one SQLite file: started, killed with SIGKILL,
+    started again on the same database file; Slack's requests go straight to it."""
 
     def __init__(self, slack: FakeSlack, oxen: FakeOxen, data: Path) -> None:
-        self.slack = slack
-        self.oxen = oxen
         self.database = data / "dreamboard.sqlite3"
-        self.settings: dict[str, str] = {}
-        self.output: list[str] = []
-        self.port = 0
-        self.starts = 0
-        self._process: asyncio.subprocess.Process | None = None
-        self._drain: asyncio.Task[None] | None = None
-
-    def _env(self) -> dict[str, str]:
-        return {
-            "PATH": os.environ.get("PATH", ""),
-            "HOME": str(self.database.parent),
-            "SLACK_BOT_TOKEN": self.slack.bot_token,
-            "SLACK_SIGNING_SECRET": self.slack.signing_secret,
-            "SLACK_API_URL": self.slack.api_url,
-            "SLACK_FILE_HOSTS": self.slack.file_host,
-            "OXEN_API_KEY": self.oxen.api_key,
-            "OXEN_API_URL": self.oxen.url,
-            "OXEN_POLL_INTERVAL": "0.05",
-            "DATABASE_PATH": str(self.database),
-            "HOST": "127.0.0.1",
-            "PORT": "0",
-            **self.settings,
-        }
+        super().__init__(slack, oxen, data, {"DATABASE_PATH": str(self.database)})
 
     async def start(self, **settings: str) -> None:
-        """Start a process (with these extra environment variables, kept for restarts) and wait until it
-        listens; resuming the previous process's jobs begins before that."""
-        assert self._process is None, "kill() the running process first"
-        self.settings.update(settings)
-        self.starts += 1
-        self.output.append(f"--- process {self.starts}\n")
-        process = await asyncio.create_subprocess_exec(
-            sys.executable,
-            "-m",
-            "bot",
-            env=self._env(),
-            cwd=ROOT,
-            stdout=asyncio.subprocess.PIPE,
-            stderr=asyncio.subprocess.STDOUT,
-            limit=1 << 20,
-        )
-        assert process.stdout is not None
-        ready: asyncio.Future[int] = asyncio.get_running_loop().create_future()
-        self._process = process
-        self._drain = asyncio.create_task(self._read(process.stdout, ready))
-        self.port = await asyncio.wait_for(ready, 30)
-        self.slack.events_url = f"http://127.0.0.1:{self.port}/slack/events"
-
-    async def _read(self, stream: asyncio.StreamReader, ready: asyncio.Future[int]) -> None:
-        while line := await stream.readline():
-            text = line.decode(errors="replace")
-            self.output.append(text)
-            found = READY.search(text)
-            if found and not ready.done():
-                ready.set_result(int(found.group(1)))
-            await self.slack.recorder.notify()  # a waiter re-checks the store at each line
-        if not ready.done():
-            ready.set_exception(AssertionError("the bot exited before it was ready:\n" + self.log()))
-
-    async def kill(self) -> None:
-        """SIGKILL: no shutdown code runs, whatever was in flight stays in flight."""
-        process, self._process = self._process, None
-        assert process is not None, "the bot is not running"
-        assert process.returncode is None, f"the bot had exited by itself:\n{self.log()}"
-        process.kill()
-        await process.wait()
-        assert process.returncode == -signal.SIGKILL
-        if self._drain is not None:
-            await self._drain
-
-    async def close(self) -> None:
-        """Kill the process if one still runs (test teardown)."""
-        if self._process is not None and self._process.returncode is None:
-            self._process.kill()
-        if self._process is not None:
-            await self._process.wait()
-            self._process = None
-        if self._drain is not None:
-            await self._drain
-
-    def log(self) -> str:
-        """Everything the processes printed (for failure messages)."""
-        return "".join(self.output[-200:])
+        """Start a process (see replicas.BotProcess.start) and send Slack's events to it."""
+        await super().start(**settings)
+        self.slack.events_url = f"{self.url}/slack/events"
 
     async def command(self, text: str, *, user: str = "U1") -> None:
         """`/imagine <text>`, signed, as Slack sends it."""
@@ -181,39 +96,8 @@ async def bot(fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path) -> Asy
 
 
 def assert_each_delivered_once(bot: BotProcess, jobs: list[StoredJob]) -> None:
-    """Exactly one paid generation per image, one upload message and one result card per job (the status
-    message, rewritten), and the step log at its end: uploaded, with the card's ts."""
-    slack, oxen = bot.slack, bot.oxen
-    messages = slack.messages(CHANNEL)
-    uploads = [message for message in messages if message.get("files")]
-    cards = [message for message in messages if str(message.get("text")).startswith("Result of job")]
-    completed = [file for file in slack.uploaded_files.values() if file.completed]
-    for job, images in jobs:
-        assert (job.state, len(images)) == (JobState.UPLOADED, job.n), f"{job}\n{bot.log()}"
-        assert job.card_ts is not None, job
-        # One paid generation per image: the stored ids are distinct, and Oxen ran no other generation
-        # for this prompt (a second POST /ai/queue that made a generation would show up here).
-        handles = [image.generation_id for image in images]
-        assert all(image.state is ImageState.SUCCEEDED for image in images), images
-        assert len({handle for handle in handles if handle}) == job.n, images
-        made = [g.id for g in oxen.generations.values() if g.params.get("prompt") == job.prompt]
-        assert sorted(made) == sorted(str(handle) for handle in handles), f"job {job.id}: generations {made}"
-        assert sorted(g for g in oxen.billed if g in made) == sorted(made), f"billed {oxen.billed}"
-        # One upload message in the thread, sharing exactly the files the step log recorded.
-        file_ids = sorted(str(image.file_id) for image in images)
-        shared = [message for message in uploads if message.get("thread_ts") == job.root_ts]
-        assert len(shared) == 1, f"job {job.id}: {len(shared)} upload messages: {shared}"
-        assert sorted(shared[0]["files"]) == file_ids
-        assert sorted(file.id for file in completed if file.thread_ts == job.root_ts) == file_ids
-        # One result card: the job's status message, whose ts is stored as the card's.
-        mine = [message for message in cards if f"Result of job {job.id}:" in message["text"]]
-        assert len(mine) == 1, f"job {job.id}: {len(mine)} result cards"
-        assert (mine[0]["ts"], job.card_ts) == (job.status_ts, job.status_ts)
-        assert mine[0]["metadata"] == {"event_type": "dreamboard_result", "event_payload": {"job_id": job.id}}
-    images_made = sum(job.n for job, _ in jobs)
-    assert (len(oxen.generations), len(oxen.billed)) == (images_made, images_made)
-    assert (len(uploads), len(cards), len(completed)) == (len(jobs), len(jobs), images_made)
-    assert len(messages) == 2 * len(jobs), "a status message (now the card) and an upload message per job"
+    """See replicas.assert_each_delivered_once."""
+    replicas.assert_each_delivered_once(bot.slack, bot.oxen, jobs, channel=CHANNEL, log=bot.log())
 
 
 # -- the stages ----------------------------------------------------------------------------------------

@@ -131,4 +131,4 @@ async def test_signed_reference_urls_expire_and_cannot_be_forged(harness: Harnes
     assert isinstance(host, SignedUrlHost)
     name = signed.split("/refs/")[1].split("?")[0]
     expired = int(time.time()) - 1
-    assert host.resolve(name, str(expired), host._sign(name, expired)) is None
+    assert await host.resolve(name, str(expired), host._sign(name, expired)) is None
