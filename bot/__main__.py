@@ -2,8 +2,8 @@
 `python -m bot doctor [--paid] [CHANNEL ...]`: check the deployment instead (bot/app/doctor.py).
 
 Exit codes of `python -m bot`: 0 after SIGTERM/SIGINT (at any point, start-up included), 2 when the
-settings are incomplete, 3 when the database at DATABASE_PATH cannot be used (one message says why and
-what to do); an unexpected crash exits 1."""
+settings are incomplete, 3 when the database cannot be used or (SQLite) another process holds it (one
+message says why and what to do); an unexpected crash exits 1."""
 
 from __future__ import annotations
 

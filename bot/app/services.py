@@ -7,6 +7,7 @@ import hashlib
 import hmac
 from collections.abc import Coroutine
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any, TypeVar
 
 import aiohttp
@@ -40,6 +41,7 @@ from bot.slack.gateway import SlackGateway
 from bot.slack.membership import ChannelAccess
 from bot.slack.messages import SlackMessages
 from bot.slack.pacing import PacedWebClient, Pacer
+from bot.store.database_lock import DatabaseLock
 from bot.store.store import Store
 from bot.views import blocks as views
 
@@ -77,6 +79,8 @@ class Services:
     """Background work (App Home publishes, housekeeping): see `spawn`."""
     listeners: Tasks = field(default_factory=lambda: Tasks("listener"))
     """Bolt listener invocations still running after their ack (handlers register them here)."""
+    database_lock: DatabaseLock | None = None
+    """With SQLite, this process's hold on the database file (one process per file)."""
 
     @classmethod
     async def build(
@@ -87,11 +91,19 @@ class Services:
         share_timing: ShareTiming | None = None,
         vote_clock: Clock | None = None,
     ) -> Services:
-        """Open the store and create the clients (inside the running event loop); `share_timing` bounds
-        the wait for each upload message's ts (tests shorten it); `vote_clock` times vote deadlines."""
+        """Open the store (a SQLite file is locked to this process: bot/store/database_lock.py) and create
+        the clients (inside the running event loop); `share_timing` bounds the wait for each upload
+        message's ts (tests shorten it); `vote_clock` times vote deadlines."""
         metrics = Metrics()
         tasks = Tasks("background task")
-        store = await Store.open(settings.database)
+        database = settings.database
+        lock = DatabaseLock.acquire(database) if isinstance(database, Path) else None
+        try:
+            store = await Store.open(database)
+        except BaseException:
+            if lock is not None:
+                lock.release()
+            raise
         http = aiohttp.ClientSession()
         pacer = Pacer(interval=settings.slack_post_interval)
         redactor = Redactor(settings.secret_values)
@@ -234,6 +246,7 @@ class Services:
             kits,
             permutations,
             tasks,
+            database_lock=lock,
         )
 
     def spawn(self, coro: Coroutine[Any, Any, T], *, name: str) -> asyncio.Task[T]:
@@ -257,6 +270,8 @@ class Services:
         await self.oxen.aclose()
         await self.http.close()
         await self.store.close()
+        if self.database_lock is not None:
+            self.database_lock.release()
 
 
 def build_host(settings: Settings, oxen: OxenClient, store: Store | None = None) -> ReferenceHost | None:

@@ -25,7 +25,7 @@ import pytest
 from tests.fakes.oxen import FakeOxen
 from tests.fakes.slack import ACK_DEADLINE, FakeSlack
 from tests.scenarios.harness import Harness, is_card
-from tests.scenarios.test_shutdown import bot_env, exit_within, spawn
+from tests.scenarios.test_shutdown import BotProcess, bot_env, exit_within, spawn
 
 EXIT_STORE = 3
 """`python -m bot`'s exit code when the database cannot be used (bot/__main__.py)."""
@@ -98,6 +98,23 @@ async def test_a_database_that_cannot_be_used_at_start_up_ends_the_process_with_
     finally:
         if database.parent.is_dir():
             database.parent.chmod(0o755)  # so pytest can remove it
+
+
+async def test_a_second_process_on_one_sqlite_file_is_refused_until_the_first_is_gone(
+    fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path
+) -> None:
+    # Two processes on one file would both resume (and pay for) the same unfinished jobs.
+    database = tmp_path / "data" / "dreamboard.sqlite3"
+    first = await BotProcess.start(fake_slack, fake_oxen, database)
+    try:
+        env = bot_env(fake_slack, fake_oxen, database)
+        await assert_refused_at_start(env, f"in use by another Dreamboard process (pid {first.process.pid})")
+    finally:
+        first.process.kill()
+        await first.process.wait()
+    # kill -9 leaves no stale lock: the kernel dropped it with the process.
+    again = await BotProcess.start(fake_slack, fake_oxen, database)
+    assert (await again.sigterm()).count("dreamboard ready") == 1
 
 
 # -- a tiny disk ---------------------------------------------------------------------------------
