@@ -1,4 +1,5 @@
-"""Fixtures for end-to-end scenarios: fakes on loopback and a restartable bot on a real SQLite file."""
+"""Fixtures for end-to-end scenarios: fakes on loopback and a restartable bot on a real SQLite file (or
+PostgreSQL, see tests/scenarios/backends.py)."""
 
 from __future__ import annotations
 
@@ -27,8 +28,17 @@ def acks_within_deadline(request: pytest.FixtureRequest) -> Iterator[None]:
 
 
 @pytest.fixture
-async def harness(fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path) -> AsyncIterator[Harness]:
-    """A harness whose bot is stopped after the test (start it with `await harness.start()`)."""
-    bot = Harness(fake_slack, fake_oxen, tmp_path / "data" / "dreamboard.sqlite3")
+async def harness(
+    request: pytest.FixtureRequest, fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path
+) -> AsyncIterator[Harness]:
+    """A harness whose bot is stopped after the test (start it with `await harness.start()`). Its state
+    is in a SQLite file, or, parametrised indirectly with "postgres" (tests/scenarios/backends.py), in
+    a fresh PostgreSQL database; then the test fails if the bot made the SQLite file all the same."""
+    backend = getattr(request, "param", "sqlite")
+    assert backend in ("sqlite", "postgres"), f"no store backend {backend!r}"
+    url: str | None = request.getfixturevalue("postgres_url") if backend == "postgres" else None
+    bot = Harness(fake_slack, fake_oxen, tmp_path / "data" / "dreamboard.sqlite3", database_url=url)
     yield bot
     await bot.stop(grace=1.0)
+    if url is not None:
+        assert not bot.database.exists(), "the bot used the SQLite file instead of PostgreSQL"

@@ -1,13 +1,16 @@
-"""Restarts, duplicate deliveries, caps and fairness: nothing is lost or done twice."""
+"""Restarts, duplicate deliveries, caps and fairness: nothing is lost or done twice. The restart while
+Oxen works runs on PostgreSQL too."""
 
 from __future__ import annotations
 
 import json
 
 from bot.store.model import ImageState, JobState
+from tests.scenarios.backends import BOTH_BACKENDS
 from tests.scenarios.harness import Harness, is_card
 
 
+@BOTH_BACKENDS
 async def test_restart_while_oxen_is_working_polls_instead_of_resubmitting(harness: Harness) -> None:
     await harness.start()
     harness.oxen.hold()
