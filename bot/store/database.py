@@ -1,4 +1,5 @@
-"""The small database interface the Store runs on, shared by the SQLite and the PostgreSQL adapter.
+"""The small database interface the Store runs on (`Database`), and `DatabaseAdapter`, the base the
+SQLite and the PostgreSQL adapter share.
 
 SQL is written once, with `?` placeholders; an adapter translates what its engine needs. Rows are
 indexable by column name and by position on both.
@@ -6,13 +7,18 @@ indexable by column name and by position on both.
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
+import time
+from abc import ABC, abstractmethod
 from collections.abc import Awaitable, Callable, Iterable, Iterator, Sequence
 from contextlib import AbstractAsyncContextManager
 from contextvars import ContextVar
 from pathlib import Path
 from typing import Any, Literal, Protocol, TypeVar
 from urllib.parse import urlsplit, urlunsplit
+
+from bot.store.errors import StoreUnavailableError
 
 T = TypeVar("T")
 
@@ -149,6 +155,97 @@ class ProbeCache:
             self.write_failed = False
         self._probed = (now, ok)
         return ok and not self.write_failed
+
+
+class DatabaseAdapter(ABC):
+    """What the SQLite and the PostgreSQL adapter share: the counters and hooks the metrics read, the
+    /healthz probe and its cache, and the loop that retries a statement the engine refused.
+
+    A subclass says which errors may pass (`_is_fault`), how to word one (`_fault_reason`) and how to
+    probe a write (`_write_probe`), and implements the rest of `Database`.
+    """
+
+    dialect: Dialect
+
+    def __init__(
+        self,
+        *,
+        clock: Callable[[], float] = time.monotonic,
+        sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
+    ) -> None:
+        self._open = True
+        self._clock = clock
+        self._sleep = sleep
+        self._probe_cache = ProbeCache(clock)
+        self.statements = 0
+        self.write_faults = 0
+        """Writes the engine refused for a reason that may pass (each attempt counts)."""
+        self.on_write_fault: list[Callable[[], None]] = []
+        """Called after each such refusal (metrics, tests)."""
+
+    def _count(self, _sql: str = "") -> None:
+        """Count one statement (SQLite's trace callback passes its text, which is not needed)."""
+        self.statements += 1
+
+    @property
+    def is_open(self) -> bool:
+        """Whether the database is usable (for /healthz)."""
+        return self._open
+
+    async def writable(self) -> bool:
+        """Whether the database takes a write now (for /healthz): a committed transaction that writes
+        PROBE_BYTES and deletes them again, at most every PROBE_EVERY seconds (cached in between). A
+        real write that failed makes it False until the next probe succeeds."""
+        if not self._open:
+            return False
+        return await self._probe_cache.answer(self._probe_once)
+
+    async def _probe_once(self) -> bool:
+        try:
+            with write_patience(PROBE_PATIENCE):
+                await self._attempt(self._write_probe, record=False)
+        except StoreUnavailableError:
+            return False
+        return True
+
+    async def _attempt(self, operation: Callable[[float], Awaitable[T]], *, record: bool = True) -> T:
+        """Run `operation(seconds left)`, retried with backoff while the engine refuses it for a reason
+        that may pass, for the current `write_patience`; then StoreUnavailableError. With `record`, a
+        refusal counts in `write_faults`, calls `on_write_fault` and marks the probe cache failed."""
+        deadline = self._clock() + patience()
+        delay = 0.05
+        while True:
+            try:
+                result = await operation(max(0.0, deadline - self._clock()))
+            except Exception as exc:
+                if not self._is_fault(exc):
+                    raise
+                fault = exc
+            else:
+                if record:
+                    self._probe_cache.write_failed = False
+                return result
+            if record:
+                self._probe_cache.write_failed = True
+                self.write_faults += 1
+                for hook in self.on_write_fault:
+                    hook()
+            if self._clock() + delay > deadline:
+                raise StoreUnavailableError(self._fault_reason(fault)) from fault
+            await self._sleep(delay)
+            delay = min(delay * 2, MAX_BACKOFF)
+
+    @abstractmethod
+    def _is_fault(self, exc: Exception) -> bool:
+        """Whether `exc` is the engine refusing a statement for a reason that may pass."""
+
+    @abstractmethod
+    def _fault_reason(self, exc: Exception) -> str:
+        """Why the database is unavailable, as StoreUnavailableError words it, after the fault `exc`."""
+
+    @abstractmethod
+    async def _write_probe(self, wait: float) -> None:
+        """One committed transaction writing PROBE_BYTES and deleting them, starting within `wait` s."""
 
 
 def redacted_url(url: str) -> str:

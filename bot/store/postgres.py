@@ -21,19 +21,8 @@ from psycopg import errors as pg_errors
 from psycopg.rows import RowMaker
 from psycopg_pool import AsyncConnectionPool
 
-from bot.store.database import (
-    MAX_BACKOFF,
-    PROBE_BYTES,
-    PROBE_PATIENCE,
-    Dialect,
-    ProbeCache,
-    Row,
-    Tx,
-    patience,
-    redacted_url,
-    write_patience,
-)
-from bot.store.errors import StoreOpenError, StoreUnavailableError
+from bot.store.database import PROBE_BYTES, DatabaseAdapter, Dialect, Row, Tx, patience, redacted_url
+from bot.store.errors import StoreOpenError
 from bot.store.migrations import for_postgres
 
 T = TypeVar("T")
@@ -143,7 +132,7 @@ class PostgresTx:
             await cursor.executemany(placeholders(sql), batch)
 
 
-class PostgresDatabase:
+class PostgresDatabase(DatabaseAdapter):
     """A pool of connections to one PostgreSQL database.
 
     A statement or transaction refused for a reason that may pass (`is_fault`) is retried with backoff
@@ -160,16 +149,8 @@ class PostgresDatabase:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        super().__init__(clock=clock, sleep=sleep)
         self._pool = pool
-        self._open = True
-        self._clock = clock
-        self._sleep = sleep
-        self._probe_cache = ProbeCache(clock)
-        self.statements = 0
-        self.write_faults = 0
-        """Statements PostgreSQL refused for a reason that may pass (each attempt counts)."""
-        self.on_write_fault: list[Callable[[], None]] = []
-        """Called after each such refusal (metrics, tests)."""
 
     @classmethod
     async def open(
@@ -217,64 +198,22 @@ class PostgresDatabase:
             raise StoreOpenError(f"{where}: cannot connect to the PostgreSQL server ({exc}).") from exc
         return cls(pool, clock=clock, sleep=sleep)
 
-    def _count(self) -> None:
-        self.statements += 1
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the pool is usable (for /healthz)."""
-        return self._open
-
     async def close(self) -> None:
         """Close the pool."""
         if self._open:
             self._open = False
             await self._pool.close()
 
-    async def writable(self) -> bool:
-        """Whether the database takes a write now (for /healthz): a committed transaction that writes
-        PROBE_BYTES and deletes them again, at most every PROBE_EVERY seconds (cached in between)."""
-        if not self._open:
-            return False
-        return await self._probe_cache.answer(self._probe_once)
+    def _is_fault(self, exc: Exception) -> bool:
+        return is_fault(exc)
 
-    async def _probe_once(self) -> bool:
-        async def probe(tx: Tx) -> None:
+    def _fault_reason(self, exc: Exception) -> str:
+        return _reason(exc)
+
+    async def _write_probe(self, wait: float) -> None:
+        async with self._transaction(wait) as tx:
             await tx.execute("INSERT INTO write_probe (payload) VALUES (?)", (bytes(PROBE_BYTES),))
             await tx.execute("DELETE FROM write_probe")
-
-        try:
-            with write_patience(PROBE_PATIENCE):
-                await self._attempt(lambda left: self._run_transaction(probe, left), record=False)
-        except StoreUnavailableError:
-            return False
-        return True
-
-    async def _attempt(self, operation: Callable[[float], Awaitable[T]], *, record: bool = True) -> T:
-        """Run `operation(seconds left)`, retried with backoff while PostgreSQL refuses it for a reason
-        that may pass, for the current `write_patience`."""
-        deadline = self._clock() + patience()
-        delay = 0.05
-        while True:
-            try:
-                result = await operation(max(0.0, deadline - self._clock()))
-            except psycopg.Error as exc:
-                if not is_fault(exc):
-                    raise
-                fault: psycopg.Error = exc
-            else:
-                if record:
-                    self._probe_cache.write_failed = False
-                return result
-            if record:
-                self._probe_cache.write_failed = True
-                self.write_faults += 1
-                for hook in self.on_write_fault:
-                    hook()
-            if self._clock() + delay > deadline:
-                raise StoreUnavailableError(_reason(fault)) from fault
-            await self._sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF)
 
     async def _run_transaction(self, body: Callable[[Tx], Awaitable[T]], wait: float) -> T:
         async with self._transaction(wait) as tx:

@@ -13,21 +13,10 @@ from typing import Any, TypeVar
 
 import aiosqlite
 
-from bot.store.database import (
-    MAX_BACKOFF,
-    PROBE_BYTES,
-    PROBE_EVERY,
-    PROBE_PATIENCE,
-    Dialect,
-    ProbeCache,
-    Row,
-    Tx,
-    patience,
-    write_patience,
-)
+from bot.store.database import PROBE_BYTES, DatabaseAdapter, Dialect, Row, Tx
 from bot.store.errors import StoreOpenError, StoreUnavailableError
 
-__all__ = ["PROBE_EVERY", "PROBE_PATIENCE", "SqliteDatabase", "is_write_fault"]
+__all__ = ["SqliteDatabase", "is_write_fault"]
 
 T = TypeVar("T")
 
@@ -43,7 +32,7 @@ _SQLITE_CORRUPT, _SQLITE_FULL, _SQLITE_CANTOPEN, _SQLITE_NOTADB = 11, 13, 14, 26
 _TRANSIENT = {_SQLITE_BUSY, _SQLITE_LOCKED, _SQLITE_READONLY, _SQLITE_IOERR, _SQLITE_FULL, _SQLITE_CANTOPEN}
 
 
-def _code(exc: sqlite3.Error) -> int | None:
+def _code(exc: BaseException) -> int | None:
     code = getattr(exc, "sqlite_errorcode", None)
     return code & 0xFF if isinstance(code, int) else None
 
@@ -53,7 +42,7 @@ def is_write_fault(exc: BaseException) -> bool:
     return isinstance(exc, sqlite3.OperationalError) and _code(exc) in _TRANSIENT
 
 
-def _reason(exc: sqlite3.Error) -> str:
+def _reason(exc: BaseException) -> str:
     code = _code(exc)
     if code in (_SQLITE_BUSY, _SQLITE_LOCKED):
         return "its database is locked by another process"
@@ -89,7 +78,7 @@ class SqliteTx:
         await self._db.executemany(sql, [tuple(row) for row in rows])
 
 
-class SqliteDatabase:
+class SqliteDatabase(DatabaseAdapter):
     """One connection; aiosqlite runs it on its own thread.
 
     Writes go through one lock, so a multi-statement transaction never interleaves with another
@@ -107,18 +96,10 @@ class SqliteDatabase:
         clock: Callable[[], float] = time.monotonic,
         sleep: Callable[[float], Awaitable[None]] = asyncio.sleep,
     ) -> None:
+        super().__init__(clock=clock, sleep=sleep)
         self._db = db
         self._tx = SqliteTx(db)
-        self._open = True
         self._writing = asyncio.Lock()
-        self._clock = clock
-        self._sleep = sleep
-        self._probe_cache = ProbeCache(clock)
-        self.statements = 0
-        self.write_faults = 0
-        """Writes SQLite refused as locked, full or failing (each attempt counts)."""
-        self.on_write_fault: list[Callable[[], None]] = []
-        """Called after each such refusal (metrics, tests)."""
 
     @classmethod
     async def open(
@@ -160,35 +141,20 @@ class SqliteDatabase:
             raise
         return database
 
-    def _count(self, _: str) -> None:
-        self.statements += 1
-
-    @property
-    def is_open(self) -> bool:
-        """Whether the connection is usable (for /healthz)."""
-        return self._open
-
     async def close(self) -> None:
         """Close the connection."""
         if self._open:
             self._open = False
             await self._db.close()
 
-    async def writable(self) -> bool:
-        """Whether the database takes a write now (for /healthz): a committed transaction that writes
-        PROBE_BYTES and deletes them again, at most every PROBE_EVERY seconds (cached in between). A
-        real write that failed makes it False until the next probe succeeds."""
-        if not self._open:
-            return False
-        return await self._probe_cache.answer(self._probe_once)
+    def _is_fault(self, exc: Exception) -> bool:
+        return is_write_fault(exc)
 
-    async def _probe_once(self) -> bool:
-        try:
-            with write_patience(PROBE_PATIENCE):
-                await self._attempt(self._probe, record=False)
-        except StoreUnavailableError:
-            return False
-        return True
+    def _fault_reason(self, exc: Exception) -> str:
+        return _reason(exc)
+
+    async def _write_probe(self, wait: float) -> None:
+        await self._locked(self._probe, wait)
 
     async def _probe(self) -> None:
         await self._db.execute("BEGIN IMMEDIATE")
@@ -200,38 +166,22 @@ class SqliteDatabase:
             if self._db.in_transaction:
                 await self._db.execute("ROLLBACK")
 
-    async def _attempt(self, operation: Callable[[], Awaitable[T]], *, record: bool = True) -> T:
+    async def _locked(self, operation: Callable[[], Awaitable[T]], wait: float) -> T:
+        """Run `operation` under the write lock, waiting at most `wait` seconds for the lock."""
+        try:
+            async with asyncio.timeout(wait):
+                await self._writing.acquire()
+        except TimeoutError:
+            raise StoreUnavailableError("its database is busy with other writes") from None
+        try:
+            return await operation()
+        finally:
+            self._writing.release()
+
+    async def _attempt_locked(self, operation: Callable[[], Awaitable[T]]) -> T:
         """Run `operation` under the write lock, retried with backoff (lock released in between) while
         SQLite refuses it as locked, full or failing, for the current `write_patience`."""
-        deadline = self._clock() + patience()
-        delay = 0.05
-        while True:
-            try:
-                async with asyncio.timeout(max(0.0, deadline - self._clock())):
-                    await self._writing.acquire()
-            except TimeoutError:
-                raise StoreUnavailableError("its database is busy with other writes") from None
-            try:
-                result = await operation()
-            except sqlite3.Error as exc:
-                if not is_write_fault(exc):
-                    raise
-                fault = exc
-            else:
-                if record:
-                    self._probe_cache.write_failed = False
-                return result
-            finally:
-                self._writing.release()
-            if record:
-                self._probe_cache.write_failed = True
-                self.write_faults += 1
-                for hook in self.on_write_fault:
-                    hook()
-            if self._clock() + delay > deadline:
-                raise StoreUnavailableError(_reason(fault)) from fault
-            await self._sleep(delay)
-            delay = min(delay * 2, MAX_BACKOFF)
+        return await self._attempt(lambda left: self._locked(operation, left))
 
     async def in_transaction(self, body: Callable[[Tx], Awaitable[T]]) -> T:
         """BEGIN IMMEDIATE … COMMIT around `body` (ROLLBACK when anything fails), retried as a whole."""
@@ -246,7 +196,7 @@ class SqliteDatabase:
                     await self._db.execute("ROLLBACK")
             return result
 
-        return await self._attempt(once)
+        return await self._attempt_locked(once)
 
     @contextlib.asynccontextmanager
     async def transaction(self) -> AsyncIterator[Tx]:
@@ -261,12 +211,12 @@ class SqliteDatabase:
             await self._db.execute("COMMIT")
 
     async def execute(self, sql: str, parameters: Sequence[Any] = ()) -> int:
-        """Run one write statement (retried, see `_attempt`); the number of rows it changed."""
-        return await self._attempt(lambda: self._tx.execute(sql, parameters))
+        """Run one write statement (retried, see `_attempt_locked`); the number of rows it changed."""
+        return await self._attempt_locked(lambda: self._tx.execute(sql, parameters))
 
     async def execute_returning(self, sql: str, parameters: Sequence[Any] = ()) -> list[Row]:
         """Run one `… RETURNING` write (retried); the rows it returned."""
-        return await self._attempt(lambda: self._tx.fetchall(sql, parameters))
+        return await self._attempt_locked(lambda: self._tx.fetchall(sql, parameters))
 
     async def fetchone(self, sql: str, parameters: Sequence[Any] = ()) -> Row | None:
         """The first row of a read."""

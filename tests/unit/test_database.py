@@ -106,7 +106,7 @@ async def test_an_unreachable_server_is_one_message_without_the_password(tmp_pat
 async def test_a_lost_connection_is_replaced_and_a_refusing_server_is_a_store_failure(
     postgres_url: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr("bot.store.postgres.PROBE_PATIENCE", 0.2)
+    monkeypatch.setattr("bot.store.database.PROBE_PATIENCE", 0.2)
     store = await Store.open(postgres_url)
     database = urlsplit(postgres_url).path.lstrip("/")
     server = postgres_url.replace(f"/{database}?", "/postgres?")

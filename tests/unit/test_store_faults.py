@@ -9,7 +9,7 @@ from pathlib import Path
 
 import pytest
 
-from bot.store import sqlite as store_module
+from bot.store import database
 from bot.store.database import write_patience
 from bot.store.errors import StoreUnavailableError
 from bot.store.model import MessageKind
@@ -115,18 +115,18 @@ async def test_a_transaction_that_cannot_begin_stores_nothing_and_the_next_one_w
 async def test_the_probe_is_cached_and_follows_real_write_failures(
     store: Store, lock: Lock, fake_time: FakeTime, monkeypatch: pytest.MonkeyPatch
 ) -> None:
-    monkeypatch.setattr(store_module, "PROBE_PATIENCE", 0.0)
+    monkeypatch.setattr(database, "PROBE_PATIENCE", 0.0)
     assert await store.writable()
     lock.take()
     assert await store.writable(), "cached for PROBE_EVERY seconds"
     with write_patience(0.0), pytest.raises(StoreUnavailableError):
         await store.claim_event("event:1")
     assert not await store.writable(), "a real write failed since"
-    fake_time.now += store_module.PROBE_EVERY
+    fake_time.now += database.PROBE_EVERY
     assert not await store.writable()
     lock.release()
     assert not await store.writable(), "cached"
-    fake_time.now += store_module.PROBE_EVERY
+    fake_time.now += database.PROBE_EVERY
     assert await store.writable()
 
 
