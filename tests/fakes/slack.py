@@ -741,7 +741,7 @@ class FakeSlack:
 
     def socket_connected(self) -> bool:
         """Whether a Socket Mode client is connected."""
-        return any(not ws.closed for ws in self._sockets)
+        return self.socket_connections() > 0
 
     def socket_connections(self) -> int:
         """How many Socket Mode connections are open (one per running bot in Socket Mode)."""
