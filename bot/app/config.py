@@ -2,7 +2,9 @@
 
 from __future__ import annotations
 
+import os
 import re
+import socket
 from enum import StrEnum
 from pathlib import Path
 from typing import Annotated, Any
@@ -67,6 +69,12 @@ class Settings(BaseSettings):
     max_concurrent_jobs: int = Field(default=8, ge=1, le=500)
     max_active_per_user: int = Field(default=3, ge=1, le=100)
     max_queued_per_user: int = Field(default=10, ge=0, le=1000)
+    # This replica's name in job leases: unique among the replicas on one database (default: host and
+    # process id). A replica restarted under the same name takes its own unfinished jobs back at once.
+    replica_id: str = Field(default_factory=lambda: f"{socket.gethostname()}-{os.getpid()}", min_length=1)
+    # Seconds a replica's hold on a job lasts without renewal (renewed every third of it): how long a
+    # killed replica's jobs wait before another takes them over.
+    lease_seconds: float = Field(default=30.0, ge=1, le=600)
     log_level: str = "INFO"
     # Seconds after a job finished before its files go into image blocks (Slack refuses a slack_file it
     # is still processing, slack.md §2.2).

@@ -32,8 +32,8 @@ from bot.features.usage import UsageReports
 from bot.features.votes import Clock, Votes
 from bot.jobs.pipeline import JobPipeline
 from bot.jobs.positions import QueuePositions
+from bot.jobs.queue import JobQueue
 from bot.jobs.runner import JobRunner
-from bot.jobs.scheduler import FairScheduler
 from bot.jobs.uploads import ShareTiming, UploadMessages
 from bot.slack.channel_history import ChannelHistory
 from bot.slack.files import SlackFileReader, SlackFiles
@@ -142,11 +142,15 @@ class Services:
             max_bytes=settings.max_reference_bytes,
             reuse_result_urls=settings.oxen_reuse_result_urls,
         )
-        scheduler = FairScheduler(
+        queue = JobQueue(
+            store,
             lambda job_id: runner.run(job_id),
+            owner=settings.replica_id,
             slots=settings.max_concurrent_jobs,
             running_per_user=settings.max_active_per_user,
             waiting_per_user=settings.max_queued_per_user,
+            lease_seconds=settings.lease_seconds,
+            exclusive=lock is not None,
         )
         files = SlackFiles(slack, http)
         uploads = UploadMessages(store=store, files=files, timing=share_timing)
@@ -157,21 +161,21 @@ class Services:
             files=files,
             uploads=uploads,
             references=references,
-            critical=scheduler.critical,
+            critical=queue.critical,
             meter=metrics,
             job_timeout=settings.oxen_job_timeout,
             poll_interval=settings.oxen_poll_interval,
         )
         positions = QueuePositions(
-            positions=scheduler.positions,
+            positions=queue.positions,
             load=store.get_job,
             edit=lambda job, position: gateway.update(
                 job.channel_id, str(job.status_ts), views.status(job, position=position)
             ),
             unit=pacer.unit,
         )
-        scheduler.on_change.append(positions.changed)
-        runner = JobRunner(store=store, pipeline=pipeline, scheduler=scheduler, positions=positions)
+        queue.on_change.append(positions.changed)
+        runner = JobRunner(store=store, pipeline=pipeline, queue=queue, positions=positions)
         metrics.gauge("dreamboard_jobs", "state", runner.state_counts)
         metrics.counter("dreamboard_sql_statements_total", lambda: float(store.statements))
         metrics.counter("dreamboard_store_write_faults_total", lambda: float(store.write_faults))

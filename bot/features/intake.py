@@ -1,8 +1,9 @@
 """Intake: turning a validated request into a stored, announced and queued job.
 
-The hand-off is one sequence with a synchronous first step: the runner admits the user (caps are
-counted before any `await`), the job is stored, and the runner posts its status message and puts it in
-line. If any step fails, the place is given back and no queued row is left that nothing would run.
+The hand-off is one sequence: the job is stored under this replica's hold, with the user's waiting jobs
+counted in the same transaction (so MAX_QUEUED_PER_USER holds across replicas), then the runner posts
+its status message and puts it in the shared line. If Slack refuses the status message the job is
+deleted; if anything else stops the hand-off, the hold expires and the job runs from the line.
 Daily quotas are counted from the database, so counting and storing happen under one lock: two
 requests at once cannot both take the last images of the day.
 """
@@ -24,12 +25,12 @@ from bot.domain.permutations import QueueRoomError, quota_refusal
 from bot.domain.quotas import QuotaExceededError, QuotaPolicy, Usage
 from bot.domain.requests import GenerationRequest, Limits
 from bot.features.references import Collected
+from bot.jobs.queue import Ticket
 from bot.jobs.runner import JobRunner
-from bot.jobs.scheduler import Ticket
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.membership import ChannelAccess
 from bot.store.errors import DuplicateRequestError
-from bot.store.model import Job, JobImage, NewJob
+from bot.store.model import Hold, Job, JobImage, NewJob
 from bot.store.store import Store
 from bot.views import blocks as views
 
@@ -40,8 +41,8 @@ BUSY_NOTICE = ":hourglass: This channel is busy"
 """How that notice starts (tests and the bench tell it apart from answers that end a request)."""
 
 Notify = Callable[[views.Message], Awaitable[object]]
-StoreSet = Callable[[list[NewJob]], Awaitable[list[tuple[Job, list[JobImage]]]]]
-"""Stores a permutation set's jobs (with the set itself, in one transaction)."""
+StoreSet = Callable[[list[NewJob], Hold], Awaitable[list[tuple[Job, list[JobImage]]]]]
+"""Stores a permutation set's jobs under a hold (with the set itself, in one transaction)."""
 
 
 @dataclass(frozen=True)
@@ -216,12 +217,12 @@ class Intake:
     ) -> AdmittedSet:
         """Admit a permutation set as a whole, or refuse it whole: the channel is checked, then under the
         quota lock every combination is counted against today's quota (QuotaExceededError naming what
-        would fit) and a place in line is taken for each (QueueRoomError when they do not all fit);
-        then `store(jobs)` stores them (the jobs' request keys are `request_key#1`, `#2`, …). Every
-        combination without `--seed` gets the same seed, drawn once, so the variants compare. Raises
-        NotInChannelError, or DuplicateRequestError for a redelivered request. Nothing is stored when
-        anything is refused; the places are given back when storing fails. The channel's kit applies to
-        every combination, as to any job."""
+        would fit), then `store(jobs, hold)` stores them, counting the user's waiting jobs in the same
+        transaction (QueueRoomError when they do not all fit; the jobs' request keys are
+        `request_key#1`, `#2`, …). Every combination without `--seed` gets the same seed, drawn once, so
+        the variants compare. Raises NotInChannelError, or DuplicateRequestError for a redelivered
+        request. Nothing is stored when anything is refused. The channel's kit applies to every
+        combination, as to any job."""
         if self._access is not None:
             try:
                 await self._access.check(channel_id)
@@ -254,20 +255,15 @@ class Intake:
                     raise QuotaExceededError(refusal)
                 # The costs are already weighted: asked as that many 2K images (weight 1), for the line.
                 left_line = self._quotas.admit(usage, n=sum(costs), size="2K", now=now)
-            tickets: list[Ticket] = []
+            hold = self._runner.hold()
             try:
-                for _ in new_jobs:
-                    tickets.append(self._runner.admit(team_id, user_id))
-            except CapReachedError:
-                for ticket in tickets:
-                    ticket.withdraw()
-                raise QueueRoomError(len(tickets), len(new_jobs)) from None
-            try:
-                stored = await store(new_jobs)
-            except BaseException:
-                for ticket in tickets:
-                    ticket.withdraw()
+                stored = await store(new_jobs, hold)
+            except QueueRoomError:
                 raise
+            except CapReachedError as exc:
+                room = max(0, (hold.max_waiting or 0) - exc.queued)
+                raise QueueRoomError(room, len(new_jobs)) from None
+        tickets = await self._runner.tickets([job for job, _ in stored])
         return AdmittedSet(tickets, stored, left_line)
 
     async def accept(self, ticket: Ticket, job: Job, images: list[JobImage]) -> Job:
@@ -310,12 +306,8 @@ class Intake:
         return apply_kit(request, await self._kits(channel_id), own_references=own, limits=limits)
 
     async def _store_job(self, new_job: NewJob) -> tuple[Ticket, Job, list[JobImage]]:
-        ticket = self._runner.admit(new_job.team_id, new_job.user_id)
-        try:
-            job, images = await self._store.insert_job(new_job)
-        except BaseException:
-            ticket.withdraw()
-            raise
+        job, images = await self._store.insert_job(new_job, self._runner.hold())
+        [ticket] = await self._runner.tickets([job])
         return ticket, job, images
 
     def _new_job(

@@ -1,11 +1,13 @@
 """QueuePositions: a waiting job's status message shows its current place in line.
 
-The scheduler calls `changed` whenever the line moves; one background loop then edits the status
-messages whose position changed. chat.update is Tier 3 (50+ per minute per workspace, slack.md §4) and
-the job steps need it too (Generating, Done), so the edits are coalesced: a message is edited at most
-once per `min_interval`, never when its position is unchanged, edits share a budget of `per_minute`, the
-jobs nearest the front first, and an edit never waits for Slack's rate limit (a later one replaces it).
-Times are in Slack's seconds (`unit` real seconds each, as in bot/slack/pacing.py).
+The job queue calls `changed` whenever the line may have moved (here, or on PostgreSQL on another
+replica: it looks every second), and positions are read from the shared line in the database; one
+background loop then edits the status messages this replica posted whose position changed.
+chat.update is Tier 3 (50+ per minute per workspace, slack.md §4) and the job steps need it too
+(Generating, Done), so the edits are coalesced: a message is edited at most once per `min_interval`,
+never when its position is unchanged, edits share a budget of `per_minute`, the jobs nearest the front
+first, and an edit never waits for Slack's rate limit (a later one replaces it). Times are in Slack's
+seconds (`unit` real seconds each, as in bot/slack/pacing.py).
 """
 
 from __future__ import annotations
@@ -43,7 +45,7 @@ class QueuePositions:
     def __init__(
         self,
         *,
-        positions: Callable[[], dict[str, int]],
+        positions: Callable[[], Awaitable[dict[str, int]]],
         load: Callable[[str], Awaitable[Job | None]],
         edit: Callable[[Job, int], Awaitable[bool]],
         unit: float = 1.0,
@@ -73,7 +75,7 @@ class QueuePositions:
         self._shown[job_id] = _Shown(position, self._clock())
 
     def changed(self) -> None:
-        """The line moved (the scheduler's hook): look again soon."""
+        """The line moved (the queue's hook): look again soon."""
         self._wake.set()
 
     async def forget(self, job_id: str) -> None:
@@ -103,11 +105,14 @@ class QueuePositions:
             self._wake.clear()
             if delay is None or delay > 0:
                 with contextlib.suppress(TimeoutError):
-                    await asyncio.wait_for(self._wake.wait(), delay)
+                    async with asyncio.timeout(delay):  # not wait_for: see JobQueue._claim_loop
+                        await self._wake.wait()
 
     async def step(self) -> float | None:
         """Make the edits that are due; returns seconds until the next one may be, None: none pending."""
-        desired = self._positions()
+        if not self._shown:
+            return None
+        desired = await self._positions()
         for job_id in [job_id for job_id in self._shown if job_id not in desired]:
             del self._shown[job_id]
         now = self._clock()

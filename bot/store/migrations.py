@@ -52,6 +52,14 @@ Migration 14 holds `reference_blobs`: the bytes of each reference served under `
 hosting), one row per content key, written once, so a signed URL made by one replica is served by any
 other. `published_at` is the last time a URL was signed for it (bot/features/reference_hosting.py);
 housekeeping deletes rows not published for a week, as it prunes the local reference cache.
+
+Migration 15 is the job line shared by replicas (bot/jobs/queue.py): `lease_owner` and
+`lease_expires_at` say which replica holds a job (while it announces or runs it) and until when,
+`claimed_at` when a replica last took it to run (NULL: still waiting in line), and
+`cancel_requested_at` a cancel asked on another replica, for the holder to carry out. Indexes (the
+line itself is `generations_unfinished`): the held jobs by user (running counts), claims by user (who
+was served least recently), and permutation variants by job (a set's jobs wait for its status
+message).
 """
 
 from __future__ import annotations
@@ -284,5 +292,15 @@ MIGRATIONS: tuple[str, ...] = (
         published_at REAL NOT NULL
     );
     CREATE INDEX reference_blobs_by_publication ON reference_blobs (published_at);
+    """,
+    """
+    ALTER TABLE generations ADD COLUMN lease_owner TEXT;
+    ALTER TABLE generations ADD COLUMN lease_expires_at REAL;
+    ALTER TABLE generations ADD COLUMN claimed_at REAL;
+    ALTER TABLE generations ADD COLUMN cancel_requested_at REAL;
+    CREATE INDEX generations_held ON generations (team_id, user_id, lease_expires_at)
+        WHERE lease_owner IS NOT NULL;
+    CREATE INDEX generations_claims ON generations (team_id, user_id, claimed_at);
+    CREATE INDEX permutation_variants_by_job ON permutation_variants (job_id);
     """,
 )

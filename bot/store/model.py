@@ -62,6 +62,26 @@ class NewJob:
 
 
 @dataclass(frozen=True)
+class Hold:
+    """A new job's place in the shared line, taken as it is stored: the replica that holds it while
+    announcing it (`owner`, until `until`, Unix time), and the user's cap on waiting jobs (None: none)."""
+
+    owner: str
+    until: float
+    max_waiting: int | None = None
+
+
+@dataclass(frozen=True)
+class Line:
+    """A snapshot of the shared line: waiting jobs oldest first as (job id, team, user), each user's
+    running jobs (held and claimed), and when each user's last job was claimed (Unix time)."""
+
+    waiting: list[tuple[str, str, str]]
+    running: dict[tuple[str, str], int]
+    served: dict[tuple[str, str], float]
+
+
+@dataclass(frozen=True)
 class JobImage:
     """One image of a job: its seed, its generation at the image backend and its Slack file."""
 

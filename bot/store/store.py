@@ -12,16 +12,19 @@ from dataclasses import fields
 from pathlib import Path
 from typing import Any, Literal, TypeVar
 
+from bot.domain.errors import CapReachedError
 from bot.domain.kits import Kit, Pin
 from bot.domain.votes import Tally, VoteRound
 from bot.store.database import Database, Dialect, Row, Tx, database_target
 from bot.store.errors import DuplicateRequestError
 from bot.store.migrations import MIGRATIONS
 from bot.store.model import (
+    Hold,
     ImageState,
     Job,
     JobImage,
     JobState,
+    Line,
     MessageKind,
     NewJob,
     PermutationSet,
@@ -45,6 +48,37 @@ because without statistics it would rather walk a team's whole history in a (tea
 PostgreSQL plans from its statistics."""
 _CONTAINS = {"sqlite": "instr(lower(prompt), ?) > 0", "postgres": "strpos(lower(prompt), ?) > 0"}
 """A prompt contains the (lowercased) text."""
+
+_UNFINISHED = "(state IN ('queued', 'running') OR (state = 'uploaded' AND card_ts IS NULL))"
+"""Jobs with a step left (a card, for an uploaded one), as a condition on `generations`."""
+_WAITING = "state = 'queued' AND claimed_at IS NULL"
+"""Jobs in line that no replica has started yet (the ones MAX_QUEUED_PER_USER counts)."""
+_CLAIMABLE = (
+    f"{_UNFINISHED} AND (lease_expires_at IS NULL OR lease_expires_at < ?)"
+    " AND (claimed_at IS NULL OR lease_owner IS NOT NULL)"
+)
+"""Jobs a replica may take to run at time `?`: unfinished and not held, and either still waiting in
+line or left by a holder that stopped renewing (a job whose run ended normally, released with no
+owner, is resumed only by a start-up: `reopen_released`)."""
+_RUNNING_OF = (
+    "SELECT COUNT(*) FROM generations AS r WHERE r.team_id = g.team_id AND r.user_id = g.user_id"
+    " AND r.lease_owner IS NOT NULL AND r.claimed_at IS NOT NULL AND r.lease_expires_at >= ?"
+)
+"""The running jobs (held and claimed at time `?`) of the user of `generations AS g`."""
+_SERVED_OF = (
+    "SELECT COALESCE(MAX(s.claimed_at), 0) FROM generations AS s"
+    " WHERE s.team_id = g.team_id AND s.user_id = g.user_id"
+)
+"""When a job of the user of `generations AS g` was last claimed (0: never)."""
+_UNANCHORED_SET_OF = (
+    "SELECT 1 FROM permutation_variants AS v JOIN permutation_sets AS p ON p.id = v.set_id"
+    " WHERE v.job_id = g.id AND p.root_ts IS NULL"
+)
+"""The job `generations AS g` belongs to a permutation set whose status message is not posted (its
+jobs wait for it; a start-up gives such a set up: bot/features/permutations.py)."""
+_SKIP_LOCKED = {"sqlite": "", "postgres": "FOR UPDATE SKIP LOCKED"}
+"""Concurrent claims on PostgreSQL pass over each other's rows instead of queueing on them; SQLite has
+one writer at a time."""
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _IMAGE_FIELDS = tuple(f.name for f in fields(JobImage))
@@ -181,10 +215,16 @@ class Store:
 
     # -- creating and reading jobs ---------------------------------------------------------------
 
-    async def insert_job(self, job: NewJob) -> tuple[Job, list[JobImage]]:
-        """Store a queued job and its images (seeds seed, seed+1, …) in one transaction; raises
-        DuplicateRequestError when a job for the same `request_key` exists."""
-        return await self._in_transaction(lambda db: _insert_job(db, job))
+    async def insert_job(self, job: NewJob, hold: Hold | None = None) -> tuple[Job, list[JobImage]]:
+        """Store a queued job and its images (seeds seed, seed+1, …) in one transaction, held by
+        `hold`'s owner; raises DuplicateRequestError when a job for the same `request_key` exists, and
+        CapReachedError when the user already has `hold.max_waiting` jobs waiting (on any replica)."""
+
+        async def insert(db: Tx) -> tuple[Job, list[JobImage]]:
+            await _check_room(db, job.team_id, job.user_id, hold, 1)
+            return await _insert_job(db, job, hold)
+
+        return await self._in_transaction(insert)
 
     async def discard_unstarted(self, job_id: str) -> None:
         """Delete a job that never left `queued` and produced nothing (e.g. its channel refused us)."""
@@ -209,6 +249,117 @@ class Store:
             (),
         )
         return [_job(row) for row in rows]
+
+    # -- the shared line: holds, claims and leases (bot/jobs/queue.py) ----------------------------
+
+    async def claim_next(self, owner: str, *, now: float, until: float, running_cap: int) -> Job | None:
+        """Take the next job to run for `owner` until `until`, atomically (one replica gets each job):
+        jobs a stopped holder left go first, then the waiting job of the user with the fewest running
+        jobs (under `running_cap`), least recently served, oldest first. None: nothing to take."""
+        sql = (
+            "UPDATE generations SET lease_owner = ?, lease_expires_at = ?, claimed_at = ?"  # noqa: S608
+            f" WHERE id = (SELECT g.id FROM generations AS g WHERE {_CLAIMABLE}"
+            f" AND ({_RUNNING_OF}) < ? AND NOT EXISTS ({_UNANCHORED_SET_OF})"
+            f" ORDER BY g.claimed_at IS NULL, ({_RUNNING_OF}), ({_SERVED_OF}), g.created_at, g.rowid"
+            f" LIMIT 1 {_SKIP_LOCKED[self.dialect]})"
+            f" AND {_CLAIMABLE} RETURNING *"
+        )
+        parameters = (owner, until, now, now, now, running_cap, now, now)
+        row = await self._in_transaction(lambda db: db.fetchone(sql, parameters))
+        return _job(row) if row else None
+
+    async def claim_held(
+        self, job_id: str, owner: str, *, now: float, until: float, running_cap: int
+    ) -> Job | None:
+        """Start running a job `owner` holds (it announced it) when its user is under `running_cap`;
+        None: the user is at the cap, or the job is no longer `owner`'s."""
+        sql = (
+            "UPDATE generations SET lease_expires_at = ?, claimed_at = ?"  # noqa: S608
+            " WHERE id = (SELECT g.id FROM generations AS g WHERE g.id = ? AND g.lease_owner = ?"
+            f" AND g.state = 'queued' AND ({_RUNNING_OF}) < ?) RETURNING *"
+        )
+        parameters = (until, now, job_id, owner, now, running_cap)
+        row = await self._in_transaction(lambda db: db.fetchone(sql, parameters))
+        return _job(row) if row else None
+
+    async def release(self, job_ids: Sequence[str], owner: str, *, at_once: bool = False) -> None:
+        """Give up `owner`'s hold on jobs: a job announced but not started joins the line; one whose run
+        ended is left to the next start-up if unfinished; `at_once` (a run interrupted by shutdown) lets
+        any replica take it now."""
+        if not job_ids:
+            return
+        marks = ", ".join("?" for _ in job_ids)
+        if at_once:
+            sql = f"UPDATE generations SET lease_expires_at = 0 WHERE lease_owner = ? AND id IN ({marks})"  # noqa: S608
+        else:
+            sql = (
+                "UPDATE generations SET lease_owner = NULL, lease_expires_at = NULL"  # noqa: S608
+                f" WHERE lease_owner = ? AND id IN ({marks})"
+            )
+        await self._write(sql, (owner, *job_ids))
+
+    async def renew(self, job_ids: Sequence[str], owner: str, until: float) -> dict[str, bool]:
+        """Extend `owner`'s hold on jobs to `until`: for each job still held, whether a cancel was asked
+        for it elsewhere (a job missing from the answer is no longer `owner`'s)."""
+        if not job_ids:
+            return {}
+        marks = ", ".join("?" for _ in job_ids)
+        rows = await self._write_returning_all(
+            f"UPDATE generations SET lease_expires_at = ? WHERE lease_owner = ? AND id IN ({marks})"  # noqa: S608
+            " RETURNING id, cancel_requested_at",
+            (until, owner, *job_ids),
+        )
+        return {row["id"]: row["cancel_requested_at"] is not None for row in rows}
+
+    async def reopen_released(self, owner: str, *, everyone: bool = False) -> int:
+        """At start-up: unfinished jobs whose run ended with no one to finish them, and those `owner`
+        held in an earlier life (REPLICA_ID names one live replica), become takeable at once; with
+        `everyone`, every held job too (one process per SQLite file: the holders are gone). How many."""
+        held = "lease_owner IS NOT NULL" if everyone else "lease_owner = ?"
+        return await self._write(
+            "UPDATE generations SET lease_owner = ?, lease_expires_at = 0"  # noqa: S608
+            f" WHERE {_UNFINISHED} AND ((claimed_at IS NOT NULL AND lease_owner IS NULL) OR {held})",
+            (owner,) if everyone else (owner, owner),
+        )
+
+    async def line(self, now: float) -> Line:
+        """The waiting jobs, running counts and last claims, for queue positions."""
+        waiting = await self._all(
+            f"SELECT id, team_id, user_id FROM generations WHERE {_WAITING} ORDER BY created_at, rowid",  # noqa: S608
+            (),
+        )
+        running = await self._all(
+            "SELECT team_id, user_id, COUNT(*) AS n FROM generations WHERE lease_owner IS NOT NULL"
+            " AND claimed_at IS NOT NULL AND lease_expires_at >= ? GROUP BY team_id, user_id",
+            (now,),
+        )
+        served = await self._all(
+            "SELECT w.team_id, w.user_id, MAX(s.claimed_at) AS at FROM (SELECT DISTINCT team_id, user_id"  # noqa: S608
+            f" FROM generations WHERE {_WAITING}) AS w JOIN generations AS s"
+            " ON s.team_id = w.team_id AND s.user_id = w.user_id"
+            " WHERE s.claimed_at IS NOT NULL GROUP BY w.team_id, w.user_id",
+            (),
+        )
+        return Line(
+            waiting=[(row["id"], row["team_id"], row["user_id"]) for row in waiting],
+            running={(row["team_id"], row["user_id"]): int(row["n"]) for row in running},
+            served={(row["team_id"], row["user_id"]): float(row["at"]) for row in served},
+        )
+
+    async def holder(self, job_id: str, now: float) -> str | None:
+        """The replica holding a job at time `now` (None: nobody)."""
+        row = await self._one(
+            "SELECT lease_owner FROM generations WHERE id = ? AND lease_expires_at >= ?", (job_id, now)
+        )
+        return row["lease_owner"] if row else None
+
+    async def request_cancel(self, job_id: str) -> bool:
+        """Ask the replica holding an unfinished job to cancel it; False when the job has ended."""
+        changed = await self._write(
+            f"UPDATE generations SET cancel_requested_at = ? WHERE id = ? AND {_UNFINISHED}",  # noqa: S608
+            (time.time(), job_id),
+        )
+        return changed > 0
 
     async def generation_ids_in_use(self, generation_ids: Sequence[str]) -> set[str]:
         """Which of these backend generation ids some stored image already holds."""
@@ -809,12 +960,18 @@ class Store:
     # -- permutation sets --
 
     async def insert_permutation_set(
-        self, new_set: PermutationSet, labels: Sequence[str], jobs: Sequence[NewJob]
+        self,
+        new_set: PermutationSet,
+        labels: Sequence[str],
+        jobs: Sequence[NewJob],
+        hold: Hold | None = None,
     ) -> list[tuple[Job, list[JobImage]]]:
         """Store a set, its variants (`labels[i]` is variant i + 1, made by `jobs[i]`) and their queued
-        jobs in one transaction; raises DuplicateRequestError when the set's request_key is stored."""
+        jobs (held as `insert_job` holds one) in one transaction; raises DuplicateRequestError when the
+        set's request_key is stored, CapReachedError when not all its jobs fit in the user's line."""
 
         async def insert(db: Tx) -> list[tuple[Job, list[JobImage]]]:
+            await _check_room(db, new_set.team_id, new_set.user_id, hold, len(jobs))
             changed = await db.execute(
                 "INSERT INTO permutation_sets (id, team_id, channel_id, user_id, template, request_key,"
                 " created_at) VALUES (?, ?, ?, ?, ?, ?, ?) ON CONFLICT (request_key) DO NOTHING",
@@ -825,7 +982,7 @@ class Store:
             )  # fmt: skip
             if changed != 1:
                 raise DuplicateRequestError(new_set.request_key)
-            stored = [await _insert_job(db, job) for job in jobs]
+            stored = [await _insert_job(db, job, hold) for job in jobs]
             await db.executemany(
                 "INSERT INTO permutation_variants (set_id, number, label, job_id) VALUES (?, ?, ?, ?)",
                 [(new_set.id, number, label, job.id) for number, (label, job) in
@@ -971,19 +1128,35 @@ class Store:
         return await self._write("DELETE FROM reference_blobs WHERE published_at < ?", (older_than,))
 
 
-async def _insert_job(db: Tx, job: NewJob) -> tuple[Job, list[JobImage]]:
-    """Insert a queued job and its images inside the caller's transaction."""
+async def _check_room(db: Tx, team_id: str, user_id: str, hold: Hold | None, needed: int) -> None:
+    """Raise CapReachedError (with the user's waiting count) when `needed` more jobs would pass the
+    hold's cap on waiting jobs."""
+    if hold is None or hold.max_waiting is None:
+        return
+    row = await db.fetchone(
+        f"SELECT COUNT(*) AS n FROM generations WHERE team_id = ? AND user_id = ? AND {_WAITING}",  # noqa: S608
+        (team_id, user_id),
+    )
+    waiting = int(row["n"]) if row else 0
+    if waiting + needed > hold.max_waiting:
+        raise CapReachedError(waiting)
+
+
+async def _insert_job(db: Tx, job: NewJob, hold: Hold | None = None) -> tuple[Job, list[JobImage]]:
+    """Insert a queued job (held by `hold`'s owner) and its images inside the caller's transaction."""
     marks = ", ".join("(?, ?, ?, 'pending')" for _ in range(job.n))
     seeds = [value for idx in range(job.n) for value in (job.id, idx, job.seed + idx)]
     row = await db.fetchone(
         "INSERT INTO generations (id, team_id, channel_id, thread_ts, user_id, prompt, model, size,"
-        " aspect_ratio, seed, seed_given, n, params, state, parent_id, created_at, request_key)"
-        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?)"
+        " aspect_ratio, seed, seed_given, n, params, state, parent_id, created_at, request_key,"
+        " lease_owner, lease_expires_at)"
+        " VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, ?, 'queued', ?, ?, ?, ?, ?)"
         " ON CONFLICT (request_key) DO NOTHING RETURNING *",
         (
             job.id, job.team_id, job.channel_id, job.thread_ts, job.user_id, job.prompt, job.model,
             job.size, job.aspect_ratio, job.seed, job.seed_given, job.n, json.dumps(job.params),
-            job.parent_id, time.time(), job.request_key,
+            job.parent_id, time.time(), job.request_key, hold.owner if hold else None,
+            hold.until if hold else None,
         ),
     )  # fmt: skip
     if row is None:

@@ -1,39 +1,13 @@
-"""Live queue positions: FairScheduler.positions and QueuePositions' coalesced edits (injected clock)."""
+"""Live queue positions: QueuePositions' coalesced edits (injected clock)."""
 
 from __future__ import annotations
 
-import asyncio
 from dataclasses import replace
 
 import pytest
 
 from bot.jobs.positions import QueuePositions
-from bot.jobs.scheduler import FairScheduler
 from bot.store.model import Job, JobState
-
-ALICE, BOB, CAROL = ("T", "alice"), ("T", "bob"), ("T", "carol")
-
-
-async def never(_: str) -> None:
-    await asyncio.Event().wait()
-
-
-async def test_positions_follow_the_fair_order_the_scheduler_will_start_jobs_in() -> None:
-    line = FairScheduler(never, slots=1, running_per_user=3, waiting_per_user=10)
-    changes: list[int] = []
-    line.on_change.append(lambda: changes.append(len(changes)))
-    line.start()
-    for user, job_id in [(ALICE, "a1"), (ALICE, "a2"), (ALICE, "a3"), (BOB, "b1"), (CAROL, "c1")]:
-        line.enqueue(user, job_id)
-    await asyncio.sleep(0)
-    # a1 runs; the line is the fewest-running user first, least recently served first.
-    assert line.positions() == {"b1": 1, "c1": 2, "a2": 3, "a3": 4}
-    assert changes, "joining the line is reported"
-    before = len(changes)
-    assert line.drop_waiting("c1")
-    assert line.positions() == {"b1": 1, "a2": 2, "a3": 3}
-    assert len(changes) > before, "leaving it too"
-    await line.stop(0)
 
 
 class Clock:
@@ -80,7 +54,7 @@ class Board:
         self.edits: list[tuple[str, int, float]] = []
         self.refuse = False
         self.positions = QueuePositions(
-            positions=lambda: dict(self.line),
+            positions=self.current,
             load=self.load,
             edit=self.edit,
             min_interval=5.0,
@@ -89,6 +63,9 @@ class Board:
             clock=clock,
         )
         self.clock = clock
+
+    async def current(self) -> dict[str, int]:
+        return dict(self.line)
 
     async def load(self, job_id: str) -> Job | None:
         return self.jobs.get(job_id)

@@ -16,7 +16,7 @@ import aiosqlite
 import pytest
 
 from bot.domain import usage_stats as stats
-from bot.store.model import NewJob
+from bot.store.model import Hold, NewJob
 from bot.store.sqlite import SqliteDatabase
 from bot.store.store import Store
 from bot.views import usage as usage_views
@@ -49,12 +49,19 @@ async def seed_job(
         NewJob(
             id=job_id, team_id=team, channel_id=channel, user_id=user, prompt="seeded", model="m",
             size=size, aspect_ratio=None, seed=1, seed_given=False, n=len(images),
-        )
+        ),
+        Hold("seeding", until=1e12),  # held: a running bot's job queue must not start it meanwhile
     )  # fmt: skip
     async with store.transaction() as db:
         await db.execute(
-            "UPDATE generations SET created_at = ?, state = ?, finished_at = ? WHERE id = ?",
-            (created, state, None if took is None else created + took, job_id),
+            "UPDATE generations SET created_at = ?, state = ?, finished_at = ?, card_ts = ? WHERE id = ?",
+            (
+                created,
+                state,
+                None if took is None else created + took,
+                f"{created:.6f}" if state == "uploaded" else None,
+                job_id,
+            ),
         )
         for idx, image in enumerate(images):
             await db.execute(
