@@ -1,7 +1,9 @@
 """`python -m bench [--quick] [--out PATH]`: run every scenario, print a table, write JSON.
 `python -m bench --bursts [--speed X]`: only the one-channel bursts on rate-limited Slack (bench/bursts.py),
 at Slack's real speed unless `--speed` runs its clock faster; several minutes, so not part of the default.
-`python -m bench --completion [--quick]`: only scenario 8 (completion noticed, event stream on and off)."""
+`python -m bench --completion [--quick]`: only scenario 8 (completion noticed, event stream on and off).
+`python -m bench replicas [--quick]`: jobs/s for 1, 2 and 3 replicas on one throwaway PostgreSQL
+(bench/replicas.py); needs the PostgreSQL server binaries."""
 
 from __future__ import annotations
 
@@ -13,6 +15,7 @@ import os
 import platform
 import tempfile
 import time
+from collections.abc import Coroutine
 from pathlib import Path
 from typing import Any
 
@@ -20,6 +23,7 @@ from bench.api_calls import api_calls_per_image
 from bench.bursts import run_bursts
 from bench.completion import completion
 from bench.history import history_page_latency
+from bench.replicas import QUICK_REPLICAS, ReplicaParams, replicas
 from bench.scenarios import QUICK, Params, ack_burst, baseline, memory, overhead, throughput
 
 TARGETS = {
@@ -33,6 +37,7 @@ TARGETS = {
     "sql_statements_per_job": ("<=", 12.0),
     "overhead_median_ms": ("<=", 40.0),
     "api_calls_per_job_single": ("<=", 4.0),
+    "speedup_2": (">=", 1.8),
     "noticed_median_ms_polling": ("<=", 250.0),
     **{
         f"polls_per_second_per_image_max_{kind}_{mode}": ("<=", 1.0)
@@ -70,6 +75,12 @@ async def completion_only(params: Params) -> dict[str, Any]:
         return await completion(params, Path(name))
 
 
+async def replicas_only(params: ReplicaParams) -> dict[str, Any]:
+    """The replica throughput scenario alone."""
+    with tempfile.TemporaryDirectory(prefix="dreamboard-bench-") as name:
+        return await replicas(params, Path(name))
+
+
 async def bursts(speed: float) -> dict[str, Any]:
     """The bursts scenario alone."""
     with tempfile.TemporaryDirectory(prefix="dreamboard-bench-") as name:
@@ -85,7 +96,7 @@ def table(results: dict[str, Any]) -> str:
         target = TARGETS.get(key)
         verdict = ""
         if target is not None:
-            met = value <= target[1]
+            met = value >= target[1] if target[0] == ">=" else value <= target[1]
             verdict = f"{target[0]} {target[1]:g}  {'ok' if met else 'MISSED'}"
         lines.append(f"{key:32} {value:12.2f}  {verdict}")
     return "\n".join(lines)
@@ -94,6 +105,12 @@ def table(results: dict[str, Any]) -> str:
 def main() -> None:
     """Parse arguments, run, report."""
     parser = argparse.ArgumentParser(description="Dreamboard benchmarks against the loopback fakes")
+    parser.add_argument(
+        "scenario",
+        nargs="?",
+        choices=["replicas"],
+        help="replicas: only jobs/s for several replicas on one PostgreSQL database",
+    )
     parser.add_argument("--quick", action="store_true", help="tiny numbers: a smoke run of every scenario")
     parser.add_argument(
         "--bursts", action="store_true", help="only the one-channel bursts on rate-limited Slack"
@@ -106,24 +123,27 @@ def main() -> None:
     )
     parser.add_argument("--out", type=Path, default=None)
     args = parser.parse_args()
-    params = QUICK if args.quick else Params()
-    default_out = (
-        "results-bursts.json"
-        if args.bursts
-        else "results-completion.json"
-        if args.completion
-        else "results.json"
-    )
+    scenario: Coroutine[Any, Any, dict[str, Any]]
+    if args.scenario == "replicas":
+        replica_params = QUICK_REPLICAS if args.quick else ReplicaParams()
+        scenario, default_out = replicas_only(replica_params), "results-replicas.json"
+        recorded = dataclasses.asdict(replica_params)
+    else:
+        params = QUICK if args.quick else Params()
+        recorded = dataclasses.asdict(params)
+        if args.bursts:
+            scenario, default_out = bursts(args.speed), "results-bursts.json"
+        elif args.completion:
+            scenario, default_out = completion_only(params), "results-completion.json"
+        else:
+            scenario, default_out = run(params), "results.json"
     args.out = args.out or Path(__file__).parent / default_out
     started = time.time()
     load_before = os.getloadavg()
-    scenario = (
-        bursts(args.speed) if args.bursts else completion_only(params) if args.completion else run(params)
-    )
     results = asyncio.run(scenario)
     report = {
         **{key: round(value, 3) if isinstance(value, float) else value for key, value in results.items()},
-        "params": dataclasses.asdict(params),
+        "params": recorded,
         "quick": args.quick,
         "machine": {
             "cpus": os.cpu_count(),

@@ -1,4 +1,5 @@
-"""`python -m bench --quick` runs every scenario end to end and writes the documented keys."""
+"""`python -m bench --quick` runs every scenario end to end and writes the documented keys;
+`python -m bench replicas --quick` measures one and two replicas on a throwaway PostgreSQL."""
 
 from __future__ import annotations
 
@@ -8,6 +9,8 @@ import sys
 from pathlib import Path
 
 import pytest
+
+from tests.postgres import PostgresUnavailable, find_binaries, server_account, unavailable
 
 REQUIRED = (
     "ack_p50_ms",
@@ -59,3 +62,39 @@ async def test_quick_benchmark_smoke_run(tmp_path: Path) -> None:
     assert results["peak_rss_mb_50x4k"] > 0
     assert results["sql_statements_per_job"] > 0
     assert "ack_p99_ms" in output.decode()
+
+
+@pytest.mark.postgres
+@pytest.mark.timeout(120)  # a PostgreSQL cluster and three bot processes; about 5 s on a quiet machine
+async def test_quick_replica_benchmark_smoke_run(tmp_path: Path) -> None:
+    if find_binaries() is None:
+        unavailable("PostgreSQL server not found (initdb, pg_ctl, postgres)")
+    try:
+        server_account()
+    except PostgresUnavailable as error:
+        unavailable(str(error))
+    out = tmp_path / "results-replicas.json"
+    process = await asyncio.create_subprocess_exec(
+        sys.executable,
+        "-m",
+        "bench",
+        "replicas",
+        "--quick",
+        "--out",
+        str(out),
+        cwd=Path(__file__).parents[2],
+        stdout=asyncio.subprocess.PIPE,
+        stderr=asyncio.subprocess.STDOUT,
+    )
+    output, _ = await asyncio.wait_for(process.communicate(), 100)
+    assert process.returncode == 0, output.decode()[-2000:]
+    results = json.loads(out.read_text())
+    assert results["params"]["counts"] == [1, 2]
+    jobs = results["params"]["jobs"]
+    for count in (1, 2):
+        assert results[f"jobs_per_s_{count}"] > 0
+        assert results[f"wall_to_ideal_{count}"] >= 1, "no job finishes before Oxen's latency has passed"
+        assert results[f"late_acks_{count}"] == 0
+        assert sum(results[f"jobs_per_replica_{count}"]) == jobs
+    assert results["speedup_2"] == pytest.approx(results["jobs_per_s_2"] / results["jobs_per_s_1"], rel=0.01)
+    assert "speedup_2" in output.decode()
