@@ -196,6 +196,10 @@ class FakeOxen:
         self.list_order: Literal["oldest_first", "newest_first"] = "oldest_first"
         self.billed: list[str] = []
         self.generations: dict[str, Generation] = {}
+        self.activity: list[tuple[str, int]] = []
+        """Each queued generation becoming active (+1, when POST /ai/queue creates it) and leaving the
+        active statuses `queued`/`processing` (-1, on reaching `succeeded`, `failed` or `cancelled`,
+        oxen-api.md §3.2, §3.3), as (generation id, change), in the order it happened."""
         self.extra_models: dict[str, dict[str, Any]] = {}
         self.root = ""
         self._results: dict[str, bytes] = {}
@@ -274,6 +278,16 @@ class FakeOxen:
     def advance(self, seconds: float) -> None:
         """Move the fake's clock on by `seconds`: result URLs signed before then may have expired."""
         self._clock_offset += seconds
+
+    def peak_in_flight(self, prompt_prefix: str = "") -> int:
+        """The most generations whose prompt starts with `prompt_prefix` that were active (queued or
+        processing) at one moment, over the fake's whole life (see `activity`)."""
+        active = peak = 0
+        for generation_id, change in self.activity:
+            if str(self.generations[generation_id].params.get("prompt", "")).startswith(prompt_prefix):
+                active += change
+                peak = max(peak, active)
+        return peak
 
     def result_bytes(self, generation_id: str) -> bytes:
         """The image a generation made (what its result URL serves)."""
@@ -531,6 +545,7 @@ class FakeOxen:
         if generation.status == "cancelled":
             return
         generation.completed_at = time.time()
+        self.activity.append((generation.id, -1))
         event: dict[str, Any] = {"generation_id": generation.id, "media_type": "image"}
         if problem is not None:
             generation.status, generation.error_message = "failed", problem
@@ -644,6 +659,7 @@ class FakeOxen:
                     self._no_result_next -= 1
                     generation.no_result = True
                 self.generations[generation.id] = generation
+                self.activity.append((generation.id, 1))
                 task = asyncio.create_task(self._run(generation))
                 self._tasks.add(task)
                 task.add_done_callback(self._tasks.discard)
@@ -700,6 +716,7 @@ class FakeOxen:
                 return web.json_response(_envelope(404, "resource_not_found"), status=404)
             if generation.status in ("queued", "processing"):
                 generation.status, generation.completed_at = "cancelled", time.time()
+                self.activity.append((generation.id, -1))
             return web.json_response({"status": "success", "generation_id": generation_id})
 
         params = {"generation_id": generation_id}

@@ -265,6 +265,8 @@ class FakeSlack:
         self._ids = itertools.count(1)
         self._last_ts = 0.0
         self._sockets: list[web.WebSocketResponse] = []
+        self._connected: set[int] = set()
+        """Indexes in `_sockets` of the connections whose client has not gone (see `_socket`)."""
         self.socket_choice = random.Random()
         """Picks the connection each envelope goes to (see `socket_send`); a test may seed it."""
         self.socket_deliveries: list[int] = []
@@ -745,7 +747,11 @@ class FakeSlack:
 
     def socket_connections(self) -> int:
         """How many Socket Mode connections are open (one per running bot in Socket Mode)."""
-        return sum(not ws.closed for ws in self._sockets)
+        return len(self._open_sockets())
+
+    def _open_sockets(self) -> list[int]:
+        """Indexes of the open connections, in connection order."""
+        return [index for index in sorted(self._connected) if not self._sockets[index].closed]
 
     async def wait_socket_connected(self, timeout: float = 5.0) -> None:
         """Wait until a Socket Mode client has connected."""
@@ -768,11 +774,12 @@ class FakeSlack:
         # bolt-python#448: "the Slack API server will send each event to only 1 random connection";
         # bolt-python#1071: it "delivers to any of the active connections"). So does the fake, with one
         # bot connected always the same one.
-        open_sockets = [ws for ws in self._sockets if not ws.closed]
+        open_sockets = self._open_sockets()
         if not open_sockets:
             raise ConnectionError("no Socket Mode connection is open")
-        ws = self.socket_choice.choice(open_sockets)
-        self.socket_deliveries.append(self._sockets.index(ws))
+        index = self.socket_choice.choice(open_sockets)
+        ws = self._sockets[index]
+        self.socket_deliveries.append(index)
         envelope_id = str(uuid.uuid4())
         acked = asyncio.get_running_loop().create_future()
         self._acks[envelope_id] = acked
@@ -813,25 +820,34 @@ class FakeSlack:
     async def _socket(self, request: web.Request) -> web.WebSocketResponse:
         ws = web.WebSocketResponse(autoping=True)
         await ws.prepare(request)
+        index = len(self._sockets)
         self._sockets.append(ws)
-        await ws.send_json(
-            {
-                "type": "hello",
-                "num_connections": self.socket_connections(),
-                "debug_info": {"host": "fake", "approximate_connection_time": 3600},
-                "connection_info": {"app_id": "A0APP"},
-            }
-        )
-        await self.recorder.notify()
-        async for message in ws:
-            if message.type is not aiohttp.WSMsgType.TEXT:
-                continue
-            data = json.loads(message.data)
-            self._guard_broadcasts("socket mode ack", data)
-            future = self._acks.pop(str(data.get("envelope_id")), None)
-            if future is not None and not future.done():
-                future.set_result(data)
-        await self.recorder.notify()
+        self._connected.add(index)
+        try:
+            await ws.send_json(
+                {
+                    "type": "hello",
+                    "num_connections": self.socket_connections(),
+                    "debug_info": {"host": "fake", "approximate_connection_time": 3600},
+                    "connection_info": {"app_id": "A0APP"},
+                }
+            )
+            await self.recorder.notify()
+            async for message in ws:
+                if message.type is not aiohttp.WSMsgType.TEXT:
+                    continue
+                data = json.loads(message.data)
+                self._guard_broadcasts("socket mode ack", data)
+                future = self._acks.pop(str(data.get("envelope_id")), None)
+                if future is not None and not future.done():
+                    future.set_result(data)
+        finally:
+            # A client that vanished (its process killed: the TCP connection ends without a close frame)
+            # ends this handler by cancellation (handler_cancellation), and aiohttp never marks the
+            # WebSocket closed; it is gone all the same, and Slack sends envelopes only to the app's
+            # active connections (slack.md §1.7; bolt-python#1071: "any of the active connections").
+            self._connected.discard(index)
+            await self.recorder.notify()
         return ws
 
     # -- HTTP handlers ---------------------------------------------------------------------------

@@ -40,8 +40,8 @@ async def stored_jobs(database: Path | str) -> list[StoredJob]:
         result = []
         for job_id in ids:
             job = await store.get_job(job_id)
-            assert job is not None
-            result.append((job, await store.images(job_id)))
+            if job is not None:  # else discarded since (never announced): not a job any more
+                result.append((job, await store.images(job_id)))
         return result
     finally:
         await store.close()

@@ -7,19 +7,24 @@ one database behind a load balancer (issue 15).
   `GET /refs/…` each go to one replica, in turn.
 - `Replicas`: N processes, each with its own REPLICA_ID, port and data directory, all on the one
   DATABASE_URL the test gives, in HTTP mode (Slack posts to the balancer) or Socket Mode (each replica
-  holds its own connection and FakeSlack sends each envelope to one of them, at random).
+  holds its own connection and FakeSlack sends each envelope to one of the open ones, at random; a
+  killed replica's connection ends, and FakeSlack sees it go).
 - `assert_each_delivered_once`: every job ended with one paid generation per image, one upload message
-  and one result card.
+  and one result card, in whichever channels the jobs were asked in.
 
 A replica scenario is a few lines (`postgres_url` is the fixture of tests/postgres.py; `read_jobs` reads
-the stored jobs through a Store on that database, needed for any database but SQLite):
+the stored jobs through a Store on that database, needed for any database but SQLite). To wait until the
+work is under way, wait for FakeOxen's submissions (`oxen.recorder.wait_for("POST /ai/queue", count=K)`);
+`oxen.peak_in_flight(prefix)` tells afterwards how many generations of one user (a prompt prefix) were in
+flight at once, across every replica:
 
     async def test_two_replicas_share_the_work(fake_slack, fake_oxen, tmp_path, postgres_url):
         async with Replicas(fake_slack, fake_oxen, tmp_path, database_url=postgres_url,
-                            read_jobs=lambda: stored_jobs_at(postgres_url)) as bots:
+                            read_jobs=functools.partial(stored_jobs, postgres_url)) as bots:
             await bots.start(2, MAX_CONCURRENT_JOBS="2")      # mode="socket" for Socket Mode
             for n in range(200):
-                await bots.command(f"fox {n}", user=f"U{n % 20}")
+                await bots.command(f"U{n % 20} fox {n}", user=f"U{n % 20}")
+            await fake_oxen.recorder.wait_for("POST /ai/queue", count=20, timeout=WAIT)
             await bots.kill(1)                                  # SIGKILL the second replica
             jobs = await bots.delivered(200)
         assert_each_delivered_once(fake_slack, fake_oxen, jobs, log=bots.log())
@@ -32,7 +37,8 @@ import os
 import re
 import signal
 import sys
-from collections.abc import Awaitable, Callable
+from collections import Counter
+from collections.abc import Awaitable, Callable, Collection
 from pathlib import Path
 from typing import Literal, Self
 
@@ -329,23 +335,18 @@ class Replicas:
         assert response.status == 200, response.text
 
     async def delivered(
-        self, count: int, *, channel: str = CHANNEL, timeout: float = 60.0
+        self, count: int, *, channels: Collection[str] = (CHANNEL,), timeout: float = 60.0
     ) -> list[StoredJob]:
-        """Wait until `count` jobs have shown their result card in `channel`, every share Slack owes has
+        """Wait until `count` jobs have shown their result card in `channels`, every share Slack owes has
         landed and the store holds every job as ended (an uploaded one with its card's ts, written after
         Slack answered, then logged); the stored jobs. Re-checked at every Slack call and every line a
         replica logs, never by sleeping."""
 
         def cards_shown() -> bool:
-            cards = {
-                message["text"].split(":", 1)[0]
-                for message in self.slack.messages(channel)
-                if str(message.get("text")).startswith("Result of job")
-            }
-            return len(cards) >= count and not self.slack.shares_pending()
+            return len(result_cards(self.slack, channels)) >= count and not self.slack.shares_pending()
 
-        async with asyncio.timeout(timeout):
-            try:
+        try:
+            async with asyncio.timeout(timeout):
                 await self.slack.recorder.wait_until(cards_shown, timeout)
                 while True:
                     lines = self._lines()
@@ -353,8 +354,13 @@ class Replicas:
                     if len(jobs) >= count and all(_ended(job) for job, _ in jobs):
                         return jobs
                     await self._more_lines_than(lines, timeout)
-            except TimeoutError:
-                raise AssertionError(f"{count} jobs were not delivered\n{self.log()}") from None
+        except TimeoutError:
+            shown = len(result_cards(self.slack, channels))
+            states = Counter(job.state.value for job, _ in await self.read_jobs())
+            raise AssertionError(
+                f"{count} jobs were not delivered within {timeout:g} s: {shown} result cards shown, "
+                f"stored jobs by state {dict(states)}\n{self.log()}"
+            ) from None
 
     def _lines(self) -> int:
         return sum(len(bot.output) for bot in self.bots)
@@ -373,13 +379,24 @@ def _ended(job: Job) -> bool:
     )
 
 
+def result_cards(slack: FakeSlack, channels: Collection[str]) -> set[str]:
+    """The jobs whose result card `channels` show (each as "Result of job <id>")."""
+    return {
+        str(message["text"]).split(":", 1)[0]
+        for channel in channels
+        for message in slack.messages(channel)
+        if str(message.get("text")).startswith("Result of job")
+    }
+
+
 def assert_each_delivered_once(
-    slack: FakeSlack, oxen: FakeOxen, jobs: list[StoredJob], *, channel: str = CHANNEL, log: str = ""
+    slack: FakeSlack, oxen: FakeOxen, jobs: list[StoredJob], *, log: str = ""
 ) -> None:
     """Exactly one paid generation per image, one upload message and one result card per job (the status
     message, rewritten), and the step log at its end: uploaded, with the card's ts; `jobs` are all the
-    jobs of `channel` and of the test."""
-    messages = slack.messages(channel)
+    jobs of the test, and their channels hold nothing else."""
+    channels = sorted({job.channel_id for job, _ in jobs})
+    messages = [message for channel in channels for message in slack.messages(channel)]
     uploads = [message for message in messages if message.get("files")]
     cards = [message for message in messages if str(message.get("text")).startswith("Result of job")]
     completed = [file for file in slack.uploaded_files.values() if file.completed]

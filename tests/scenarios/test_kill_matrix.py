@@ -97,7 +97,7 @@ async def bot(fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path) -> Asy
 
 def assert_each_delivered_once(bot: BotProcess, jobs: list[StoredJob]) -> None:
     """See replicas.assert_each_delivered_once."""
-    replicas.assert_each_delivered_once(bot.slack, bot.oxen, jobs, channel=CHANNEL, log=bot.log())
+    replicas.assert_each_delivered_once(bot.slack, bot.oxen, jobs, log=bot.log())
 
 
 # -- the stages ----------------------------------------------------------------------------------------

@@ -1,14 +1,19 @@
-"""The replica harness (tests/scenarios/replicas.py) with one replica, so it runs on SQLite today; and the two
-things it models for several: the load balancer, and Socket Mode's one random connection per envelope."""
+"""Replicas of `python -m bot` on one database (issue 15): the harness (tests/scenarios/replicas.py) with
+one replica on SQLite, the two things it models for several (the load balancer, and Socket Mode's one
+random connection per envelope), and several replicas on PostgreSQL sharing the work, taking over the
+jobs of one killed mid-run, and holding each user's caps across all of them."""
 
 from __future__ import annotations
 
 import asyncio
+import functools
 import io
 import json
 import random
+import sys
 from collections.abc import AsyncIterator
 from pathlib import Path
+from typing import Literal
 
 import aiohttp
 import pytest
@@ -16,9 +21,12 @@ from aiohttp import web
 from PIL import Image
 
 from bot.store.model import JobState
+from bot.views import blocks as views
 from tests.fakes.oxen import FakeOxen
+from tests.fakes.ratelimits import RateLimits
 from tests.fakes.slack import FakeSlack
-from tests.scenarios.replicas import LoadBalancer, Replicas, assert_each_delivered_once
+from tests.scenarios.harness import stored_jobs
+from tests.scenarios.replicas import WAIT, LoadBalancer, Replicas, assert_each_delivered_once
 
 
 @pytest.fixture
@@ -169,3 +177,157 @@ async def test_each_envelope_goes_to_exactly_one_of_several_connections(fake_sla
     assert fake_slack.socket_deliveries == [
         index for n in range(30) for index, names in received.items() if str(n) in names
     ]
+
+
+SOCKET_CLIENT = """
+import asyncio, sys, aiohttp
+async def main():
+    async with aiohttp.ClientSession() as session, session.ws_connect(sys.argv[1]) as ws:
+        print((await ws.receive_json())["type"], flush=True)
+        async for _ in ws:
+            pass
+asyncio.run(main())
+"""
+"""A Socket Mode client process: prints the type of Slack's first message (hello), then reads until killed."""
+
+
+async def test_a_connection_whose_process_was_killed_gets_no_more_envelopes(fake_slack: FakeSlack) -> None:
+    command = (sys.executable, "-c", SOCKET_CLIENT, fake_slack.url + "/socket-mode")
+    pipe = asyncio.subprocess.PIPE
+    clients = [await asyncio.create_subprocess_exec(*command, stdout=pipe) for _ in range(2)]
+    try:
+        for client in clients:
+            assert client.stdout is not None
+            assert await asyncio.wait_for(client.stdout.readline(), WAIT) == b"hello\n"
+        assert fake_slack.socket_connections() == 2
+        clients[0].kill()
+        await clients[0].wait()
+        await fake_slack.recorder.wait_until(lambda: fake_slack.socket_connections() == 1, WAIT)
+        for _ in range(5):
+            with pytest.raises(TimeoutError):  # the client never acknowledges
+                await fake_slack.socket_send("interactive", {}, accepts_response_payload=False, timeout=0.01)
+        assert fake_slack.socket_deliveries == [1] * 5, "only the live connection is sent envelopes"
+    finally:
+        for client in clients:
+            if client.returncode is None:
+                client.kill()
+            await client.wait()
+    await fake_slack.recorder.wait_until(lambda: fake_slack.socket_connections() == 0, WAIT)
+    with pytest.raises(ConnectionError):
+        await fake_slack.socket_send("interactive", {}, accepts_response_payload=False)
+
+
+# -- several replicas on PostgreSQL ----------------------------------------------------------------
+
+MAX_ACTIVE_PER_USER = 2
+SHARED_SETTINGS = {
+    "MAX_ACTIVE_PER_USER": str(MAX_ACTIVE_PER_USER),
+    "MAX_CONCURRENT_JOBS": "4",  # each replica's own slots
+    "LEASE_SECONDS": "2",  # a killed replica's jobs go to the others once their lease runs out
+}
+USERS = [f"U{n:02d}" for n in range(20)]
+BUSY_SPEED = 50.0
+"""Slack's clock for the 200-job scenarios: 200 jobs make about 700 chat.update calls, and Tier 3 (50 a
+minute per app, shared by every replica) would take over 10 minutes of Slack's time for them."""
+
+
+@pytest.fixture
+async def busy_slack() -> AsyncIterator[FakeSlack]:
+    """A running FakeSlack at BUSY_SPEED (tests/fakes/ratelimits.py: the bots are told the same factor),
+    failing the test on any payload refused as invalid Block Kit, as `fake_slack` does."""
+    async with FakeSlack(rate_limits=RateLimits(speed=BUSY_SPEED)) as slack:
+        yield slack
+    assert not slack.rejections, f"Slack refused payloads as invalid Block Kit: {slack.rejections}"
+
+
+def prompt_of(user: str, text: str) -> str:
+    """A prompt naming its user first, so FakeOxen's record tells whose generation it was."""
+    return f"{user} {text}"
+
+
+def peaks_in_flight(oxen: FakeOxen, users: list[str]) -> dict[str, int]:
+    """Per user, the most generations Oxen had in flight for them at one moment."""
+    return {user: oxen.peak_in_flight(prompt_of(user, "")) for user in users}
+
+
+@pytest.mark.timeout(400)  # generous: real processes and 200 jobs on a 2-core CI running 4 suites
+@pytest.mark.parametrize(("mode", "count"), [("http", 2), ("socket", 3)])
+async def test_replicas_share_200_jobs_take_over_a_killed_ones_and_hold_each_users_cap_across_them(
+    busy_slack: FakeSlack,
+    fake_oxen: FakeOxen,
+    tmp_path: Path,
+    postgres_url: str,
+    mode: Literal["http", "socket"],
+    count: int,
+) -> None:
+    fake_oxen.latency = 0.05
+    channels = [f"C{user}" for user in USERS]
+    async with Replicas(
+        busy_slack,
+        fake_oxen,
+        tmp_path,
+        database_url=postgres_url,
+        mode=mode,
+        read_jobs=functools.partial(stored_jobs, postgres_url),
+    ) as bots:
+        await bots.start(count, **SHARED_SETTINGS, MAX_QUEUED_PER_USER="10")
+        fake_oxen.hold()
+        # User by user (each in a channel of their own, which Slack's per-channel limit needs): each
+        # user's ten commands reach every replica before the next user's, so any replica could start
+        # more of them than the cap allows.
+        for user, channel in zip(USERS, channels, strict=True):
+            for n in range(10):
+                await bots.command(prompt_of(user, f"fox {n}"), user=user, channel=channel)
+        # Every replica's slots are taken: the one killed leaves generations in flight and jobs queued.
+        await fake_oxen.recorder.wait_for("POST /ai/queue", count=4 * count, timeout=6 * WAIT)
+        await bots.kill(0)
+        fake_oxen.release()
+        jobs = await bots.delivered(200, channels=channels, timeout=12 * WAIT)
+    assert_each_delivered_once(busy_slack, fake_oxen, jobs, log=bots.log())
+    assert {job.channel_id for job, _ in jobs} == set(channels)
+    peaks = peaks_in_flight(fake_oxen, USERS)
+    assert max(peaks.values()) <= MAX_ACTIVE_PER_USER, f"generations in flight at once, per user: {peaks}"
+
+
+async def outcome(slack: FakeSlack, prompt: str) -> str:
+    """How the command for `prompt` ended: its job was "accepted" (a status message showed it in the
+    channel), or its user was "told the cap" (an answer through the command's response_url)."""
+
+    def seen() -> str | None:
+        if any(prompt in str(call.params.get("text")) for call in slack.calls_to("response_url")):
+            return "told the cap"
+        if any(prompt in str(call.params.get("text")) for call in slack.calls_to("chat.postMessage")):
+            return "accepted"
+        return None
+
+    await slack.recorder.wait_until(lambda: seen() is not None, WAIT)
+    result = seen()
+    assert result is not None
+    return result
+
+
+async def test_each_users_caps_hold_across_replicas(
+    fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path, postgres_url: str
+) -> None:
+    queued_cap = 3
+    allowed = MAX_ACTIVE_PER_USER + queued_cap
+    prompts = [prompt_of("U1", f"{word} foxes") for word in ("one", "two", "three", "four", "five", "six")]
+    read_jobs = functools.partial(stored_jobs, postgres_url)
+    bots = Replicas(fake_slack, fake_oxen, tmp_path, database_url=postgres_url, read_jobs=read_jobs)
+    async with bots:
+        await bots.start(2, **SHARED_SETTINGS, MAX_QUEUED_PER_USER=str(queued_cap))
+        fake_oxen.hold()
+        outcomes = []
+        for prompt in prompts:
+            await bots.command(prompt, user="U1")
+            outcomes.append(await outcome(fake_slack, prompt))
+        assert bots.balancer.routed == [bots.bots[0].url, bots.bots[1].url] * 3, "commands alternated"
+        assert outcomes == ["accepted"] * allowed + ["told the cap"] * (len(prompts) - allowed), outcomes
+        [refusal] = fake_slack.calls_to("response_url")
+        assert refusal.params["text"] == views.cap_reached(queued_cap, prompts[-1])["text"]
+        assert refusal.params["response_type"] == "ephemeral"
+        await fake_oxen.recorder.wait_for("POST /ai/queue", count=MAX_ACTIVE_PER_USER, timeout=WAIT)
+        fake_oxen.release()
+        jobs = await bots.delivered(allowed)
+    assert_each_delivered_once(fake_slack, fake_oxen, jobs, log=bots.log())
+    assert fake_oxen.peak_in_flight(prompt_of("U1", "")) == MAX_ACTIVE_PER_USER, "2 held at once, never more"

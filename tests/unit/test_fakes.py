@@ -283,6 +283,24 @@ async def test_oxen_queue_list_shows_active_rows_by_default_and_filters(fake_oxe
     assert calls[1].params == {"status": "cancelled"}
 
 
+async def test_oxen_records_how_many_generations_were_in_flight_at_once(fake_oxen: FakeOxen) -> None:
+    fake_oxen.hold()
+    fake_oxen.fail_generations("content policy", times=1)
+    async with _oxen_client(fake_oxen) as http:
+        [failing] = await _enqueue(http, prompt="U1 one")
+        [cancelled] = await _enqueue(http, prompt="U1 two")
+        [other] = await _enqueue(http, prompt="U2 three")
+        assert (await http.delete(f"/ai/queue/{cancelled}")).status_code == 200
+        [fourth] = await _enqueue(http, prompt="U1 four")
+        fake_oxen.release()
+        rows = [(await http.get(f"/ai/queue/{g}")).json() for g in (failing, other, fourth)]
+        fake_oxen.hold()
+        await _enqueue(http, prompt="U1 five", num_generations=2)
+    assert [row["status"] for row in rows] == ["failed", "succeeded", "succeeded"]
+    peaks = (fake_oxen.peak_in_flight("U1 "), fake_oxen.peak_in_flight("U2 "), fake_oxen.peak_in_flight())
+    assert peaks == (2, 1, 3), "a cancelled, failed or succeeded generation is no longer in flight"
+
+
 async def test_oxen_list_faults_use_their_own_route_key(fake_oxen: FakeOxen) -> None:
     fake_oxen.fault("GET /ai/queue list", status=503)
     async with _oxen_client(fake_oxen) as http:
