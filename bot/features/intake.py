@@ -4,13 +4,12 @@ The hand-off is one sequence: the job is stored under this replica's hold, with 
 counted in the same transaction (so MAX_QUEUED_PER_USER holds across replicas), then the runner posts
 its status message and puts it in the shared line. If Slack refuses the status message the job is
 deleted; if anything else stops the hand-off, the hold expires and the job runs from the line.
-Daily quotas are counted from the database, so counting and storing happen under one lock: two
-requests at once cannot both take the last images of the day.
+Daily quotas are counted in that same transaction (SERIALIZABLE on PostgreSQL, one writer on SQLite), so
+two requests at once, on any replicas, cannot both take the last images of the day.
 """
 
 from __future__ import annotations
 
-import asyncio
 import random
 import secrets
 import time
@@ -29,8 +28,7 @@ from bot.jobs.queue import Ticket
 from bot.jobs.runner import JobRunner
 from bot.slack.errors import SlackError, SlackErrorKind
 from bot.slack.membership import ChannelAccess
-from bot.store.errors import DuplicateRequestError
-from bot.store.model import Hold, Job, JobImage, NewJob
+from bot.store.model import Hold, Job, JobImage, NewJob, QuotaGate
 from bot.store.store import Store
 from bot.views import blocks as views
 
@@ -41,8 +39,9 @@ BUSY_NOTICE = ":hourglass: This channel is busy"
 """How that notice starts (tests and the bench tell it apart from answers that end a request)."""
 
 Notify = Callable[[views.Message], Awaitable[object]]
-StoreSet = Callable[[list[NewJob], Hold], Awaitable[list[tuple[Job, list[JobImage]]]]]
-"""Stores a permutation set's jobs under a hold (with the set itself, in one transaction)."""
+StoreSet = Callable[[list[NewJob], Hold, QuotaGate | None], Awaitable[list[tuple[Job, list[JobImage]]]]]
+"""Stores a permutation set's jobs under a hold, checking today's quota (with the set itself, in one
+transaction)."""
 
 
 @dataclass(frozen=True)
@@ -116,7 +115,6 @@ class Intake:
         self._kits = kits
         self._quotas = quotas if quotas is not None and quotas.enabled else None
         self._clock = clock
-        self._counting = asyncio.Lock()
         self._access = access
         self._backlog = backlog
         self._default_model = default_model
@@ -185,18 +183,21 @@ class Intake:
             references=references,
             request_key=request_key,
         )
-        left_line = None
-        if self._quotas is None:
-            ticket, job, images = await self._store_job(new_job)
-        else:
-            async with self._counting:
-                # A second delivery of the same Slack request is a duplicate, not a job over the cap.
-                if request_key is not None and await self._store.has_request(request_key):
-                    raise DuplicateRequestError(request_key)
-                now = self._clock()
-                usage = await self._usage(self._quotas, team_id, user_id, channel_id, now)
-                left_line = self._quotas.admit(usage, n=new_job.n, size=new_job.size, now=now)
-                ticket, job, images = await self._store_job(new_job)
+        lines: list[str | None] = []
+        quota = None
+        if self._quotas is not None:
+            quotas, now = self._quotas, self._clock()
+
+            def admit(user_used: int, channel_used: int) -> None:
+                usage = Usage(user_used, channel_used)
+                lines.append(quotas.admit(usage, n=new_job.n, size=new_job.size, now=now))
+
+            quota = QuotaGate(quotas.day_start(now), quotas.weight_4k, admit)
+        # A second delivery of the same Slack request is a duplicate, not a job over the cap: the store
+        # looks for it first, in the transaction that counts today's images and stores the job.
+        job, images = await self._store.insert_job(new_job, self._runner.hold(), quota)
+        [ticket] = await self._runner.tickets([job])
+        left_line = lines[-1] if lines else None
         if notify is not None:
             await self.tell_if_busy(channel_id, notify)
         accepted = await self.accept(ticket, job, images)
@@ -215,14 +216,13 @@ class Intake:
         params: dict[str, Any],
         store: StoreSet,
     ) -> AdmittedSet:
-        """Admit a permutation set as a whole, or refuse it whole: the channel is checked, then under the
-        quota lock every combination is counted against today's quota (QuotaExceededError naming what
-        would fit), then `store(jobs, hold)` stores them, counting the user's waiting jobs in the same
-        transaction (QueueRoomError when they do not all fit; the jobs' request keys are
-        `request_key#1`, `#2`, …). Every combination without `--seed` gets the same seed, drawn once, so
-        the variants compare. Raises NotInChannelError, or DuplicateRequestError for a redelivered
-        request. Nothing is stored when anything is refused. The channel's kit applies to every
-        combination, as to any job."""
+        """Admit a permutation set as a whole, or refuse it whole: the channel is checked, then
+        `store(jobs, hold, quota)` stores them in one transaction that first counts every combination
+        against today's quota (QuotaExceededError naming what would fit) and the user's waiting jobs
+        (QueueRoomError when they do not all fit). The jobs' request keys are `request_key#1`, `#2`, ….
+        Every combination without `--seed` gets the same seed, drawn once, so the variants compare.
+        Raises NotInChannelError, or DuplicateRequestError for a redelivered request. Nothing is stored
+        when anything is refused. The channel's kit applies to every combination, as to any job."""
         if self._access is not None:
             try:
                 await self._access.check(channel_id)
@@ -241,30 +241,34 @@ class Intake:
             low, high = min((self.limits_for(job.model).seed_range for job in drawn), key=lambda r: r[1])
             seed = random.randint(low, high - max(job.n for job in drawn) + 1)
             new_jobs = [job if job.seed_given else replace(job, seed=seed) for job in new_jobs]
-        async with self._counting:
-            if await self._store.has_request(f"{request_key}#1"):
-                raise DuplicateRequestError(request_key)
-            left_line = None
-            if self._quotas is not None:
-                now = self._clock()
-                usage = await self._usage(self._quotas, team_id, user_id, channel_id, now)
-                costs = [job.n * self._quotas.weight(job.size) for job in new_jobs]
-                has_4k = any(self._quotas.weight(job.size) > 1 for job in new_jobs)
-                refusal = quota_refusal(self._quotas, usage, costs, now=now, has_4k=has_4k)
+        lines: list[str | None] = []
+        quota = None
+        if self._quotas is not None:
+            quotas, now = self._quotas, self._clock()
+            costs = [job.n * quotas.weight(job.size) for job in new_jobs]
+            has_4k = any(quotas.weight(job.size) > 1 for job in new_jobs)
+
+            def admit(user_used: int, channel_used: int) -> None:
+                usage = Usage(user_used, channel_used)
+                refusal = quota_refusal(quotas, usage, costs, now=now, has_4k=has_4k)
                 if refusal is not None:
                     raise QuotaExceededError(refusal)
                 # The costs are already weighted: asked as that many 2K images (weight 1), for the line.
-                left_line = self._quotas.admit(usage, n=sum(costs), size="2K", now=now)
-            hold = self._runner.hold()
-            try:
-                stored = await store(new_jobs, hold)
-            except QueueRoomError:
+                lines.append(quotas.admit(usage, n=sum(costs), size="2K", now=now))
+
+            quota = QuotaGate(quotas.day_start(now), quotas.weight_4k, admit)
+        hold = self._runner.hold()
+        try:
+            stored = await store(new_jobs, hold, quota)
+        except QueueRoomError:
+            raise
+        except CapReachedError as exc:
+            if isinstance(exc, QuotaExceededError):
                 raise
-            except CapReachedError as exc:
-                room = max(0, (hold.max_waiting or 0) - exc.queued)
-                raise QueueRoomError(room, len(new_jobs)) from None
+            room = max(0, (hold.max_waiting or 0) - exc.queued)
+            raise QueueRoomError(room, len(new_jobs)) from None
         tickets = await self._runner.tickets([job for job, _ in stored])
-        return AdmittedSet(tickets, stored, left_line)
+        return AdmittedSet(tickets, stored, lines[-1] if lines else None)
 
     async def accept(self, ticket: Ticket, job: Job, images: list[JobImage]) -> Job:
         """Announce an admitted, stored job and put it in line; raises NotInChannelError or
@@ -304,11 +308,6 @@ class Intake:
         if self._kits is None:
             return request, None
         return apply_kit(request, await self._kits(channel_id), own_references=own, limits=limits)
-
-    async def _store_job(self, new_job: NewJob) -> tuple[Ticket, Job, list[JobImage]]:
-        job, images = await self._store.insert_job(new_job, self._runner.hold())
-        [ticket] = await self._runner.tickets([job])
-        return ticket, job, images
 
     def _new_job(
         self,

@@ -109,7 +109,9 @@ class Permutations:
             user_id=user_id,
             request_key=request_key,
             params={SET_PARAM: new_set.id},
-            store=lambda jobs, hold: self._store.insert_permutation_set(new_set, options, jobs, hold),
+            store=lambda jobs, hold, quota: self._store.insert_permutation_set(
+                new_set, options, jobs, hold, quota
+            ),
         )
         labels = [variant.label for variant in expansion.variants]
         images = sum(job.n for job, _ in admitted.jobs)

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import Any
@@ -69,6 +70,17 @@ class Hold:
     owner: str
     until: float
     max_waiting: int | None = None
+
+
+@dataclass(frozen=True)
+class QuotaGate:
+    """Today's quota check, made inside the transaction that stores a job, so it holds across replicas:
+    the user's and the channel's weighted images since `since` (a 4K image counts `weight_4k`) go to
+    `admit`, which raises to refuse (it may run more than once when the transaction is retried)."""
+
+    since: float
+    weight_4k: int
+    admit: Callable[[int, int], object]
 
 
 @dataclass(frozen=True)

@@ -28,6 +28,7 @@ from bot.store.model import (
     MessageKind,
     NewJob,
     PermutationSet,
+    QuotaGate,
     SetVariant,
     SheetTile,
 )
@@ -215,12 +216,24 @@ class Store:
 
     # -- creating and reading jobs ---------------------------------------------------------------
 
-    async def insert_job(self, job: NewJob, hold: Hold | None = None) -> tuple[Job, list[JobImage]]:
+    async def insert_job(
+        self, job: NewJob, hold: Hold | None = None, quota: QuotaGate | None = None
+    ) -> tuple[Job, list[JobImage]]:
         """Store a queued job and its images (seeds seed, seed+1, …) in one transaction, held by
-        `hold`'s owner; raises DuplicateRequestError when a job for the same `request_key` exists, and
-        CapReachedError when the user already has `hold.max_waiting` jobs waiting (on any replica)."""
+        `hold`'s owner; raises DuplicateRequestError when a job for the same `request_key` exists,
+        CapReachedError when the user already has `hold.max_waiting` jobs waiting (on any replica), and
+        whatever `quota` raises when today's images are used up."""
 
         async def insert(db: Tx) -> tuple[Job, list[JobImage]]:
+            if quota is not None:
+                if job.request_key is not None and await db.fetchone(
+                    "SELECT 1 FROM generations WHERE request_key = ?", (job.request_key,)
+                ):
+                    raise DuplicateRequestError(job.request_key)
+                used = await _quota_usage(
+                    db, job.team_id, job.user_id, job.channel_id, quota.since, quota.weight_4k
+                )
+                quota.admit(*used)
             await _check_room(db, job.team_id, job.user_id, hold, 1)
             return await _insert_job(db, job, hold)
 
@@ -239,18 +252,6 @@ class Store:
         """A job's images in order."""
         rows = await self._all("SELECT * FROM generation_images WHERE job_id = ? ORDER BY idx", (job_id,))
         return [_image(row) for row in rows]
-
-    async def unfinished_jobs(self) -> list[Job]:
-        """Jobs to resume at start-up, oldest first: queued, running, or uploaded without a result card."""
-        rows = await self._all(
-            "SELECT * FROM generations WHERE state IN ('queued', 'running')"
-            " OR (state = 'uploaded' AND card_ts IS NULL)"
-            " ORDER BY created_at",
-            (),
-        )
-        return [_job(row) for row in rows]
-
-    # -- the shared line: holds, claims and leases (bot/jobs/queue.py) ----------------------------
 
     async def claim_next(self, owner: str, *, now: float, until: float, running_cap: int) -> Job | None:
         """Take the next job to run for `owner` until `until`, atomically (one replica gets each job):
@@ -410,10 +411,6 @@ class Store:
         )
         return int(row[0]) if row else 0
 
-    async def has_request(self, request_key: str) -> bool:
-        """Whether a job for this Slack request (`NewJob.request_key`) is stored already."""
-        return await self._one("SELECT 1 FROM generations WHERE request_key = ?", (request_key,)) is not None
-
     async def quota_usage(
         self, team_id: str, user_id: str, channel_id: str, since: float, *, weight_4k: int
     ) -> tuple[int, int]:
@@ -421,16 +418,7 @@ class Store:
         created since `since`: those paid or being paid, i.e. every image of a queued or running job,
         and any image that was submitted to Oxen (even if it then failed) or succeeded. Images of jobs
         that failed or were cancelled before submitting them do not count."""
-        row = await self._one(
-            "SELECT COALESCE(SUM(CASE WHEN user_id = ? THEN w END), 0),"  # noqa: S608
-            " COALESCE(SUM(CASE WHEN channel_id = ? THEN w END), 0) FROM ("
-            " SELECT g.user_id, g.channel_id, CASE WHEN g.size = '4K' THEN ? ELSE 1 END AS w"
-            " FROM generation_images AS i JOIN generations AS g ON g.id = i.job_id"
-            " WHERE g.team_id = ? AND (g.user_id = ? OR g.channel_id = ?) AND g.created_at >= ?"
-            f" AND {_COUNTED_IMAGE}) AS counted",
-            (user_id, channel_id, weight_4k, team_id, user_id, channel_id, since),
-        )
-        return (int(row[0]), int(row[1])) if row else (0, 0)
+        return await _quota_usage(self.db, team_id, user_id, channel_id, since, weight_4k)
 
     async def images_of(self, job_ids: Sequence[str]) -> dict[str, list[JobImage]]:
         """The images of several jobs at once, by job id."""
@@ -965,12 +953,23 @@ class Store:
         labels: Sequence[str],
         jobs: Sequence[NewJob],
         hold: Hold | None = None,
+        quota: QuotaGate | None = None,
     ) -> list[tuple[Job, list[JobImage]]]:
         """Store a set, its variants (`labels[i]` is variant i + 1, made by `jobs[i]`) and their queued
         jobs (held as `insert_job` holds one) in one transaction; raises DuplicateRequestError when the
-        set's request_key is stored, CapReachedError when not all its jobs fit in the user's line."""
+        set's request_key is stored, CapReachedError when not all its jobs fit in the user's line, and
+        whatever `quota` raises (checked first, as `insert_job` checks it)."""
 
         async def insert(db: Tx) -> list[tuple[Job, list[JobImage]]]:
+            if quota is not None:
+                if await db.fetchone(
+                    "SELECT 1 FROM permutation_sets WHERE request_key = ?", (new_set.request_key,)
+                ):
+                    raise DuplicateRequestError(new_set.request_key)
+                used = await _quota_usage(
+                    db, new_set.team_id, new_set.user_id, new_set.channel_id, quota.since, quota.weight_4k
+                )
+                quota.admit(*used)
             await _check_room(db, new_set.team_id, new_set.user_id, hold, len(jobs))
             changed = await db.execute(
                 "INSERT INTO permutation_sets (id, team_id, channel_id, user_id, template, request_key,"
@@ -1126,6 +1125,22 @@ class Store:
     async def prune_reference_blobs(self, older_than: float) -> int:
         """Delete the references no URL was signed for since `older_than` (Unix time); how many."""
         return await self._write("DELETE FROM reference_blobs WHERE published_at < ?", (older_than,))
+
+
+async def _quota_usage(
+    db: Tx | Database, team_id: str, user_id: str, channel_id: str, since: float, weight_4k: int
+) -> tuple[int, int]:
+    """See Store.quota_usage (on the database, or inside a transaction)."""
+    row = await db.fetchone(
+        "SELECT COALESCE(SUM(CASE WHEN user_id = ? THEN w END), 0),"  # noqa: S608
+        " COALESCE(SUM(CASE WHEN channel_id = ? THEN w END), 0) FROM ("
+        " SELECT g.user_id, g.channel_id, CASE WHEN g.size = '4K' THEN ? ELSE 1 END AS w"
+        " FROM generation_images AS i JOIN generations AS g ON g.id = i.job_id"
+        " WHERE g.team_id = ? AND (g.user_id = ? OR g.channel_id = ?) AND g.created_at >= ?"
+        f" AND {_COUNTED_IMAGE}) AS counted",
+        (user_id, channel_id, weight_4k, team_id, user_id, channel_id, since),
+    )
+    return (int(row[0]), int(row[1])) if row else (0, 0)
 
 
 async def _check_room(db: Tx, team_id: str, user_id: str, hold: Hold | None, needed: int) -> None:

@@ -15,8 +15,6 @@ from bot.app.config import Settings
 
 COMPOSE = Path(__file__).resolve().parents[2] / "compose.yaml"
 ENV_EXAMPLE = COMPOSE.with_name(".env.example")
-COMING_SETTINGS = {"DATABASE_URL", "REPLICA_ID"}
-"""Read by the Postgres store and the job leases (issue 15), merged separately."""
 
 
 def _scalar(text: str) -> str | None:
@@ -133,7 +131,7 @@ def test_secrets_come_only_from_env_file_and_socket_mode_is_the_default(services
 
 
 def test_every_setting_passed_is_one_dreamboard_reads(services: dict[str, Any]) -> None:
-    known = {name.upper() for name in Settings.model_fields} | COMING_SETTINGS
+    known = {name.upper() for name in Settings.model_fields}
     passed = {name for service in bots(services).values() for name in service["environment"]}
     example = {
         line.split("=", 1)[0].lstrip("# ") for line in ENV_EXAMPLE.read_text().splitlines() if "=" in line

@@ -78,7 +78,7 @@ async def test_two_replicas_starting_on_an_empty_database_migrate_it_once(postgr
     try:
         assert await first.schema_version() == await second.schema_version() == len(MIGRATIONS)
         await first.insert_job(new_job())
-        assert [job.id for job in await second.unfinished_jobs()] == ["j1"]
+        assert [job_id for job_id, _, _ in (await second.line(0.0)).waiting] == ["j1"]
         assert await run_sql_async(postgres_url, "SELECT version FROM schema_version") == [(len(MIGRATIONS),)]
     finally:
         await first.close()

@@ -14,7 +14,7 @@ import pytest
 from bot.domain.kits import Kit
 from bot.store.errors import DuplicateRequestError
 from bot.store.migrations import MIGRATIONS
-from bot.store.model import ImageState, JobState, MessageKind, NewJob, PermutationSet, SheetTile
+from bot.store.model import ImageState, JobState, Line, MessageKind, NewJob, PermutationSet, SheetTile
 from bot.store.store import Store
 
 INTEGRITY_ERRORS = (sqlite3.IntegrityError, psycopg.IntegrityError)
@@ -25,6 +25,11 @@ async def store(database_url: str) -> AsyncIterator[Store]:
     opened = await Store.open(database_url)
     yield opened
     await opened.close()
+
+
+def waiting(line: Line) -> list[str]:
+    """The ids of the jobs waiting in line."""
+    return [job_id for job_id, _, _ in line.waiting]
 
 
 def new_job(job_id: str = "j1", *, user: str = "U1", n: int = 2) -> NewJob:
@@ -49,7 +54,7 @@ async def test_schema_is_versioned_and_reopening_keeps_data(database_url: str) -
     assert await first.schema_version() == len(MIGRATIONS)
     await first.close()
     second = await Store.open(database_url)
-    assert [job.id for job in await second.unfinished_jobs()] == ["j1"]
+    assert waiting(await second.line(0.0)) == ["j1"]
     await second.close()
 
 
@@ -114,9 +119,10 @@ async def test_job_lifecycle_is_recorded(store: Store) -> None:
     kept = (await store.images("j1"))[0]
     assert (kept.reference_key, kept.reference_mimetype) == ("abc123", "image/png")
     assert (images[1].state, images[1].error) == (ImageState.FAILED, "blocked")
-    assert [job.id for job in await store.unfinished_jobs()] == ["j1"], "no result card yet"
+    assert await store.claim_next("r2", now=1.0, until=2.0, running_cap=3) is not None, "no card yet"
     await store.set_card_ts("j1", "1.6")
-    assert await store.unfinished_jobs() == []
+    await store.release(["j1"], "r2", at_once=True)
+    assert await store.claim_next("r3", now=1.0, until=2.0, running_cap=3) is None, "nothing left to do"
 
 
 async def test_events_are_claimed_once(store: Store) -> None:
@@ -174,7 +180,7 @@ async def test_concurrent_writers_do_not_share_a_transaction(store: Store) -> No
     claims = [store.claim_event(f"event:{index}") for index in range(20)]
     results = await asyncio.gather(*jobs, *claims)
     assert len(results) == 40
-    assert len(await store.unfinished_jobs()) == 20
+    assert len(waiting(await store.line(0.0))) == 20
 
 
 async def test_a_terminal_state_is_never_overwritten(store: Store) -> None:
@@ -216,7 +222,7 @@ async def test_one_request_makes_one_job(store: Store) -> None:
     await store.insert_job(replace(new_job("a"), request_key="command:T1"))
     with pytest.raises(DuplicateRequestError):
         await store.insert_job(replace(new_job("b"), request_key="command:T1"))
-    assert [job.id for job in await store.unfinished_jobs()] == ["a"]
+    assert waiting(await store.line(0.0)) == ["a"]
     assert await store.images("b") == []
 
 
