@@ -10,7 +10,7 @@ import pytest
 
 from bot.domain.errors import CapReachedError
 from bot.jobs.queue import JobQueue, line_positions
-from bot.store.model import Hold, Line, NewJob
+from bot.store.model import Hold, Line, NewJob, QuotaGate
 from bot.store.store import Store
 
 LEASE = 30.0
@@ -247,3 +247,28 @@ async def test_a_lost_lease_stops_the_job_and_a_cancel_asked_elsewhere_reaches_t
     assert await store.request_cancel("a1")
     await two.renew()
     await second.until(lambda: cancels == ["a1"])
+
+
+class UsedUp(Exception):
+    """Today's images are used up (what QuotaPolicy.admit raises, without its wording)."""
+
+
+async def test_two_replicas_cannot_both_take_the_last_image_of_the_day(database_url: str) -> None:
+    one, two = await Store.open(database_url), await Store.open(database_url)
+    try:
+
+        def one_image_a_day(user_used: int, channel_used: int) -> None:
+            if user_used >= 1:
+                raise UsedUp
+
+        gate = QuotaGate(since=0.0, weight_4k=2, admit=one_image_a_day)
+        outcomes = await asyncio.gather(
+            one.insert_job(new_job("a1", "alice"), quota=gate),
+            two.insert_job(new_job("a2", "alice"), quota=gate),
+            return_exceptions=True,
+        )
+        assert sorted(type(outcome).__name__ for outcome in outcomes) == ["UsedUp", "tuple"], outcomes
+        assert len((await one.line(0.0)).waiting) == 1, "the refused job was not stored"
+    finally:
+        await one.close()
+        await two.close()
