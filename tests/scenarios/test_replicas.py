@@ -278,7 +278,10 @@ async def test_replicas_share_200_jobs_take_over_a_killed_ones_and_hold_each_use
         for user, channel in zip(USERS, channels, strict=True):
             for n in range(10):
                 await bots.command(prompt_of(user, f"fox {n}"), user=user, channel=channel)
-        # Every replica's slots are taken: the one killed leaves generations in flight and jobs queued.
+        # Every job is stored and announced (a command is acked before its job is stored, so a kill in
+        # between would lose it: Slack does not send an acked command again), and every replica's slots
+        # are taken: the one killed leaves generations in flight and jobs queued.
+        await busy_slack.wait_for("chat.postMessage", count=200, timeout=6 * WAIT)
         await fake_oxen.recorder.wait_for("POST /ai/queue", count=4 * count, timeout=6 * WAIT)
         await bots.kill(0)
         fake_oxen.release()
