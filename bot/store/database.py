@@ -119,8 +119,10 @@ class Database(Protocol):
         """One transaction (committed at the end, rolled back on any error); not retried."""
         ...
 
-    async def in_transaction(self, body: Callable[[Tx], Awaitable[T]]) -> T:
-        """Run `body` in one transaction, retried as a whole while the engine refuses it."""
+    async def in_transaction(self, body: Callable[[Tx], Awaitable[T]], *, lock: int | None = None) -> T:
+        """Run `body` in one transaction, retried as a whole while the engine refuses it. With `lock`,
+        transactions naming the same lock run one at a time, each seeing what the previous committed
+        (PostgreSQL: an advisory lock, at READ COMMITTED; SQLite has one writer anyway)."""
         ...
 
     async def writable(self) -> bool:

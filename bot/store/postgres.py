@@ -215,25 +215,33 @@ class PostgresDatabase(DatabaseAdapter):
             await tx.execute("INSERT INTO write_probe (payload) VALUES (?)", (bytes(PROBE_BYTES),))
             await tx.execute("DELETE FROM write_probe")
 
-    async def _run_transaction(self, body: Callable[[Tx], Awaitable[T]], wait: float) -> T:
-        async with self._transaction(wait) as tx:
+    async def _run_transaction(
+        self, body: Callable[[Tx], Awaitable[T]], wait: float, lock: int | None = None
+    ) -> T:
+        async with self._transaction(wait, lock) as tx:
             return await body(tx)
 
-    async def in_transaction(self, body: Callable[[Tx], Awaitable[T]]) -> T:
+    async def in_transaction(self, body: Callable[[Tx], Awaitable[T]], *, lock: int | None = None) -> T:
         """A SERIALIZABLE transaction around `body` (rolled back when anything fails), retried as a
-        whole while PostgreSQL refuses it for a reason that may pass."""
-        return await self._attempt(lambda left: self._run_transaction(body, left))
+        whole while PostgreSQL refuses it for a reason that may pass. With `lock`, a READ COMMITTED one
+        holding that advisory lock from its first statement instead: transactions on one hot set of
+        rows (the job line) then queue for it rather than abort each other as SERIALIZABLE would."""
+        return await self._attempt(lambda left: self._run_transaction(body, left, lock))
 
     def transaction(self) -> contextlib.AbstractAsyncContextManager[Tx]:
         """A SERIALIZABLE transaction on one pooled connection (rolled back on any error), not retried."""
         return self._transaction(patience())
 
     @contextlib.asynccontextmanager
-    async def _transaction(self, wait: float) -> AsyncIterator[Tx]:
-        """A transaction on a connection the pool hands out within `wait` seconds."""
+    async def _transaction(self, wait: float, lock: int | None = None) -> AsyncIterator[Tx]:
+        """A transaction on a connection the pool hands out within `wait` seconds (SERIALIZABLE, or
+        READ COMMITTED under the advisory `lock`)."""
         async with self._pool.connection(timeout=wait) as conn, conn.transaction():
             self._count()
-            await conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            if lock is None:
+                await conn.execute("SET TRANSACTION ISOLATION LEVEL SERIALIZABLE")
+            else:
+                await conn.execute("SELECT pg_advisory_xact_lock(%s)", (lock,))
             yield PostgresTx(conn, self._count)
 
     async def _on_connection(self, work: Callable[[PostgresTx], Awaitable[T]], wait: float) -> T:

@@ -183,8 +183,9 @@ class SqliteDatabase(DatabaseAdapter):
         SQLite refuses it as locked, full or failing, for the current `write_patience`."""
         return await self._attempt(lambda left: self._locked(operation, left))
 
-    async def in_transaction(self, body: Callable[[Tx], Awaitable[T]]) -> T:
-        """BEGIN IMMEDIATE … COMMIT around `body` (ROLLBACK when anything fails), retried as a whole."""
+    async def in_transaction(self, body: Callable[[Tx], Awaitable[T]], *, lock: int | None = None) -> T:
+        """BEGIN IMMEDIATE … COMMIT around `body` (ROLLBACK when anything fails), retried as a whole;
+        every write transaction is serialized already, so `lock` needs nothing more."""
 
         async def once() -> T:
             await self._db.execute("BEGIN IMMEDIATE")

@@ -77,6 +77,9 @@ _UNANCHORED_SET_OF = (
 )
 """The job `generations AS g` belongs to a permutation set whose status message is not posted (its
 jobs wait for it; a start-up gives such a set up: bot/features/permutations.py)."""
+_LINE_LOCK = 0x4C494E45
+"""The lock the job line's transactions hold (claims, and storing jobs with the caps they count): on
+PostgreSQL they run one at a time instead of aborting each other (Database.in_transaction)."""
 _SKIP_LOCKED = {"sqlite": "", "postgres": "FOR UPDATE SKIP LOCKED"}
 """Concurrent claims on PostgreSQL pass over each other's rows instead of queueing on them; SQLite has
 one writer at a time."""
@@ -237,7 +240,7 @@ class Store:
             await _check_room(db, job.team_id, job.user_id, hold, 1)
             return await _insert_job(db, job, hold)
 
-        return await self._in_transaction(insert)
+        return await self.db.in_transaction(insert, lock=_LINE_LOCK)
 
     async def discard_unstarted(self, job_id: str) -> None:
         """Delete a job that never left `queued` and produced nothing (e.g. its channel refused us)."""
@@ -266,7 +269,7 @@ class Store:
             f" AND {_CLAIMABLE} RETURNING *"
         )
         parameters = (owner, until, now, now, now, running_cap, now, now)
-        row = await self._in_transaction(lambda db: db.fetchone(sql, parameters))
+        row = await self.db.in_transaction(lambda db: db.fetchone(sql, parameters), lock=_LINE_LOCK)
         return _job(row) if row else None
 
     async def claim_held(
@@ -280,7 +283,7 @@ class Store:
             f" AND g.state = 'queued' AND ({_RUNNING_OF}) < ?) RETURNING *"
         )
         parameters = (until, now, job_id, owner, now, running_cap)
-        row = await self._in_transaction(lambda db: db.fetchone(sql, parameters))
+        row = await self.db.in_transaction(lambda db: db.fetchone(sql, parameters), lock=_LINE_LOCK)
         return _job(row) if row else None
 
     async def release(self, job_ids: Sequence[str], owner: str, *, at_once: bool = False) -> None:
@@ -989,7 +992,7 @@ class Store:
             )  # fmt: skip
             return stored
 
-        return await self._in_transaction(insert)
+        return await self.db.in_transaction(insert, lock=_LINE_LOCK)
 
     async def permutation_set(self, set_id: str) -> PermutationSet | None:
         """One set by id."""
