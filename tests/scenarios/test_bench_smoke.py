@@ -7,6 +7,7 @@ import asyncio
 import json
 import sys
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -37,23 +38,22 @@ REQUIRED = (
 )
 
 
+async def run_bench(out: Path, *arguments: str, within: float) -> tuple[dict[str, Any], str]:
+    """Run `python -m bench *arguments --out out`, which must succeed within `within` seconds: its
+    results and its output."""
+    process = await asyncio.create_subprocess_exec(
+        sys.executable, "-m", "bench", *arguments, "--out", str(out), cwd=Path(__file__).parents[2],
+        stdout=asyncio.subprocess.PIPE, stderr=asyncio.subprocess.STDOUT,
+    )  # fmt: skip
+    output, _ = await asyncio.wait_for(process.communicate(), within)
+    assert process.returncode == 0, output.decode()[-2000:]
+    results: dict[str, Any] = json.loads(await asyncio.to_thread(out.read_text))
+    return results, output.decode()
+
+
 @pytest.mark.timeout(240)  # several real bot processes one after another; minutes on a loaded 2-core CI
 async def test_quick_benchmark_smoke_run(tmp_path: Path) -> None:
-    out = tmp_path / "results.json"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench",
-        "--quick",
-        "--out",
-        str(out),
-        cwd=Path(__file__).parents[2],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 200)
-    assert process.returncode == 0, output.decode()[-2000:]
-    results = json.loads(out.read_text())
+    results, output = await run_bench(tmp_path / "results.json", "--quick", within=200)
     assert all(key in results for key in REQUIRED)
     assert results["quick"] is True
     assert results["lost_commands"] == 0
@@ -61,7 +61,7 @@ async def test_quick_benchmark_smoke_run(tmp_path: Path) -> None:
     assert results["ack_errors"] == 0
     assert results["peak_rss_mb_50x4k"] > 0
     assert results["sql_statements_per_job"] > 0
-    assert "ack_p99_ms" in output.decode()
+    assert "ack_p99_ms" in output
 
 
 @pytest.mark.postgres
@@ -73,22 +73,7 @@ async def test_quick_replica_benchmark_smoke_run(tmp_path: Path) -> None:
         server_account()
     except PostgresUnavailable as error:
         unavailable(str(error))
-    out = tmp_path / "results-replicas.json"
-    process = await asyncio.create_subprocess_exec(
-        sys.executable,
-        "-m",
-        "bench",
-        "replicas",
-        "--quick",
-        "--out",
-        str(out),
-        cwd=Path(__file__).parents[2],
-        stdout=asyncio.subprocess.PIPE,
-        stderr=asyncio.subprocess.STDOUT,
-    )
-    output, _ = await asyncio.wait_for(process.communicate(), 100)
-    assert process.returncode == 0, output.decode()[-2000:]
-    results = json.loads(out.read_text())
+    results, output = await run_bench(tmp_path / "results-replicas.json", "replicas", "--quick", within=100)
     assert results["params"]["counts"] == [1, 2]
     jobs = results["params"]["jobs"]
     for count in (1, 2):
@@ -97,4 +82,4 @@ async def test_quick_replica_benchmark_smoke_run(tmp_path: Path) -> None:
         assert results[f"late_acks_{count}"] == 0
         assert sum(results[f"jobs_per_replica_{count}"]) == jobs
     assert results["speedup_2"] == pytest.approx(results["jobs_per_s_2"] / results["jobs_per_s_1"], rel=0.01)
-    assert "speedup_2" in output.decode()
+    assert "speedup_2" in output

@@ -155,7 +155,13 @@ class Dummies:
 
 
 @pytest.fixture
-async def replicas(store: Store) -> AsyncIterator[Callable[[str], tuple[JobQueue, Dummies]]]:
+def clock() -> Clock:
+    """The replicas' one wall clock (they share a host's time)."""
+    return Clock()
+
+
+@pytest.fixture
+async def replicas(store: Store, clock: Clock) -> AsyncIterator[Callable[[str], tuple[JobQueue, Dummies]]]:
     made: list[tuple[JobQueue, Dummies]] = []
     changed = asyncio.Event()
 
@@ -163,12 +169,11 @@ async def replicas(store: Store) -> AsyncIterator[Callable[[str], tuple[JobQueue
         dummies = Dummies(changed)
         dummies.queue = JobQueue(
             store, dummies.run, owner=owner, slots=1, running_per_user=3, waiting_per_user=10,
-            lease_seconds=LEASE, poll_interval=0.02, clock=CLOCK,
+            lease_seconds=LEASE, poll_interval=0.02, clock=clock,
         )  # fmt: skip
         made.append((dummies.queue, dummies))
         return dummies.queue, dummies
 
-    CLOCK.now = 1000.0
     yield make
     for queue, dummies in made:
         for gate in dummies.gates.values():
@@ -176,7 +181,13 @@ async def replicas(store: Store) -> AsyncIterator[Callable[[str], tuple[JobQueue
         await queue.stop(1)
 
 
-CLOCK = Clock()
+async def running_a1(store: Store, replicas: Callable[[str], tuple[JobQueue, Dummies]]) -> Dummies:
+    """Replica r1, started, running job a1 (it stored and announced it); its dummies."""
+    one, first = replicas("r1")
+    await one.start()
+    await submit(one, store, "a1")
+    await first.until(lambda: first.started == ["a1"])
+    return first
 
 
 async def submit(queue: JobQueue, store: Store, job_id: str) -> None:
@@ -203,15 +214,12 @@ async def test_replicas_share_the_line_within_their_slots(
 
 
 async def test_a_replica_whose_lease_is_stale_stops_before_the_effect_and_the_job_runs_once(
-    store: Store, replicas: Callable[[str], tuple[JobQueue, Dummies]]
+    store: Store, replicas: Callable[[str], tuple[JobQueue, Dummies]], clock: Clock
 ) -> None:
-    one, first = replicas("r1")
-    await one.start()
-    await submit(one, store, "a1")
-    await first.until(lambda: first.started == ["a1"])
+    first = await running_a1(store, replicas)
     two, second = replicas("r2")
     await two.start()
-    CLOCK.now += LEASE  # r1's keeper has not renewed for a whole lease (cut off from the database)
+    clock.now += LEASE  # r1's keeper has not renewed for a whole lease (cut off from the database)
     first.gate("a1").set()
     await first.until(lambda: first.cancelled == ["a1"] or bool(first.effects))
     assert first.effects == [], "no effect without a current lease"
@@ -224,12 +232,11 @@ async def test_a_replica_whose_lease_is_stale_stops_before_the_effect_and_the_jo
 
 
 async def test_a_lost_lease_stops_the_job_and_a_cancel_asked_elsewhere_reaches_the_holder(
-    store: Store, replicas: Callable[[str], tuple[JobQueue, Dummies]]
+    store: Store, replicas: Callable[[str], tuple[JobQueue, Dummies]], clock: Clock
 ) -> None:
-    one, first = replicas("r1")
-    await one.start()
-    await submit(one, store, "a1")
-    await first.until(lambda: first.started == ["a1"])
+    first = await running_a1(store, replicas)
+    one = first.queue
+    assert one is not None
     two, second = replicas("r2")
     cancels: list[str] = []
 
@@ -238,12 +245,12 @@ async def test_a_lost_lease_stops_the_job_and_a_cancel_asked_elsewhere_reaches_t
         second.changed.set()
 
     two.cancel_requested = cancel
-    CLOCK.now += LEASE + 1  # r1 is silent for longer than a lease: r2 takes the job over
+    clock.now += LEASE + 1  # r1 is silent for longer than a lease: r2 takes the job over
     await two.start()
     await second.until(lambda: second.started == ["a1"])
     await one.renew()
     await first.until(lambda: first.cancelled == ["a1"])
-    assert await store.holder("a1", CLOCK.now) == "r2", "r1 did not give r2's lease away"
+    assert await store.holder("a1", clock.now) == "r2", "r1 did not give r2's lease away"
     assert await store.request_cancel("a1")
     await two.renew()
     await second.until(lambda: cancels == ["a1"])
