@@ -171,7 +171,11 @@ class JobQueue:
         """Tickets for jobs just stored under `hold()`, in order: each one's place in the shared line,
         and a slot kept here for those that can start at once."""
         self._held.update(job.id for job in jobs)
-        line = await self._store.line(self._clock())
+        try:
+            line = await self._store.line(self._clock())
+        except BaseException:
+            self._held.difference_update(job.id for job in jobs)  # the holds expire instead
+            raise
         positions = line_positions(line, self._running_per_user)
         free = self._slots - len(self._tasks) - self._kept
         ahead_of = Counter[UserKey]()
@@ -193,23 +197,30 @@ class JobQueue:
         return tickets
 
     async def _submit(self, ticket: Ticket) -> None:
-        if ticket.starts_now:
-            self._kept -= 1
-            now = self._clock()
-            if self._accepting:
-                claimed = await self._store.claim_held(
-                    ticket.job_id,
-                    self.owner,
-                    now=now,
-                    until=now + self._lease,
-                    running_cap=self._running_per_user,
-                )
-                if claimed is not None:
-                    self._held.discard(ticket.job_id)
-                    self._launch(ticket.job_id)
-                    return
-        self._held.discard(ticket.job_id)
-        await self._store.release([ticket.job_id], self.owner)
+        """Run the job here, or release it into the line; if the database fails meanwhile, the hold is
+        no longer renewed, so the job joins the line when it expires (it is announced: never an error
+        for the user)."""
+        try:
+            if ticket.starts_now:
+                self._kept -= 1
+                now = self._clock()
+                if self._accepting:
+                    claimed = await self._store.claim_held(
+                        ticket.job_id,
+                        self.owner,
+                        now=now,
+                        until=now + self._lease,
+                        running_cap=self._running_per_user,
+                    )
+                    if claimed is not None:
+                        self._launch(ticket.job_id)
+                        return
+            await self._store.release([ticket.job_id], self.owner)
+        except Exception:
+            # Announced already: the user is not told it failed, since it will run.
+            log.warning("job %s: hand-over not stored; it joins the line as its hold expires", ticket.job_id)
+        finally:
+            self._held.discard(ticket.job_id)
         self._wake.set()
         self._changed()
 
