@@ -194,9 +194,11 @@ asyncio.run(main())
 async def test_a_connection_whose_process_was_killed_gets_no_more_envelopes(fake_slack: FakeSlack) -> None:
     command = (sys.executable, "-c", SOCKET_CLIENT, fake_slack.url + "/socket-mode")
     pipe = asyncio.subprocess.PIPE
-    clients = [await asyncio.create_subprocess_exec(*command, stdout=pipe) for _ in range(2)]
+    clients: list[asyncio.subprocess.Process] = []
     try:
-        for client in clients:
+        for _ in range(2):  # one after the other, so that connection 0 is the first client's
+            client = await asyncio.create_subprocess_exec(*command, stdout=pipe)
+            clients.append(client)
             assert client.stdout is not None
             assert await asyncio.wait_for(client.stdout.readline(), WAIT) == b"hello\n"
         assert fake_slack.socket_connections() == 2
@@ -281,7 +283,9 @@ async def test_replicas_share_200_jobs_take_over_a_killed_ones_and_hold_each_use
         # Every job is stored and announced (a command is acked before its job is stored, so a kill in
         # between would lose it: Slack does not send an acked command again), and every replica's slots
         # are taken: the one killed leaves generations in flight and jobs queued.
-        await busy_slack.wait_for("chat.postMessage", count=200, timeout=6 * WAIT)
+        await busy_slack.recorder.wait_until(
+            lambda: sum(len(busy_slack.messages(channel)) for channel in channels) >= 200, 6 * WAIT
+        )
         await fake_oxen.recorder.wait_for("POST /ai/queue", count=4 * count, timeout=6 * WAIT)
         await bots.kill(0)
         fake_oxen.release()

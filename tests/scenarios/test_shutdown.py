@@ -328,13 +328,17 @@ class Blackhole:
 
 
 async def stop_with(process: asyncio.subprocess.Process, sig: signal.Signals, within: float) -> str:
-    """Send `sig`; the process must exit 0 within `within` seconds, logging no traceback while it stops
-    (the SDK logs one per refused Socket Mode attempt before that). Its output."""
+    """Send `sig`; the process must exit 0 within `within` seconds, logging no traceback while it stops.
+    The SDK logs one per refused Socket Mode attempt, and an attempt whose answer was already on its way
+    when the signal came may still log its own (a load-dependent race, not a shutdown failure): only
+    Dreamboard's loggers are held to it. Its output."""
     process.send_signal(sig)
     code, output = await exit_within(process, within)
     assert code == 0, output
     assert "shutting down" in output, output
-    assert "Traceback" not in output[output.index("shutting down") :]
+    stopping = output[output.index("shutting down") :].splitlines()[1:]
+    ours = [line for line in stopping if '"logger": "slack_bolt.' not in line and "Traceback" in line]
+    assert ours == [], output
     assert '"message": "stopped"' in output
     return output
 
