@@ -136,6 +136,7 @@ class JobQueue:
         self._accepting = False
         self._stopping = False
         self._wake = asyncio.Event()
+        self._halt = asyncio.Event()
         self._loops: list[asyncio.Task[None]] = []
         self.on_change: list[Callable[[], None]] = []
         """Called (synchronously) whenever the line may have changed: a job joined, left or started."""
@@ -286,8 +287,10 @@ class JobQueue:
             for task in pending:
                 task.cancel()
             await asyncio.gather(*tasks, return_exceptions=True)
-        for loop in self._loops:
-            loop.cancel()
+        # The loops are told to end, not cancelled: a claim cancelled in the middle could be committed
+        # without its job ever being launched (it would wait a lease for another replica).
+        self._halt.set()
+        self._wake.set()
         await asyncio.gather(*self._loops, *self._cancels.values(), return_exceptions=True)
         self._loops = []
 
@@ -335,6 +338,8 @@ class JobQueue:
             except Exception:
                 log.warning("could not claim jobs from the line; trying again", exc_info=True)
             self._wake.clear()
+            if not self._accepting:
+                break
             # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that arrives as
             # its timeout fires, and this loop would then never stop.
             with contextlib.suppress(TimeoutError):
@@ -359,9 +364,12 @@ class JobQueue:
             self._changed()
 
     async def _keep_loop(self) -> None:
-        while not self._stopping or self._tasks:
-            await asyncio.sleep(self._lease / 3)
-            await self.renew()
+        while not self._halt.is_set():
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(self._lease / 3):
+                    await self._halt.wait()
+            if not self._halt.is_set():
+                await self.renew()
 
     async def renew(self) -> None:
         """Renew the leases of the jobs held here (every third of a lease, by a background loop): a

@@ -194,7 +194,10 @@ class SqliteDatabase(DatabaseAdapter):
                 await self._db.execute("COMMIT")
             finally:
                 if self._db.in_transaction:
-                    await self._db.execute("ROLLBACK")
+                    # A COMMIT interrupted by a cancel may still complete in aiosqlite's thread: then
+                    # there is nothing left to roll back, and the cancel is what must propagate.
+                    with contextlib.suppress(sqlite3.OperationalError):
+                        await self._db.execute("ROLLBACK")
             return result
 
         return await self._attempt_locked(once)

@@ -10,7 +10,7 @@ import pytest
 
 from bot.domain.errors import CapReachedError
 from bot.jobs.queue import JobQueue, line_positions
-from bot.store.model import Hold, Line, NewJob, QuotaGate
+from bot.store.model import Hold, Job, Line, NewJob, QuotaGate
 from bot.store.store import Store
 
 LEASE = 30.0
@@ -279,3 +279,40 @@ async def test_two_replicas_cannot_both_take_the_last_image_of_the_day(database_
     finally:
         await one.close()
         await two.close()
+
+
+async def test_stopping_lets_a_claim_under_way_finish_and_hands_its_job_back(
+    database_url: str, clock: Clock
+) -> None:
+    claimed, go_on = asyncio.Event(), asyncio.Event()
+
+    class SlowToAnswer(Store):
+        """A store whose claims are committed, then answered only once the test says so."""
+
+        async def claim_next(self, owner: str, *, now: float, until: float, running_cap: int) -> Job | None:
+            job = await super().claim_next(owner, now=now, until=until, running_cap=running_cap)
+            claimed.set()
+            await go_on.wait()
+            return job
+
+    opened = await Store.open(database_url)
+    store = SlowToAnswer(opened.db)
+    try:
+        await store.insert_job(new_job("a1", "alice"))
+        dummies = Dummies(asyncio.Event())
+        queue = JobQueue(
+            store, dummies.run, owner="r1", slots=1, running_per_user=3, waiting_per_user=10,
+            lease_seconds=LEASE, clock=clock,
+        )  # fmt: skip
+        dummies.queue = queue
+        await queue.start()
+        await claimed.wait()
+        stopping = asyncio.create_task(queue.stop(1))  # runs before the claim is answered
+        go_on.set()
+        await stopping
+        assert dummies.started == [], "a claim answered after stop does not start its job"
+        taken = await Store.claim_next(store, "r2", now=clock.now, until=clock.now + LEASE, running_cap=3)
+        assert taken is not None, "the job was handed back at once, not left to its lease"
+        assert taken.id == "a1"
+    finally:
+        await opened.close()
