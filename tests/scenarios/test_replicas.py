@@ -338,3 +338,29 @@ async def test_each_users_caps_hold_across_replicas(
         jobs = await bots.delivered(allowed)
     assert_each_delivered_once(fake_slack, fake_oxen, jobs, log=bots.log())
     assert fake_oxen.peak_in_flight(prompt_of("U1", "")) == MAX_ACTIVE_PER_USER, "2 held at once, never more"
+
+
+async def test_one_event_delivered_to_two_replicas_makes_one_job(
+    fake_slack: FakeSlack, fake_oxen: FakeOxen, tmp_path: Path, postgres_url: str
+) -> None:
+    read_jobs = functools.partial(stored_jobs, postgres_url)
+    async with Replicas(
+        fake_slack, fake_oxen, tmp_path, database_url=postgres_url, read_jobs=read_jobs
+    ) as bots:
+        await bots.start(2, **SHARED_SETTINGS)
+        events_url = bots.balancer.url + "/slack/events"
+        mention = fake_slack.human_message("C1", f"<@{fake_slack.bot_user_id}> a paper boat")
+        # Slack retries an event it thinks went unanswered (X-Slack-Retry-Num), and sends both a
+        # `message` and an `app_mention` for a mention (slack.md); the balancer sends each to the next
+        # replica, so both replicas see the request.
+        await fake_slack.send_event(events_url, {**mention, "type": "app_mention"}, event_id="EvBOAT")
+        await fake_slack.send_event(
+            events_url, {**mention, "type": "app_mention"}, event_id="EvBOAT", retry_num=1
+        )
+        await fake_slack.send_event(events_url, mention)
+        jobs = await bots.delivered(1)
+    assert bots.balancer.routed[:3] == [bots.bots[0].url, bots.bots[1].url, bots.bots[0].url]
+    [(job, _)] = jobs
+    assert job.thread_ts == mention["ts"], "the job answers the mention, in its thread"
+    assert (len(fake_oxen.submissions), len(fake_oxen.billed)) == (1, 1), "one paid generation"
+    assert len(fake_slack.calls_to("files.completeUploadExternal")) == 1, "one upload"
