@@ -9,7 +9,8 @@ runs; a replica that stops renewing (killed, cut off) loses its jobs to the othe
 expires, and they resume them from their step log. Before each step with an outside effect (a
 submission, an upload: `critical`) the lease must still be safely ours, so a replica cut off from the
 database stops before it would repeat another's work. A replica claims when a slot frees, when a job
-joins the line here, and every `poll_interval` (jobs joining on other replicas, expired leases).
+joins the line here, when a withdrawn job's hold expires, and (unless `exclusive`) every
+`poll_interval`, for jobs joining on other replicas and expired leases.
 
 With SQLite one process holds the file (bot/store/database_lock.py), so leases cannot be lost: a
 start-up takes over every hold a dead process left, and `exclusive` turns the lease check off (a locked
@@ -176,6 +177,7 @@ class JobQueue:
             line = await self._store.line(self._clock())
         except BaseException:
             self._held.difference_update(job.id for job in jobs)  # the holds expire instead
+            self._look_when_hold_expires()
             raise
         positions = line_positions(line, self._running_per_user)
         free = self._slots - len(self._tasks) - self._kept
@@ -220,6 +222,7 @@ class JobQueue:
         except Exception:
             # Announced already: the user is not told it failed, since it will run.
             log.warning("job %s: hand-over not stored; it joins the line as its hold expires", ticket.job_id)
+            self._look_when_hold_expires()
         finally:
             self._held.discard(ticket.job_id)
         self._wake.set()
@@ -228,6 +231,11 @@ class JobQueue:
     def _withdraw(self, ticket: Ticket) -> None:
         self._held.discard(ticket.job_id)
         self._kept -= ticket.starts_now
+        self._look_when_hold_expires()
+
+    def _look_when_hold_expires(self) -> None:
+        """Claim again once a hold given up without a release has expired (its job is then in line)."""
+        asyncio.get_running_loop().call_later(self._lease, self._wake.set)
 
     async def positions(self) -> dict[str, int]:
         """Each waiting job's place in the shared line (see `line_positions`)."""
@@ -333,17 +341,20 @@ class JobQueue:
 
     async def _claim_loop(self) -> None:
         while self._accepting:
+            failed = False
             try:
                 await self._fill()
             except Exception:
+                failed = True
                 log.warning("could not claim jobs from the line; trying again", exc_info=True)
             self._wake.clear()
             if not self._accepting:
                 break
-            # asyncio.timeout, not wait_for: Python 3.11's wait_for can swallow a cancel that arrives as
-            # its timeout fires, and this loop would then never stop.
+            # With `exclusive`, only this process adds to the line or frees a hold, and it wakes the loop
+            # when it does: it looks again on its own only after a failed claim. asyncio.timeout, not
+            # wait_for: Python 3.11's wait_for can swallow a cancel that arrives as its timeout fires.
             with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(self._poll_interval):
+                async with asyncio.timeout(None if self._exclusive and not failed else self._poll_interval):
                     await self._wake.wait()
 
     async def _fill(self) -> None:
