@@ -4,7 +4,7 @@ The hand-off is one sequence: the job is stored under this replica's hold, with 
 counted in the same transaction (so MAX_QUEUED_PER_USER holds across replicas), then the runner posts
 its status message and puts it in the shared line. If Slack refuses the status message the job is
 deleted; if anything else stops the hand-off, the hold expires and the job runs from the line.
-Daily quotas are counted in that same transaction (SERIALIZABLE on PostgreSQL, one writer on SQLite), so
+Daily quotas are counted in that same transaction (which holds the job line's lock: Store.insert_job), so
 two requests at once, on any replicas, cannot both take the last images of the day.
 """
 
@@ -260,11 +260,9 @@ class Intake:
         hold = self._runner.hold()
         try:
             stored = await store(new_jobs, hold, quota)
-        except QueueRoomError:
+        except (QueueRoomError, QuotaExceededError):
             raise
-        except CapReachedError as exc:
-            if isinstance(exc, QuotaExceededError):
-                raise
+        except CapReachedError as exc:  # the store's count of the user's waiting jobs
             room = max(0, (hold.max_waiting or 0) - exc.queued)
             raise QueueRoomError(room, len(new_jobs)) from None
         tickets = await self._runner.tickets([job for job, _ in stored])

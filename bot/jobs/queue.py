@@ -255,9 +255,10 @@ class JobQueue:
         """The running task of a job, if it runs in this replica."""
         return self._tasks.get(job_id)
 
-    def in_critical_section(self, job_id: str) -> bool:
-        """Whether the job is inside a step that must not be interrupted."""
-        return self._critical[job_id] > 0
+    async def held_elsewhere(self, job_id: str) -> bool:
+        """Whether another replica holds the job now (announcing or running it)."""
+        holder = await self._store.holder(job_id, self._clock())
+        return holder is not None and holder != self.owner
 
     @contextlib.contextmanager
     def critical(self, job_id: str) -> Iterator[None]:
@@ -310,8 +311,13 @@ class JobQueue:
         for hook in self.on_change:
             hook()
 
+    def _safe_from(self, renewed_at: float) -> float:
+        """Until when a lease renewed at `renewed_at` is safely ours: a renewal (every third of a lease)
+        may be missed once before another replica could take the job."""
+        return renewed_at + self._lease * 2 / 3
+
     def _launch(self, job_id: str) -> None:
-        self._safe_until[job_id] = self._clock() + self._lease * 2 / 3
+        self._safe_until[job_id] = self._safe_from(self._clock())
         task = asyncio.create_task(self._run_held(job_id), name=f"job-{job_id}")
         self._tasks[job_id] = task
         task.add_done_callback(functools.partial(self._done, job_id))
@@ -405,7 +411,7 @@ class JobQueue:
                 continue
             if task is None:
                 continue
-            self._safe_until[job_id] = now + self._lease * 2 / 3
+            self._safe_until[job_id] = self._safe_from(now)
             if kept[job_id] and self.cancel_requested is not None and job_id not in self._cancels:
                 cancel = asyncio.create_task(self.cancel_requested(job_id), name=f"cancel-{job_id}")
                 self._cancels[job_id] = cancel

@@ -7,7 +7,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Sequence
+from collections.abc import Sequence
 
 from bot.jobs.pipeline import JobPipeline
 from bot.jobs.positions import QueuePositions
@@ -44,18 +44,13 @@ class JobRunner:
         queue: JobQueue,
         positions: QueuePositions | None = None,
         write_patience: float = JOB_WRITE_PATIENCE,
-        remote_cancel_wait: float | None = None,
-        clock: Callable[[], float] = time.time,
     ) -> None:
-        """`write_patience`: see JOB_WRITE_PATIENCE (tests shorten it); `remote_cancel_wait`: how long a
-        cancel waits for the replica running the job to end it (default: one lease)."""
+        """`write_patience`: see JOB_WRITE_PATIENCE (tests shorten it)."""
         self._write_patience = write_patience
         self._store = store
         self._pipeline = pipeline
         self._queue = queue
         self._positions = positions
-        self._clock = clock
-        self._remote_cancel_wait = remote_cancel_wait
         self._fresh: dict[str, tuple[Job, list[JobImage]]] = {}
         queue.cancel_requested = self.cancel
 
@@ -133,8 +128,7 @@ class JobRunner:
                 return None
             if job.finished:
                 return job.state
-            holder = await self._store.holder(job_id, self._clock())
-            if holder is not None and holder != self._queue.owner and job.state is not JobState.QUEUED:
+            if job.state is not JobState.QUEUED and await self._queue.held_elsewhere(job_id):
                 return await self._cancel_elsewhere(job)
             job = await self._pipeline.cancel_queued(job) or await self._store.get_job(job_id) or job
             self._queue.moved()
@@ -150,8 +144,7 @@ class JobRunner:
         """Ask the replica running `job` to cancel it (it sees the request when it renews the lease)
         and wait, up to a lease, for the state it ends in."""
         await self._store.request_cancel(job.id)
-        wait = self._remote_cancel_wait if self._remote_cancel_wait is not None else self._queue.lease_seconds
-        deadline = time.monotonic() + wait
+        deadline = time.monotonic() + self._queue.lease_seconds
         while time.monotonic() < deadline:
             await asyncio.sleep(REMOTE_CANCEL_POLL)
             current = await self._store.get_job(job.id)

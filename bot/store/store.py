@@ -81,8 +81,9 @@ _LINE_LOCK = 0x4C494E45
 """The lock the job line's transactions hold (claims, and storing jobs with the caps they count): on
 PostgreSQL they run one at a time instead of aborting each other (Database.in_transaction)."""
 _SKIP_LOCKED = {"sqlite": "", "postgres": "FOR UPDATE SKIP LOCKED"}
-"""Concurrent claims on PostgreSQL pass over each other's rows instead of queueing on them; SQLite has
-one writer at a time."""
+"""On PostgreSQL a claim passes over a row another transaction is writing (a job being finished or its
+lease renewed) instead of waiting for it; claims themselves take turns under _LINE_LOCK. SQLite has one
+writer at a time."""
 
 _JOB_FIELDS = tuple(f.name for f in fields(Job))
 _IMAGE_FIELDS = tuple(f.name for f in fields(JobImage))
